@@ -1,0 +1,106 @@
+//! Offline checksums carried inside token formats.
+//!
+//! GitHub (`ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`) and npm (`npm_`) tokens end in six
+//! base62 characters that encode the CRC32 of the 30 random characters before them.
+//! Keyward's own client keys use the same construction over their whole body, so any
+//! scanner can tell a real key from a look-alike without a network call.
+
+/// Base62 alphabet used by GitHub-style token checksums: digits, upper, lower.
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Encodes `n` as exactly six base62 characters, left-padded with `0`.
+pub fn base62_crc(n: u32) -> [u8; 6] {
+    let mut out = [b'0'; 6];
+    let mut n = n as u64;
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out
+}
+
+/// CRC32 of `data`, base62-encoded to six characters.
+pub fn crc32_base62(data: &[u8]) -> [u8; 6] {
+    base62_crc(crc32fast::hash(data))
+}
+
+/// True when `token` ends in a 36-character body (after the last `_`) whose final six
+/// characters are the base62 CRC32 of the first thirty. Used for GitHub and npm tokens.
+pub fn github_style_valid(token: &[u8]) -> bool {
+    let body = match token.iter().rposition(|&b| b == b'_') {
+        Some(i) => &token[i + 1..],
+        None => token,
+    };
+    if body.len() != 36 || !body.iter().all(u8::is_ascii_alphanumeric) {
+        return false;
+    }
+    crc32_base62(&body[..30]) == body[30..]
+}
+
+/// Length of the random part of a Keyward client key.
+pub const KEYWARD_RANDOM_LEN: usize = 32;
+
+/// Checks a Keyward client key of the form `kw_<env>_<32 base62><6 base62 checksum>`,
+/// where the checksum is the CRC32 of everything before it (prefix and environment
+/// included, so a key cannot be moved to another environment by editing its prefix).
+/// Returns the environment name when the key is well formed and its checksum holds.
+pub fn keyward_key_env(token: &[u8]) -> Option<&str> {
+    let rest = token.strip_prefix(b"kw_")?;
+    let sep = rest.iter().position(|&b| b == b'_')?;
+    let env = &rest[..sep];
+    let body = &rest[sep + 1..];
+    if env.is_empty()
+        || env.len() > 16
+        || !env.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        || body.len() != KEYWARD_RANDOM_LEN + 6
+        || !body.iter().all(u8::is_ascii_alphanumeric)
+    {
+        return None;
+    }
+    let signed = token.len() - 6;
+    if crc32_base62(&token[..signed]) != token[signed..] {
+        return None;
+    }
+    std::str::from_utf8(env).ok()
+}
+
+/// Appends the checksum to `unsigned` (`kw_<env>_<random>`) to form a complete key.
+pub fn keyward_key_seal(unsigned: &str) -> String {
+    let ck = crc32_base62(unsigned.as_bytes());
+    let mut s = String::with_capacity(unsigned.len() + 6);
+    s.push_str(unsigned);
+    s.push_str(std::str::from_utf8(&ck).expect("base62 is ASCII"));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base62_pads_and_orders_digits_upper_lower() {
+        assert_eq!(&base62_crc(0), b"000000");
+        assert_eq!(&base62_crc(61), b"00000z");
+        assert_eq!(&base62_crc(62), b"000010");
+        assert_eq!(&base62_crc(u32::MAX), b"4gfFC3");
+    }
+
+    #[test]
+    fn github_checksum_round_trip_and_tamper() {
+        let body = "abcdefghijklmnopqrstuvwxyzABCD";
+        let tok = format!("ghp_{body}{}", std::str::from_utf8(&crc32_base62(body.as_bytes())).unwrap());
+        assert!(github_style_valid(tok.as_bytes()));
+        let mut bad = tok.into_bytes();
+        bad[5] = b'X';
+        assert!(!github_style_valid(&bad));
+    }
+
+    #[test]
+    fn keyward_key_checksum_binds_environment() {
+        let key = keyward_key_seal("kw_prod_0123456789abcdefghijABCDEFGHIJxy");
+        assert_eq!(keyward_key_env(key.as_bytes()), Some("prod"));
+        let moved = key.replacen("kw_prod_", "kw_devv_", 1);
+        assert_eq!(keyward_key_env(moved.as_bytes()), None);
+        assert_eq!(keyward_key_env(b"kw_prod_short"), None);
+    }
+}

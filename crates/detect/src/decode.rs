@@ -1,0 +1,282 @@
+//! Finds encoded regions (base64, percent-encoding, JSON string escapes) whose decoded
+//! form may hold a secret, and maps positions in the decoded bytes back to the original.
+
+use base64::Engine as _;
+
+/// How a region of the original text was encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Base64,
+    Percent,
+    JsonEscape,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Base64 => "base64",
+            Encoding::Percent => "percent",
+            Encoding::JsonEscape => "json-escape",
+        }
+    }
+}
+
+/// Decoded bytes of one region and the way back to the original offsets.
+pub(crate) struct Decoded {
+    pub encoding: Encoding,
+    pub bytes: Vec<u8>,
+    /// Original span of the whole region.
+    pub region: (usize, usize),
+    /// For byte-wise encodings, `map[i]` is the original offset of decoded byte `i`
+    /// (with one extra entry for the end). Empty for base64, where a finding points at
+    /// the whole encoded region.
+    map: Vec<usize>,
+}
+
+impl Decoded {
+    /// Original span for a decoded span.
+    pub fn original_span(&self, start: usize, end: usize) -> (usize, usize) {
+        if self.map.is_empty() {
+            self.region
+        } else {
+            (self.map[start], self.map[end])
+        }
+    }
+}
+
+/// Shortest base64 run worth decoding: 24 characters hold 18 bytes, shorter than any
+/// credential the rules look for in practice.
+const MIN_BASE64_RUN: usize = 24;
+
+static BASE64_CLASS: [u8; 256] = {
+    // 1 = lower, 2 = upper, 4 = digit, 8 = other base64 symbol (+ / - _)
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b.is_ascii_lowercase() {
+            1
+        } else if b.is_ascii_uppercase() {
+            2
+        } else if b.is_ascii_digit() {
+            4
+        } else if b == b'+' || b == b'/' || b == b'-' || b == b'_' {
+            8
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Calls `f` with every decodable region of `hay`.
+pub(crate) fn for_each_region(hay: &[u8], mut f: impl FnMut(Decoded)) {
+    base64_regions(hay, &mut f);
+    percent_regions(hay, &mut f);
+    json_escape_regions(hay, &mut f);
+}
+
+fn base64_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
+    let mut i = 0;
+    let n = hay.len();
+    while i < n {
+        if BASE64_CLASS[hay[i] as usize] == 0 {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut classes = 0u8;
+        while i < n {
+            let c = BASE64_CLASS[hay[i] as usize];
+            if c == 0 {
+                break;
+            }
+            classes |= c;
+            i += 1;
+        }
+        let mut end = i;
+        while end < n && end - i < 2 && hay[end] == b'=' {
+            end += 1;
+        }
+        // Real base64 of a secret mixes lower, upper and digits; identifiers and
+        // words do not.
+        if i - start >= MIN_BASE64_RUN && classes & 7 == 7 {
+            if let Some(bytes) = decode_base64(&hay[start..i]) {
+                if mostly_text(&bytes) {
+                    f(Decoded { encoding: Encoding::Base64, bytes, region: (start, end), map: Vec::new() });
+                }
+            }
+        }
+        i = end.max(i + 1);
+    }
+}
+
+fn decode_base64(run: &[u8]) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let url = run.iter().any(|&b| b == b'-' || b == b'_');
+    let std = run.iter().any(|&b| b == b'+' || b == b'/');
+    if url && std {
+        return None;
+    }
+    // Drop trailing characters that cannot end a valid unpadded encoding.
+    let usable = match run.len() % 4 {
+        1 => &run[..run.len() - 1],
+        _ => run,
+    };
+    let engine = if url { &URL_SAFE_NO_PAD } else { &STANDARD_NO_PAD };
+    engine.decode(usable).ok()
+}
+
+/// At least 95% printable ASCII or whitespace: decoded config, not random bytes.
+fn mostly_text(b: &[u8]) -> bool {
+    if b.len() < 8 {
+        return false;
+    }
+    let printable = b.iter().filter(|&&c| (0x20..0x7f).contains(&c) || c == b'\n' || c == b'\r' || c == b'\t').count();
+    printable * 20 >= b.len() * 19
+}
+
+fn is_url_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"%._~+-:/@=&?!*'".contains(&b)
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+fn percent_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
+    let mut done_until = 0;
+    for p in memchr::memchr_iter(b'%', hay) {
+        if p < done_until || p + 2 >= hay.len() || hex_val(hay[p + 1]).is_none() || hex_val(hay[p + 2]).is_none() {
+            continue;
+        }
+        let mut start = p;
+        while start > 0 && is_url_char(hay[start - 1]) {
+            start -= 1;
+        }
+        let mut end = p;
+        while end < hay.len() && is_url_char(hay[end]) {
+            end += 1;
+        }
+        done_until = end;
+        let mut bytes = Vec::with_capacity(end - start);
+        let mut map = Vec::with_capacity(end - start + 1);
+        let mut i = start;
+        while i < end {
+            if hay[i] == b'%' && i + 2 < end + 1 && i + 2 < hay.len() {
+                if let (Some(h), Some(l)) = (hex_val(hay[i + 1]), hex_val(hay[i + 2])) {
+                    bytes.push(h << 4 | l);
+                    map.push(i);
+                    i += 3;
+                    continue;
+                }
+            }
+            bytes.push(hay[i]);
+            map.push(i);
+            i += 1;
+        }
+        map.push(end);
+        f(Decoded { encoding: Encoding::Percent, bytes, region: (start, end), map });
+    }
+}
+
+fn json_escape_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
+    let mut done_until = 0;
+    for p in memchr::memchr_iter(b'\\', hay) {
+        if p < done_until || p + 1 >= hay.len() || !matches!(hay[p + 1], b'"' | b'/' | b'u') {
+            continue;
+        }
+        // Decode the whole line holding the escape.
+        let start = memchr::memrchr(b'\n', &hay[..p]).map_or(0, |i| i + 1);
+        let end = memchr::memchr(b'\n', &hay[p..]).map_or(hay.len(), |i| p + i);
+        done_until = end;
+        let (bytes, map) = unescape_json(hay, start, end);
+        f(Decoded { encoding: Encoding::JsonEscape, bytes, region: (start, end), map });
+    }
+}
+
+fn unescape_json(hay: &[u8], start: usize, end: usize) -> (Vec<u8>, Vec<usize>) {
+    let mut bytes = Vec::with_capacity(end - start);
+    let mut map = Vec::with_capacity(end - start + 1);
+    let mut i = start;
+    while i < end {
+        if hay[i] == b'\\' && i + 1 < end {
+            let simple = match hay[i + 1] {
+                b'"' => Some(b'"'),
+                b'\\' => Some(b'\\'),
+                b'/' => Some(b'/'),
+                b'n' => Some(b'\n'),
+                b't' => Some(b'\t'),
+                b'r' => Some(b'\r'),
+                _ => None,
+            };
+            if let Some(c) = simple {
+                bytes.push(c);
+                map.push(i);
+                i += 2;
+                continue;
+            }
+            if hay[i + 1] == b'u' && i + 6 <= end {
+                let code = std::str::from_utf8(&hay[i + 2..i + 6]).ok().and_then(|h| u32::from_str_radix(h, 16).ok());
+                if let Some(ch) = code.and_then(char::from_u32) {
+                    let mut buf = [0u8; 4];
+                    for &b in ch.encode_utf8(&mut buf).as_bytes() {
+                        bytes.push(b);
+                        map.push(i);
+                    }
+                    i += 6;
+                    continue;
+                }
+            }
+        }
+        bytes.push(hay[i]);
+        map.push(i);
+        i += 1;
+    }
+    map.push(end);
+    (bytes, map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regions(s: &str) -> Vec<(Encoding, String, (usize, usize))> {
+        let mut v = Vec::new();
+        for_each_region(s.as_bytes(), |d| v.push((d.encoding, String::from_utf8_lossy(&d.bytes).into_owned(), d.region)));
+        v
+    }
+
+    #[test]
+    fn base64_region_is_found_and_mapped_to_the_whole_blob() {
+        let enc = base64::engine::general_purpose::STANDARD.encode("token=Zr4vT9qLm2Xw8Kp1");
+        let text = format!("data:\n  key: {enc}\n");
+        let r = regions(&text);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].1, "token=Zr4vT9qLm2Xw8Kp1");
+        assert_eq!(&text[r[0].2 .0..r[0].2 .1], enc);
+    }
+
+    #[test]
+    fn percent_and_json_map_bytes_back() {
+        let text = "u=https://a:p%40ss%2Fw0rd@host/x";
+        let mut got = None;
+        for_each_region(text.as_bytes(), |d| {
+            if d.encoding == Encoding::Percent {
+                let s = String::from_utf8_lossy(&d.bytes).into_owned();
+                let i = s.find("p@ss/w0rd").unwrap();
+                got = Some(d.original_span(i, i + "p@ss/w0rd".len()));
+            }
+        });
+        let (a, b) = got.unwrap();
+        assert_eq!(&text[a..b], "p%40ss%2Fw0rd");
+        let j = regions("{\"k\": \"a\\/b\\u0041\"}");
+        assert_eq!(j[0].1, "{\"k\": \"a/bA\"}");
+    }
+
+    #[test]
+    fn identifiers_are_not_decoded() {
+        assert!(regions("this_is_a_very_long_identifier_name_without_caps").is_empty());
+    }
+}

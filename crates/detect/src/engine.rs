@@ -1,0 +1,274 @@
+//! The matching engine: one Aho-Corasick pass over the keywords of every rule picks
+//! the rules that can match at all; only those run their regex.
+
+use crate::decode::{self, Encoding};
+use crate::rule::{Rule, RuleError, RuleFile, RuleSpec};
+use crate::validate;
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/rule_files.rs"));
+}
+
+/// Decoded text nested deeper than this is not decoded again (base64 inside JSON
+/// escapes is fine; unbounded nesting is a denial of service).
+const MAX_DECODE_DEPTH: u8 = 2;
+
+/// One secret found in a haystack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Index of the rule in [`Detector::rules`].
+    pub rule: usize,
+    /// Byte span of the secret in the haystack. For a secret found inside a base64
+    /// region this is the whole encoded region.
+    pub start: usize,
+    pub end: usize,
+    /// The secret itself (decoded when it was found inside an encoding).
+    pub secret: Vec<u8>,
+    /// The encoding the secret was found under, if any.
+    pub encoding: Option<Encoding>,
+}
+
+/// Compiled rules plus the keyword prefilter. Cheap to share across threads.
+#[derive(Debug)]
+pub struct Detector {
+    rules: Vec<Rule>,
+    prefilter: AhoCorasick,
+    /// For each prefilter pattern, the rules whose keyword it is.
+    keyword_rules: Vec<Vec<u32>>,
+    decode: bool,
+}
+
+/// Why a detector could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    Parse { file: String, reason: String },
+    Rule(RuleError),
+    DuplicateId(String),
+    UnknownId(String),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Parse { file, reason } => write!(f, "rule file {file}: {reason}"),
+            BuildError::Rule(e) => write!(f, "{e}"),
+            BuildError::DuplicateId(id) => write!(f, "two rules share the id `{id}`: ids must be unique"),
+            BuildError::UnknownId(id) => write!(f, "no rule has the id `{id}` (see `keyward rules` for the list)"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Parses rule specs from TOML text (`[[rule]]` tables).
+pub fn parse_rules(file: &str, text: &str) -> Result<Vec<RuleSpec>, BuildError> {
+    toml::from_str::<RuleFile>(text)
+        .map(|f| f.rule)
+        .map_err(|e| BuildError::Parse { file: file.to_string(), reason: e.to_string() })
+}
+
+/// The specs of every built-in rule, in file order.
+pub fn builtin_specs() -> Vec<RuleSpec> {
+    builtin::RULE_FILES
+        .iter()
+        .flat_map(|(name, text)| parse_rules(name, text).unwrap_or_else(|e| panic!("embedded {e}")))
+        .collect()
+}
+
+/// Chooses rules for a [`Detector`].
+#[derive(Debug, Default)]
+pub struct DetectorBuilder {
+    extra: Vec<RuleSpec>,
+    disabled: Vec<String>,
+    no_builtin: bool,
+    no_decode: bool,
+}
+
+impl DetectorBuilder {
+    /// Adds rules (for example from a user's config file).
+    pub fn add_rules(mut self, rules: impl IntoIterator<Item = RuleSpec>) -> Self {
+        self.extra.extend(rules);
+        self
+    }
+    /// Turns off rules by id. Naming an id that does not exist is an error at build.
+    pub fn disable(mut self, ids: impl IntoIterator<Item = String>) -> Self {
+        self.disabled.extend(ids);
+        self
+    }
+    /// Leaves out the built-in rules.
+    pub fn without_builtin(mut self) -> Self {
+        self.no_builtin = true;
+        self
+    }
+    /// Skips decoding of base64, percent and JSON-escaped regions.
+    pub fn without_decoding(mut self) -> Self {
+        self.no_decode = true;
+        self
+    }
+    pub fn build(self) -> Result<Detector, BuildError> {
+        let mut specs = if self.no_builtin { Vec::new() } else { builtin_specs() };
+        specs.extend(self.extra);
+        let mut seen = HashSet::new();
+        for s in &specs {
+            if !seen.insert(s.id.clone()) {
+                return Err(BuildError::DuplicateId(s.id.clone()));
+            }
+        }
+        for id in &self.disabled {
+            if !seen.contains(id) {
+                return Err(BuildError::UnknownId(id.clone()));
+            }
+        }
+        let rules = specs
+            .into_iter()
+            .filter(|s| !self.disabled.contains(&s.id))
+            .map(Rule::compile)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(BuildError::Rule)?;
+        Ok(Detector::from_rules(rules, !self.no_decode))
+    }
+}
+
+impl Detector {
+    /// The detector with every built-in rule, built once per process.
+    pub fn builtin() -> &'static Detector {
+        static D: OnceLock<Detector> = OnceLock::new();
+        D.get_or_init(|| DetectorBuilder::default().build().expect("built-in rules are valid"))
+    }
+
+    fn from_rules(rules: Vec<Rule>, decode: bool) -> Detector {
+        let mut keywords: Vec<Vec<u8>> = Vec::new();
+        let mut keyword_rules: Vec<Vec<u32>> = Vec::new();
+        for (ri, rule) in rules.iter().enumerate() {
+            for kw in &rule.spec.keywords {
+                let kw = kw.to_ascii_lowercase().into_bytes();
+                match keywords.iter().position(|k| *k == kw) {
+                    Some(p) => keyword_rules[p].push(ri as u32),
+                    None => {
+                        keywords.push(kw);
+                        keyword_rules.push(vec![ri as u32]);
+                    }
+                }
+            }
+        }
+        let prefilter = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&keywords)
+            .expect("keyword automaton builds");
+        Detector { rules, prefilter, keyword_rules, decode }
+    }
+
+    /// All rules, in the order findings index them.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The rule a finding came from.
+    pub fn rule(&self, f: &Finding) -> &Rule {
+        &self.rules[f.rule]
+    }
+
+    /// Finds every secret in `hay`, sorted by position, overlaps resolved in favour
+    /// of the more specific rule.
+    pub fn find(&self, hay: &[u8]) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.find_into(hay, 0, &mut out);
+        resolve_overlaps(&self.rules, &mut out);
+        out
+    }
+
+    fn find_into(&self, hay: &[u8], depth: u8, out: &mut Vec<Finding>) {
+        let mut triggered = vec![false; self.rules.len()];
+        let mut any = false;
+        for m in self.prefilter.find_overlapping_iter(hay) {
+            for &r in &self.keyword_rules[m.pattern().as_usize()] {
+                triggered[r as usize] = true;
+                any = true;
+            }
+        }
+        if any {
+            for (ri, rule) in self.rules.iter().enumerate().filter(|(i, _)| triggered[*i]) {
+                for caps in rule.regex.captures_iter(hay) {
+                    let Some(m) = caps.get(rule.secret_group) else { continue };
+                    let secret = m.as_bytes();
+                    if validate::accept(rule, secret) {
+                        out.push(Finding { rule: ri, start: m.start(), end: m.end(), secret: secret.to_vec(), encoding: None });
+                    }
+                }
+            }
+        }
+        if self.decode && depth < MAX_DECODE_DEPTH {
+            decode::for_each_region(hay, |d| {
+                let mut inner = Vec::new();
+                self.find_into(&d.bytes, depth + 1, &mut inner);
+                for f in inner {
+                    let (start, end) = d.original_span(f.start, f.end);
+                    out.push(Finding { start, end, encoding: Some(f.encoding.unwrap_or(d.encoding)), ..f });
+                }
+            });
+        }
+    }
+
+    /// Returns `text` with every secret replaced by `[REDACTED:<rule-id>]`.
+    /// Text without secrets is returned unchanged (and unallocated).
+    pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let findings = self.find(text.as_bytes());
+        if findings.is_empty() {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut pos = 0;
+        for f in &findings {
+            // Spans come from byte regexes over UTF-8 text; widen to char boundaries
+            // so the result stays valid UTF-8.
+            let mut start = f.start.max(pos);
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            let mut end = f.end.max(start);
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            if start < pos {
+                continue;
+            }
+            out.push_str(&text[pos..start]);
+            out.push_str("[REDACTED:");
+            out.push_str(self.rules[f.rule].id());
+            out.push(']');
+            pos = end;
+        }
+        out.push_str(&text[pos..]);
+        std::borrow::Cow::Owned(out)
+    }
+}
+
+/// Sorts findings by position and removes duplicates: of findings whose spans
+/// overlap, the most specific rule wins (then the longer span, then the earlier rule).
+fn resolve_overlaps(rules: &[Rule], v: &mut Vec<Finding>) {
+    v.sort_by(|a, b| {
+        a.start
+            .cmp(&b.start)
+            .then(rules[b.rule].specificity().cmp(&rules[a.rule].specificity()))
+            .then(b.end.cmp(&a.end))
+            .then(a.rule.cmp(&b.rule))
+    });
+    let mut kept: Vec<Finding> = Vec::with_capacity(v.len());
+    for f in v.drain(..) {
+        if let Some(last) = kept.last_mut() {
+            if f.start < last.end {
+                let better = (rules[f.rule].specificity(), f.end - f.start) > (rules[last.rule].specificity(), last.end - last.start);
+                if better {
+                    *last = f;
+                }
+                continue;
+            }
+        }
+        kept.push(f);
+    }
+    *v = kept;
+}

@@ -1,0 +1,161 @@
+//! Rules as data: the TOML schema, and its compiled form.
+//!
+//! A rule file holds `[[rule]]` tables. Each rule names what it finds (`id`, `name`,
+//! `provider`), how to find it cheaply (`keywords`: literal strings, matched ASCII
+//! case-insensitively, at least one of which must occur in any text the rule can
+//! match), how to find it exactly (`pattern`: a regex whose `secret` group, or first
+//! group, or whole match is the secret), and how to tell it from look-alikes
+//! (`checksum`, `min_entropy`, `generic`). Every rule carries `examples` that must be
+//! found and `negative_examples` that must not; a test runs all of them.
+
+use regex::bytes::Regex;
+use serde::Deserialize;
+use std::fmt;
+
+/// How sure a finding is that it is a live credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    #[default]
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// Lower-case name, as used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A checksum the token format itself carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Checksum {
+    /// Last six base62 characters are the CRC32 of the thirty before (GitHub, npm).
+    GithubCrc32,
+    /// Keyward client key: CRC32 over prefix, environment and random part.
+    Keyward,
+}
+
+/// One rule exactly as written in a rule file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Stable identifier, kebab-case, unique across all rules (e.g. `openai-project-key`).
+    pub id: String,
+    /// Human name shown in reports.
+    pub name: String,
+    /// Who issues the credential (e.g. `OpenAI`).
+    pub provider: String,
+    /// Literals (ASCII case-insensitive) of which at least one occurs in every match.
+    pub keywords: Vec<String>,
+    /// Regex over bytes; the secret is the `secret` group, else group 1, else the match.
+    pub pattern: String,
+    /// Minimum Shannon entropy of the secret, in bits per character.
+    #[serde(default)]
+    pub min_entropy: Option<f64>,
+    /// A checksum the secret must satisfy.
+    #[serde(default)]
+    pub checksum: Option<Checksum>,
+    /// The format has no fixed structure of its own (a password after `password=`,
+    /// a hex key after a provider name): hashes, UUIDs, identifiers and other
+    /// look-alikes are filtered out more aggressively.
+    #[serde(default)]
+    pub generic: bool,
+    #[serde(default)]
+    pub severity: Severity,
+    /// Texts in which this rule must report a finding.
+    #[serde(default)]
+    pub examples: Vec<String>,
+    /// Texts in which this rule must report nothing.
+    #[serde(default)]
+    pub negative_examples: Vec<String>,
+}
+
+/// A rule file: `[[rule]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    #[serde(default)]
+    pub rule: Vec<RuleSpec>,
+}
+
+/// Why a rule could not be used.
+#[derive(Debug)]
+pub struct RuleError {
+    pub rule_id: String,
+    pub reason: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rule `{}`: {}", self.rule_id, self.reason)
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+/// A rule ready to run.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub spec: RuleSpec,
+    pub(crate) regex: Regex,
+    /// Capture group index holding the secret (0 = whole match).
+    pub(crate) secret_group: usize,
+}
+
+impl Rule {
+    /// Compiles a spec, checking that it is usable: a valid pattern, at least one
+    /// keyword of two or more characters, a kebab-case id.
+    pub fn compile(spec: RuleSpec) -> Result<Rule, RuleError> {
+        let err = |reason: String| RuleError { rule_id: spec.id.clone(), reason };
+        if spec.id.is_empty()
+            || !spec
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(err("id must be non-empty kebab-case ([a-z0-9-])".into()));
+        }
+        if spec.keywords.is_empty() || spec.keywords.iter().any(|k| k.len() < 2) {
+            return Err(err(
+                "needs at least one keyword, each two or more characters long".into(),
+            ));
+        }
+        let regex = regex::bytes::RegexBuilder::new(&spec.pattern)
+            .size_limit(32 << 20)
+            .build()
+            .map_err(|e| err(format!("invalid pattern: {e}")))?;
+        let secret_group = regex
+            .capture_names()
+            .position(|n| n == Some("secret"))
+            .unwrap_or(if regex.captures_len() > 1 { 1 } else { 0 });
+        Ok(Rule {
+            spec,
+            regex,
+            secret_group,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// Rank used when two rules claim overlapping text: checksummed formats beat
+    /// fixed-prefix formats, which beat generic context rules.
+    pub(crate) fn specificity(&self) -> u8 {
+        match (self.spec.checksum.is_some(), self.spec.generic) {
+            (true, _) => 2,
+            (false, false) => 1,
+            (false, true) => 0,
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Checks that separate real secrets from things that merely look like them.
+
+use crate::checksum;
+use crate::rule::{Checksum, Rule};
+
+/// Shannon entropy of `s` in bits per byte.
+pub fn shannon_entropy(s: &[u8]) -> f64 {
+    if s.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in s {
+        counts[b as usize] += 1;
+    }
+    let n = s.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Words that mark a value as a placeholder, template or documented example rather
+/// than a credential (compared case-insensitively).
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "example", "xxxx", "your_", "your-", "yourkey", "placeholder", "changeme", "change_me",
+    "dummy", "sample", "redacted", "insert", "replace", "<", ">", "${", "{{", "}}", "****",
+    "....", "todo", "fixme", "notreal", "not_real", "not-real", "fake", "mytoken", "my_token",
+    "my-token", "mysecret", "my_secret", "mypassword", "password123", "secret123", "abcdefgh",
+    "12345678", "01234567", "0000000000", "1111111111",
+];
+
+/// True when the secret is a placeholder, a template variable or a documented example.
+pub fn is_placeholder(secret: &[u8]) -> bool {
+    let lower: Vec<u8> = secret.iter().map(u8::to_ascii_lowercase).collect();
+    if PLACEHOLDER_WORDS
+        .iter()
+        .any(|w| memchr::memmem::find(&lower, w.as_bytes()).is_some())
+    {
+        return true;
+    }
+    // A value made of very few distinct characters ("aaaaaaaa", "abababab").
+    let mut seen = [false; 256];
+    let mut distinct = 0;
+    for &b in secret {
+        if !seen[b as usize] {
+            seen[b as usize] = true;
+            distinct += 1;
+        }
+    }
+    secret.len() >= 8 && distinct * 5 < secret.len().min(40)
+}
+
+/// True for values that are hashes, identifiers or other public data when found in a
+/// generic (context-only) rule: hex digests, UUIDs, lockfile integrity strings,
+/// paths, URLs, code identifiers and words.
+pub fn is_generic_lookalike(secret: &[u8]) -> bool {
+    let len = secret.len();
+    let all_hex = secret.iter().all(u8::is_ascii_hexdigit);
+    // Hex digests: md5, sha1, sha224, sha256, sha384, sha512.
+    // Rules for providers whose keys are hex are not generic: they name the provider.
+    if all_hex && matches!(len, 32 | 40 | 56 | 64 | 96 | 128) {
+        return true;
+    }
+    if is_uuid(secret) {
+        return true;
+    }
+    let s = secret;
+    if s.starts_with(b"sha1-") || s.starts_with(b"sha256-") || s.starts_with(b"sha384-") || s.starts_with(b"sha512-") {
+        return true;
+    }
+    if s.contains(&b'/') && s.iter().filter(|&&b| b == b'/').count() >= 2 && !s.ends_with(b"=") {
+        // Paths and URLs.
+        return true;
+    }
+    // Code: function calls, member access, template syntax.
+    if s.contains(&b'(') || s.contains(&b')') || s.starts_with(b"$") || s.starts_with(b"%") {
+        return true;
+    }
+    // A dotted identifier such as `self.config.password` or `os.environ`.
+    if s.contains(&b'.') && s.split(|&b| b == b'.').all(|p| !p.is_empty() && p.iter().all(|&b| b.is_ascii_alphabetic() || b == b'_')) {
+        return true;
+    }
+    // Identifiers in snake, kebab or camel case made only of letters: `get_password`,
+    // `API_TOKEN`, `passwordField`. Real random secrets almost always carry digits
+    // or mixed classes.
+    let letters_only = s.iter().all(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'-');
+    if letters_only {
+        return true;
+    }
+    false
+}
+
+/// `8-4-4-4-12` hex with dashes.
+fn is_uuid(s: &[u8]) -> bool {
+    s.len() == 36
+        && s.iter().enumerate().all(|(i, &b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// Runs every check a rule asks for on a candidate secret.
+pub fn accept(rule: &Rule, secret: &[u8]) -> bool {
+    if let Some(kind) = rule.spec.checksum {
+        let ok = match kind {
+            Checksum::GithubCrc32 => checksum::github_style_valid(secret),
+            Checksum::Keyward => checksum::keyward_key_env(secret).is_some(),
+        };
+        // A valid checksum is proof enough: skip heuristics that could only lose it.
+        return ok;
+    }
+    if is_placeholder(secret) {
+        return false;
+    }
+    if let Some(min) = rule.spec.min_entropy {
+        if shannon_entropy(secret) < min {
+            return false;
+        }
+    }
+    if rule.spec.generic && is_generic_lookalike(secret) {
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_of_uniform_and_constant() {
+        assert_eq!(shannon_entropy(b"aaaa"), 0.0);
+        assert!((shannon_entropy(b"abcd") - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn placeholders_are_recognised() {
+        assert!(is_placeholder(b"sk-your_key_here"));
+        assert!(is_placeholder(b"AKIAIOSFODNN7EXAMPLE"));
+        assert!(is_placeholder(b"xxxxxxxxxxxxxxxxxxxx"));
+        assert!(is_placeholder(b"${OPENAI_API_KEY}"));
+        assert!(!is_placeholder(b"Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc"));
+    }
+
+    #[test]
+    fn generic_lookalikes() {
+        assert!(is_generic_lookalike(b"123e4567-e89b-12d3-a456-426614174000"));
+        assert!(is_generic_lookalike(b"sha512-abcDEF123+/=="));
+        assert!(is_generic_lookalike(b"self.config.password"));
+        assert!(is_generic_lookalike(b"get_password"));
+        assert!(is_generic_lookalike(b"os.getenv(KEY)"));
+        assert!(!is_generic_lookalike(b"hQ7vP2nX9kL4mR8t"));
+    }
+}
