@@ -1,0 +1,77 @@
+//! The `keyward` binary: argument parsing and wiring only.
+
+mod hook;
+mod scan_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Keyward protects API tokens: it finds leaked keys before they ship, and brokers
+/// AI calls so that real provider keys never leave the server.
+#[derive(Parser)]
+#[command(name = "keyward", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Find leaked secrets in files, directories, git history, the git index or stdin.
+    ///
+    /// Exit status: 0 when nothing is found, 1 when secrets are found, 2 on a usage
+    /// or I/O error.
+    Scan(scan_cmd::ScanArgs),
+    /// List the detection rules.
+    Rules {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the git pre-commit hook.
+    Hook {
+        #[command(subcommand)]
+        action: hook::HookAction,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // clap exits 0 for --help/--version and 2 for usage errors, as we do.
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    let result = match cli.command {
+        Command::Scan(args) => scan_cmd::run(args),
+        Command::Rules { json } => list_rules(json),
+        Command::Hook { action } => hook::run(action),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            anstream::eprintln!("{}error:{} {e:#}", anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Red.into())).bold(), anstyle::Reset);
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn list_rules(json: bool) -> anyhow::Result<ExitCode> {
+    let d = keyward_detect::Detector::builtin();
+    if json {
+        let rules: Vec<_> = d
+            .rules()
+            .iter()
+            .map(|r| serde_json::json!({"id": r.spec.id, "name": r.spec.name, "provider": r.spec.provider, "severity": r.spec.severity.as_str(), "keywords": r.spec.keywords}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rules)?);
+    } else {
+        for r in d.rules() {
+            println!("{:<40} {:<10} {:<16} {}", r.spec.id, r.spec.severity.as_str(), r.spec.provider, r.spec.name);
+        }
+        println!("{} rules", d.rules().len());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,179 @@
+//! `keyward scan`.
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use keyward_scan::{report, scanner::Stats, ScanOptions, Source};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Sarif,
+}
+
+#[derive(Args)]
+pub struct ScanArgs {
+    /// Files and directories to scan; `-` reads standard input. Default: `.`
+    paths: Vec<PathBuf>,
+    /// Scan every blob in the git history of the repository at PATH (default `.`).
+    #[arg(long, value_name = "REPO", num_args = 0..=1, default_missing_value = ".", conflicts_with_all = ["staged", "paths"])]
+    git: Option<PathBuf>,
+    /// Scan what is staged for the next commit (the index), for pre-commit hooks.
+    #[arg(long, conflicts_with = "paths")]
+    staged: bool,
+    /// Repository for --staged (default: the current directory).
+    #[arg(long, value_name = "REPO", requires = "staged")]
+    repo: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Human)]
+    format: Format,
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Print secrets in full. Reports are redacted by default.
+    #[arg(long)]
+    show_secrets: bool,
+    /// Suppress findings recorded in this baseline file.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Record every finding of this scan in a baseline file and exit 0.
+    #[arg(long, value_name = "FILE")]
+    write_baseline: Option<PathBuf>,
+    /// Config file (default: `.keyward.toml` in the scan root, if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Scanning threads (default: number of CPUs).
+    #[arg(long, short = 'j')]
+    threads: Option<usize>,
+    /// Skip files larger than this many bytes (suffixes K, M, G allowed).
+    #[arg(long, value_name = "SIZE", default_value = "10M", value_parser = parse_size)]
+    max_file_size: u64,
+    /// Scan binary files too.
+    #[arg(long)]
+    include_binary: bool,
+    /// Do not honour .gitignore and .ignore files.
+    #[arg(long)]
+    no_ignore: bool,
+    /// Do not open zip and tar archives.
+    #[arg(long)]
+    no_archives: bool,
+    /// Do not decode base64, percent-encoded or JSON-escaped text.
+    #[arg(long)]
+    no_decode: bool,
+    /// Follow symbolic links.
+    #[arg(long)]
+    follow: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("`{s}` is not a size; use a number of bytes, optionally with K, M or G"))
+}
+
+pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
+    let source = if let Some(repo) = a.git {
+        Source::GitHistory(repo)
+    } else if a.staged {
+        Source::Staged(a.repo.unwrap_or_else(|| PathBuf::from(".")))
+    } else if a.paths.len() == 1 && a.paths[0].as_os_str() == "-" {
+        Source::Stdin
+    } else if a.paths.iter().any(|p| p.as_os_str() == "-") {
+        anyhow::bail!("`-` (stdin) cannot be combined with other paths; scan them in separate runs");
+    } else if a.paths.is_empty() {
+        Source::Paths(vec![PathBuf::from(".")])
+    } else {
+        Source::Paths(a.paths)
+    };
+    let defaults = ScanOptions::default();
+    let opts = ScanOptions {
+        source,
+        config: a.config,
+        baseline: a.baseline,
+        threads: a.threads.unwrap_or(defaults.threads),
+        max_file_size: a.max_file_size,
+        include_binary: a.include_binary,
+        respect_gitignore: !a.no_ignore,
+        archives: !a.no_archives,
+        decode: !a.no_decode,
+        follow_links: a.follow,
+    };
+    let stats = Stats::default();
+    let show_progress = !a.no_progress && std::io::stderr().is_terminal() && matches!(opts.source, Source::Paths(_) | Source::GitHistory(_));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut outcome = std::thread::scope(|s| {
+        let done_ref = &done;
+        let stats_ref = &stats;
+        if show_progress {
+            s.spawn(move || progress(stats_ref, done_ref));
+        }
+        let r = keyward_scan::run(&opts, &stats);
+        done.store(true, Ordering::Relaxed);
+        r
+    })?;
+    for f in &mut outcome.findings {
+        f.set_secret_visibility(a.show_secrets);
+    }
+    if let Some(path) = &a.write_baseline {
+        keyward_scan::baseline::write(path, &outcome.findings)?;
+        eprintln!("wrote {} finding(s) to baseline {}", outcome.findings.len(), path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create report file {}", p.display()))?,
+        )),
+        None => Box::new(anstream::AutoStream::auto(std::io::stdout().lock())),
+    };
+    match a.format {
+        Format::Human => report::human::write(&mut out, &outcome)?,
+        Format::Json => report::json::write(&mut out, &outcome)?,
+        Format::Sarif => report::sarif::write(&mut out, &outcome)?,
+    }
+    out.flush()?;
+    if !matches!(a.format, Format::Human) {
+        for w in &outcome.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    Ok(if outcome.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A spinner with bytes and files scanned, shown only after the scan has run for a
+/// moment (short scans stay quiet) and only on a terminal.
+fn progress(stats: &Stats, done: &std::sync::atomic::AtomicBool) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(700) {
+        if done.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+    while !done.load(Ordering::Relaxed) {
+        bar.set_message(format!(
+            "scanned {} files, {:.1} MB",
+            stats.files.load(Ordering::Relaxed),
+            stats.bytes.load(Ordering::Relaxed) as f64 / 1e6
+        ));
+        bar.tick();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bar.finish_and_clear();
+}

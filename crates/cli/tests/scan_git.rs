@@ -1,0 +1,108 @@
+//! Git history, the index (`--staged`) and the pre-commit hook, in real repositories.
+
+mod common;
+use common::*;
+use std::fs;
+use std::process::Command;
+
+const SEED_A: &str = "Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc7Jd0Fa";
+const SEED_B: &str = "Qm8Wn3Rb7Tc2Vd6Xe1Yf5Zg9Ah4Bj0";
+
+#[test]
+fn history_reports_the_commit_that_introduced_a_secret_removed_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    git_init(d);
+    fs::write(d.join("README.md"), "hello\n").unwrap();
+    git(d, &["add", "."]);
+    git(d, &["commit", "-qm", "init"]);
+    let tok = github_pat(SEED_A);
+    fs::write(d.join("deploy.sh"), format!("#!/bin/sh\nexport GH_TOKEN={tok}\n")).unwrap();
+    git(d, &["add", "."]);
+    git(d, &["commit", "-qm", "add deploy"]);
+    let leak_commit = git(d, &["rev-parse", "HEAD"]);
+    // Edit the file (new blob with the same secret), rename it, then delete it.
+    fs::write(d.join("deploy.sh"), format!("#!/bin/sh\nset -e\nexport GH_TOKEN={tok}\n")).unwrap();
+    git(d, &["commit", "-qam", "edit"]);
+    git(d, &["mv", "deploy.sh", "ops.sh"]);
+    git(d, &["commit", "-qm", "rename"]);
+    git(d, &["rm", "-q", "ops.sh"]);
+    git(d, &["commit", "-qm", "remove"]);
+    // A secret only on another branch.
+    git(d, &["checkout", "-qb", "side"]);
+    fs::write(d.join("side.env"), format!("KW={}\n", keyward_key("test", "Q7mZx2Lp9Vt4Rk8Nw3Hs6Bc1Df5Gj0Ya"))).unwrap();
+    git(d, &["add", "."]);
+    git(d, &["commit", "-qm", "side"]);
+    git(d, &["checkout", "-q", "main"]);
+
+    let working_tree = run_in(d, &["scan", "-f", "json"], None);
+    assert!(findings(&working_tree).is_empty(), "the working tree is clean");
+
+    let out = run_in(d, &["scan", "--git", "-f", "json"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let f = findings(&out);
+    let gh: Vec<_> = f.iter().filter(|f| f["rule_id"] == "github-classic-pat").collect();
+    // deploy.sh (introduced in "add deploy"); ops.sh has the same blob as deploy.sh's
+    // last version, which was already scanned once.
+    assert_eq!(gh.len(), 1, "{f:#?}");
+    assert_eq!(gh[0]["path"], "deploy.sh");
+    assert_eq!(gh[0]["commit"], leak_commit.as_str());
+    assert_eq!(gh[0]["author"], "Ada Lovelace");
+    assert_eq!(gh[0]["email"], "ada@example.org");
+    assert_eq!(gh[0]["line"], 2);
+    assert!(gh[0]["date"].as_str().unwrap().len() >= 20);
+    assert!(f.iter().any(|f| f["rule_id"] == "keyward-client-key" && f["path"] == "side.env" && f["environment"] == "test"));
+
+    let not_repo = tempfile::tempdir().unwrap();
+    let bad = run_in(not_repo.path(), &["scan", "--git"], None);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("git"));
+}
+
+#[test]
+fn staged_scans_the_index_not_the_working_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    git_init(d);
+    fs::write(d.join("a.txt"), "clean\n").unwrap();
+    git(d, &["add", "."]);
+    git(d, &["commit", "-qm", "init"]);
+    // Staged: a secret. Working tree: the secret removed again (not staged).
+    fs::write(d.join("a.txt"), format!("clean\n{}\n", github_pat(SEED_A))).unwrap();
+    git(d, &["add", "a.txt"]);
+    fs::write(d.join("a.txt"), "clean\n").unwrap();
+    // Working tree only: an unstaged secret is not the hook's business.
+    fs::write(d.join("b.txt"), github_pat(SEED_B)).unwrap();
+    let out = run_in(d, &["scan", "--staged", "-f", "json"], None);
+    let f = findings(&out);
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_eq!((f[0]["path"].as_str(), f[0]["line"].as_i64()), (Some("a.txt"), Some(2)));
+}
+
+#[test]
+fn installed_hook_blocks_a_real_commit_and_allows_a_clean_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    git_init(d);
+    let out = run_in(d, &["hook", "install"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    fs::write(d.join("ok.txt"), "fine\n").unwrap();
+    git(d, &["add", "."]);
+    git(d, &["commit", "-qm", "clean commit"]);
+
+    fs::write(d.join("leak.env"), format!("T={}\n", github_pat(SEED_A))).unwrap();
+    git(d, &["add", "."]);
+    let commit = Command::new("git").current_dir(d).args(["commit", "-qm", "leak"]).env("NO_COLOR", "1").output().unwrap();
+    assert!(!commit.status.success(), "the hook must block the commit");
+    let msg = String::from_utf8_lossy(&commit.stdout).to_string() + &String::from_utf8_lossy(&commit.stderr);
+    assert!(msg.contains("leak.env:1:3"), "the hook says where: {msg}");
+    assert_eq!(git(d, &["rev-list", "--count", "HEAD"]), "1", "nothing was committed");
+
+    // A foreign hook is not overwritten without --force.
+    let hooks = d.join(".git/hooks/pre-commit");
+    fs::write(&hooks, "#!/bin/sh\nexit 0\n").unwrap();
+    let refused = run_in(d, &["hook", "install"], None);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+}
