@@ -35,7 +35,11 @@ fn hooks_dir(repo: &Path) -> anyhow::Result<PathBuf> {
         .output()
         .context("cannot run git; install git or put it on PATH")?;
     if !out.status.success() {
-        bail!("{} is not a git repository: {}", repo.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{} is not a git repository: {}",
+            repo.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
@@ -55,7 +59,8 @@ pub fn run(action: HookAction) -> anyhow::Result<ExitCode> {
     match action {
         HookAction::Install { repo, force } => {
             let dir = hooks_dir(&repo)?;
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             let hook = dir.join("pre-commit");
             if let Ok(existing) = std::fs::read_to_string(&hook) {
                 if !existing.contains(MARKER) && !force {
@@ -65,7 +70,8 @@ pub fn run(action: HookAction) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
-            std::fs::write(&hook, script()?).with_context(|| format!("cannot write {}", hook.display()))?;
+            std::fs::write(&hook, script()?)
+                .with_context(|| format!("cannot write {}", hook.display()))?;
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
@@ -80,7 +86,10 @@ pub fn run(action: HookAction) -> anyhow::Result<ExitCode> {
                     std::fs::remove_file(&hook)?;
                     println!("removed {}", hook.display());
                 }
-                Ok(_) => bail!("{} was not written by keyward; leaving it alone", hook.display()),
+                Ok(_) => bail!(
+                    "{} was not written by keyward; leaving it alone",
+                    hook.display()
+                ),
                 Err(_) => println!("no pre-commit hook installed"),
             }
         }

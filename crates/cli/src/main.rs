@@ -52,7 +52,13 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            anstream::eprintln!("{}error:{} {e:#}", anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Red.into())).bold(), anstyle::Reset);
+            anstream::eprintln!(
+                "{}error:{} {e:#}",
+                anstyle::Style::new()
+                    .fg_color(Some(anstyle::AnsiColor::Red.into()))
+                    .bold(),
+                anstyle::Reset
+            );
             ExitCode::from(2)
         }
     }
@@ -69,7 +75,13 @@ fn list_rules(json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&rules)?);
     } else {
         for r in d.rules() {
-            println!("{:<40} {:<10} {:<16} {}", r.spec.id, r.spec.severity.as_str(), r.spec.provider, r.spec.name);
+            println!(
+                "{:<40} {:<10} {:<16} {}",
+                r.spec.id,
+                r.spec.severity.as_str(),
+                r.spec.provider,
+                r.spec.name
+            );
         }
         println!("{} rules", d.rules().len());
     }

@@ -81,9 +81,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
         Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    num.parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("`{s}` is not a size; use a number of bytes, optionally with K, M or G"))
+    num.parse::<u64>().map(|n| n * mult).map_err(|_| {
+        format!("`{s}` is not a size; use a number of bytes, optionally with K, M or G")
+    })
 }
 
 pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
@@ -94,7 +94,9 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
     } else if a.paths.len() == 1 && a.paths[0].as_os_str() == "-" {
         Source::Stdin
     } else if a.paths.iter().any(|p| p.as_os_str() == "-") {
-        anyhow::bail!("`-` (stdin) cannot be combined with other paths; scan them in separate runs");
+        anyhow::bail!(
+            "`-` (stdin) cannot be combined with other paths; scan them in separate runs"
+        );
     } else if a.paths.is_empty() {
         Source::Paths(vec![PathBuf::from(".")])
     } else {
@@ -114,7 +116,9 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
         follow_links: a.follow,
     };
     let stats = Stats::default();
-    let show_progress = !a.no_progress && std::io::stderr().is_terminal() && matches!(opts.source, Source::Paths(_) | Source::GitHistory(_));
+    let show_progress = !a.no_progress
+        && std::io::stderr().is_terminal()
+        && matches!(opts.source, Source::Paths(_) | Source::GitHistory(_));
     let done = std::sync::atomic::AtomicBool::new(false);
     let mut outcome = std::thread::scope(|s| {
         let done_ref = &done;
@@ -131,12 +135,17 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &a.write_baseline {
         keyward_scan::baseline::write(path, &outcome.findings)?;
-        eprintln!("wrote {} finding(s) to baseline {}", outcome.findings.len(), path.display());
+        eprintln!(
+            "wrote {} finding(s) to baseline {}",
+            outcome.findings.len(),
+            path.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let mut out: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot create report file {}", p.display()))?,
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot create report file {}", p.display()))?,
         )),
         None => Box::new(anstream::AutoStream::auto(std::io::stdout().lock())),
     };
@@ -151,7 +160,11 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
             eprintln!("warning: {w}");
         }
     }
-    Ok(if outcome.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if outcome.findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// A spinner with bytes and files scanned, shown only after the scan has run for a
@@ -165,7 +178,10 @@ fn progress(stats: &Stats, done: &std::sync::atomic::AtomicBool) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+            .expect("valid template"),
+    );
     while !done.load(Ordering::Relaxed) {
         bar.set_message(format!(
             "scanned {} files, {:.1} MB",

@@ -17,12 +17,20 @@ fn history_reports_the_commit_that_introduced_a_secret_removed_since() {
     git(d, &["add", "."]);
     git(d, &["commit", "-qm", "init"]);
     let tok = github_pat(SEED_A);
-    fs::write(d.join("deploy.sh"), format!("#!/bin/sh\nexport GH_TOKEN={tok}\n")).unwrap();
+    fs::write(
+        d.join("deploy.sh"),
+        format!("#!/bin/sh\nexport GH_TOKEN={tok}\n"),
+    )
+    .unwrap();
     git(d, &["add", "."]);
     git(d, &["commit", "-qm", "add deploy"]);
     let leak_commit = git(d, &["rev-parse", "HEAD"]);
     // Edit the file (new blob with the same secret), rename it, then delete it.
-    fs::write(d.join("deploy.sh"), format!("#!/bin/sh\nset -e\nexport GH_TOKEN={tok}\n")).unwrap();
+    fs::write(
+        d.join("deploy.sh"),
+        format!("#!/bin/sh\nset -e\nexport GH_TOKEN={tok}\n"),
+    )
+    .unwrap();
     git(d, &["commit", "-qam", "edit"]);
     git(d, &["mv", "deploy.sh", "ops.sh"]);
     git(d, &["commit", "-qm", "rename"]);
@@ -30,18 +38,36 @@ fn history_reports_the_commit_that_introduced_a_secret_removed_since() {
     git(d, &["commit", "-qm", "remove"]);
     // A secret only on another branch.
     git(d, &["checkout", "-qb", "side"]);
-    fs::write(d.join("side.env"), format!("KW={}\n", keyward_key("test", "Q7mZx2Lp9Vt4Rk8Nw3Hs6Bc1Df5Gj0Ya"))).unwrap();
+    fs::write(
+        d.join("side.env"),
+        format!(
+            "KW={}\n",
+            keyward_key("test", "Q7mZx2Lp9Vt4Rk8Nw3Hs6Bc1Df5Gj0Ya")
+        ),
+    )
+    .unwrap();
     git(d, &["add", "."]);
     git(d, &["commit", "-qm", "side"]);
     git(d, &["checkout", "-q", "main"]);
 
     let working_tree = run_in(d, &["scan", "-f", "json"], None);
-    assert!(findings(&working_tree).is_empty(), "the working tree is clean");
+    assert!(
+        findings(&working_tree).is_empty(),
+        "the working tree is clean"
+    );
 
     let out = run_in(d, &["scan", "--git", "-f", "json"], None);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let f = findings(&out);
-    let gh: Vec<_> = f.iter().filter(|f| f["rule_id"] == "github-classic-pat").collect();
+    let gh: Vec<_> = f
+        .iter()
+        .filter(|f| f["rule_id"] == "github-classic-pat")
+        .collect();
     // deploy.sh (introduced in "add deploy"); ops.sh has the same blob as deploy.sh's
     // last version, which was already scanned once.
     assert_eq!(gh.len(), 1, "{f:#?}");
@@ -51,7 +77,9 @@ fn history_reports_the_commit_that_introduced_a_secret_removed_since() {
     assert_eq!(gh[0]["email"], "ada@example.org");
     assert_eq!(gh[0]["line"], 2);
     assert!(gh[0]["date"].as_str().unwrap().len() >= 20);
-    assert!(f.iter().any(|f| f["rule_id"] == "keyward-client-key" && f["path"] == "side.env" && f["environment"] == "test"));
+    assert!(f.iter().any(|f| f["rule_id"] == "keyward-client-key"
+        && f["path"] == "side.env"
+        && f["environment"] == "test"));
 
     let not_repo = tempfile::tempdir().unwrap();
     let bad = run_in(not_repo.path(), &["scan", "--git"], None);
@@ -76,7 +104,10 @@ fn staged_scans_the_index_not_the_working_tree() {
     let out = run_in(d, &["scan", "--staged", "-f", "json"], None);
     let f = findings(&out);
     assert_eq!(f.len(), 1, "{f:#?}");
-    assert_eq!((f[0]["path"].as_str(), f[0]["line"].as_i64()), (Some("a.txt"), Some(2)));
+    assert_eq!(
+        (f[0]["path"].as_str(), f[0]["line"].as_i64()),
+        (Some("a.txt"), Some(2))
+    );
 }
 
 #[test]
@@ -85,7 +116,11 @@ fn installed_hook_blocks_a_real_commit_and_allows_a_clean_one() {
     let d = dir.path();
     git_init(d);
     let out = run_in(d, &["hook", "install"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     fs::write(d.join("ok.txt"), "fine\n").unwrap();
     git(d, &["add", "."]);
@@ -93,11 +128,21 @@ fn installed_hook_blocks_a_real_commit_and_allows_a_clean_one() {
 
     fs::write(d.join("leak.env"), format!("T={}\n", github_pat(SEED_A))).unwrap();
     git(d, &["add", "."]);
-    let commit = Command::new("git").current_dir(d).args(["commit", "-qm", "leak"]).env("NO_COLOR", "1").output().unwrap();
+    let commit = Command::new("git")
+        .current_dir(d)
+        .args(["commit", "-qm", "leak"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
     assert!(!commit.status.success(), "the hook must block the commit");
-    let msg = String::from_utf8_lossy(&commit.stdout).to_string() + &String::from_utf8_lossy(&commit.stderr);
+    let msg = String::from_utf8_lossy(&commit.stdout).to_string()
+        + &String::from_utf8_lossy(&commit.stderr);
     assert!(msg.contains("leak.env:1:3"), "the hook says where: {msg}");
-    assert_eq!(git(d, &["rev-list", "--count", "HEAD"]), "1", "nothing was committed");
+    assert_eq!(
+        git(d, &["rev-list", "--count", "HEAD"]),
+        "1",
+        "nothing was committed"
+    );
 
     // A foreign hook is not overwritten without --force.
     let hooks = d.join(".git/hooks/pre-commit");

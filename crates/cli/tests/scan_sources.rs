@@ -11,7 +11,11 @@ const SEED_B: &str = "Qm8Wn3Rb7Tc2Vd6Xe1Yf5Zg9Ah4Bj0";
 fn finds_a_token_in_a_file_with_position_and_redaction() {
     let dir = tempfile::tempdir().unwrap();
     let tok = github_pat(SEED_A);
-    fs::write(dir.path().join("config.py"), format!("import os\n\nTOKEN = \"{tok}\"\n")).unwrap();
+    fs::write(
+        dir.path().join("config.py"),
+        format!("import os\n\nTOKEN = \"{tok}\"\n"),
+    )
+    .unwrap();
     let out = run_in(dir.path(), &["scan", "--format", "json"], None);
     assert_eq!(out.status.code(), Some(1), "findings exit 1");
     let f = findings(&out);
@@ -25,7 +29,11 @@ fn finds_a_token_in_a_file_with_position_and_redaction() {
     assert!(!stdout.contains(&tok), "the secret must be redacted");
     assert!(!stdout.contains(SEED_A));
 
-    let shown = run_in(dir.path(), &["scan", "--format", "json", "--show-secrets"], None);
+    let shown = run_in(
+        dir.path(),
+        &["scan", "--format", "json", "--show-secrets"],
+        None,
+    );
     assert_eq!(findings(&shown)[0]["secret"], tok.as_str());
 }
 
@@ -47,7 +55,11 @@ fn clean_tree_exits_zero_and_missing_path_exits_two_with_advice() {
 fn stdin_is_scanned_as_dash() {
     let dir = tempfile::tempdir().unwrap();
     let key = keyward_key("prod", "Q7mZx2Lp9Vt4Rk8Nw3Hs6Bc1Df5Gj0Ya");
-    let out = run_in(dir.path(), &["scan", "-", "-f", "json"], Some(format!("export KW={key}\n").as_bytes()));
+    let out = run_in(
+        dir.path(),
+        &["scan", "-", "-f", "json"],
+        Some(format!("export KW={key}\n").as_bytes()),
+    );
     assert_eq!(out.status.code(), Some(1));
     let f = findings(&out);
     assert_eq!(f[0]["path"], "-");
@@ -65,15 +77,41 @@ fn gitignored_binary_and_oversized_files_are_skipped_unless_asked() {
     let mut bin = b"\0\x01\x02binary".to_vec();
     bin.extend_from_slice(tok.as_bytes());
     fs::write(dir.path().join("blob.bin"), &bin).unwrap();
-    fs::write(dir.path().join("big.txt"), format!("{}\n{tok}\n", "a".repeat(4096))).unwrap();
-    fs::write(dir.path().join(".env"), format!("GH={}\n", github_pat(SEED_B))).unwrap();
+    fs::write(
+        dir.path().join("big.txt"),
+        format!("{}\n{tok}\n", "a".repeat(4096)),
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join(".env"),
+        format!("GH={}\n", github_pat(SEED_B)),
+    )
+    .unwrap();
 
-    let out = run_in(dir.path(), &["scan", "-f", "json", "--max-file-size", "2K"], None);
-    let paths: Vec<String> = findings(&out).iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
-    assert_eq!(paths, vec![".env"], "hidden files are scanned; ignored, binary, oversized are not");
+    let out = run_in(
+        dir.path(),
+        &["scan", "-f", "json", "--max-file-size", "2K"],
+        None,
+    );
+    let paths: Vec<String> = findings(&out)
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        paths,
+        vec![".env"],
+        "hidden files are scanned; ignored, binary, oversized are not"
+    );
 
-    let all = run_in(dir.path(), &["scan", "-f", "json", "--no-ignore", "--include-binary"], None);
-    let mut paths: Vec<String> = findings(&all).iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
+    let all = run_in(
+        dir.path(),
+        &["scan", "-f", "json", "--no-ignore", "--include-binary"],
+        None,
+    );
+    let mut paths: Vec<String> = findings(&all)
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
     paths.sort();
     assert_eq!(paths, vec![".env", "big.txt", "blob.bin", "ignored.txt"]);
 }
@@ -85,13 +123,21 @@ fn archives_are_opened_and_members_named() {
     let tok = github_pat(SEED_A);
     let zip_path = dir.path().join("bundle.zip");
     let mut zw = zip::ZipWriter::new(fs::File::create(&zip_path).unwrap());
-    zw.start_file("app/settings.ini", zip::write::SimpleFileOptions::default()).unwrap();
-    zw.write_all(format!("[gh]\ntoken = {tok}\n").as_bytes()).unwrap();
+    zw.start_file("app/settings.ini", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zw.write_all(format!("[gh]\ntoken = {tok}\n").as_bytes())
+        .unwrap();
     zw.finish().unwrap();
 
     let tgz = fs::File::create(dir.path().join("src.tar.gz")).unwrap();
-    let mut tb = tar::Builder::new(flate2::write::GzEncoder::new(tgz, flate2::Compression::default()));
-    let body = format!("KW={}\n", keyward_key("dev", "Q7mZx2Lp9Vt4Rk8Nw3Hs6Bc1Df5Gj0Ya"));
+    let mut tb = tar::Builder::new(flate2::write::GzEncoder::new(
+        tgz,
+        flate2::Compression::default(),
+    ));
+    let body = format!(
+        "KW={}\n",
+        keyward_key("dev", "Q7mZx2Lp9Vt4Rk8Nw3Hs6Bc1Df5Gj0Ya")
+    );
     let mut h = tar::Header::new_gnu();
     h.set_size(body.len() as u64);
     h.set_mode(0o644);
@@ -101,11 +147,28 @@ fn archives_are_opened_and_members_named() {
 
     let out = run_in(dir.path(), &["scan", "-f", "json"], None);
     let f = findings(&out);
-    let got: Vec<(String, i64)> = f.iter().map(|f| (f["path"].as_str().unwrap().to_string(), f["line"].as_i64().unwrap())).collect();
-    assert_eq!(got, vec![("bundle.zip!app/settings.ini".to_string(), 2), ("src.tar.gz!pkg/.env".to_string(), 1)]);
+    let got: Vec<(String, i64)> = f
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["line"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("bundle.zip!app/settings.ini".to_string(), 2),
+            ("src.tar.gz!pkg/.env".to_string(), 1)
+        ]
+    );
 
     let off = run_in(dir.path(), &["scan", "-f", "json", "--no-archives"], None);
-    assert!(findings(&off).is_empty(), "archives are binary when not opened");
+    assert!(
+        findings(&off).is_empty(),
+        "archives are binary when not opened"
+    );
 }
 
 #[test]
@@ -123,7 +186,10 @@ fn encoded_secrets_are_decoded_and_point_at_the_original() {
     let f = findings(&out);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0]["encoding"], "base64");
-    assert_eq!((f[0]["line"].as_i64(), f[0]["column"].as_i64()), (Some(4), Some(8)));
+    assert_eq!(
+        (f[0]["line"].as_i64(), f[0]["column"].as_i64()),
+        (Some(4), Some(8))
+    );
     let none = run_in(dir.path(), &["scan", "-f", "json", "--no-decode"], None);
     assert!(findings(&none).is_empty());
 }

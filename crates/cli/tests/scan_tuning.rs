@@ -12,14 +12,34 @@ fn baseline_suppresses_known_findings_even_after_lines_move() {
     let dir = tempfile::tempdir().unwrap();
     let a = github_pat(SEED_A);
     fs::write(dir.path().join("app.env"), format!("A={a}\n")).unwrap();
-    let w = run_in(dir.path(), &["scan", "--write-baseline", "baseline.json"], None);
-    assert_eq!(w.status.code(), Some(0), "{}", String::from_utf8_lossy(&w.stderr));
+    let w = run_in(
+        dir.path(),
+        &["scan", "--write-baseline", "baseline.json"],
+        None,
+    );
+    assert_eq!(
+        w.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&w.stderr)
+    );
     let baseline = fs::read_to_string(dir.path().join("baseline.json")).unwrap();
-    assert!(!baseline.contains(&a) && !baseline.contains(SEED_A), "a baseline never holds the secret");
+    assert!(
+        !baseline.contains(&a) && !baseline.contains(SEED_A),
+        "a baseline never holds the secret"
+    );
 
     // The known secret moves down; a new one appears.
-    fs::write(dir.path().join("app.env"), format!("# moved\n\nA={a}\nB={}\n", github_pat(SEED_B))).unwrap();
-    let out = run_in(dir.path(), &["scan", "-f", "json", "--baseline", "baseline.json"], None);
+    fs::write(
+        dir.path().join("app.env"),
+        format!("# moved\n\nA={a}\nB={}\n", github_pat(SEED_B)),
+    )
+    .unwrap();
+    let out = run_in(
+        dir.path(),
+        &["scan", "-f", "json", "--baseline", "baseline.json"],
+        None,
+    );
     let f = findings(&out);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0]["line"], 4);
@@ -36,16 +56,27 @@ fn inline_allow_ignore_file_and_config() {
     let a = github_pat(SEED_A);
     let b = github_pat(SEED_B);
     fs::create_dir_all(dir.path().join("fixtures")).unwrap();
-    fs::write(dir.path().join("allowed.py"), format!("T = '{a}'  # keyward:allow\n")).unwrap();
+    fs::write(
+        dir.path().join("allowed.py"),
+        format!("T = '{a}'  # keyward:allow\n"),
+    )
+    .unwrap();
     fs::write(dir.path().join("fixtures/data.txt"), &b).unwrap();
     fs::write(dir.path().join("real.txt"), &b).unwrap();
     fs::write(dir.path().join(".keywardignore"), "fixtures/\n").unwrap();
     let out = run_in(dir.path(), &["scan", "-f", "json"], None);
-    let paths: Vec<_> = findings(&out).iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
+    let paths: Vec<_> = findings(&out)
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(paths, vec!["real.txt"]);
 
     // Config: disable the rule entirely.
-    fs::write(dir.path().join(".keyward.toml"), "[scan]\ndisable_rules = [\"github-classic-pat\"]\n").unwrap();
+    fs::write(
+        dir.path().join(".keyward.toml"),
+        "[scan]\ndisable_rules = [\"github-classic-pat\"]\n",
+    )
+    .unwrap();
     let out = run_in(dir.path(), &["scan", "-f", "json"], None);
     assert!(findings(&out).is_empty());
 
@@ -58,12 +89,23 @@ fn inline_allow_ignore_file_and_config() {
         ),
     )
     .unwrap();
-    fs::write(dir.path().join("acme.txt"), "x = acme_k3j5h7g9f1d2s4a6q8w0\n").unwrap();
+    fs::write(
+        dir.path().join("acme.txt"),
+        "x = acme_k3j5h7g9f1d2s4a6q8w0\n",
+    )
+    .unwrap();
     let out = run_in(dir.path(), &["scan", "-f", "json"], None);
-    let ids: Vec<_> = findings(&out).iter().map(|f| f["rule_id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<_> = findings(&out)
+        .iter()
+        .map(|f| f["rule_id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids, vec!["acme-token"]);
 
-    fs::write(dir.path().join(".keyward.toml"), "[scan]\ndisable_rules = [\"no-such-rule\"]\n").unwrap();
+    fs::write(
+        dir.path().join(".keyward.toml"),
+        "[scan]\ndisable_rules = [\"no-such-rule\"]\n",
+    )
+    .unwrap();
     let bad = run_in(dir.path(), &["scan"], None);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no-such-rule"));

@@ -51,7 +51,9 @@ pub fn keyward_key_env(token: &[u8]) -> Option<&str> {
     let body = &rest[sep + 1..];
     if env.is_empty()
         || env.len() > 16
-        || !env.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        || !env
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         || body.len() != KEYWARD_RANDOM_LEN + 6
         || !body.iter().all(u8::is_ascii_alphanumeric)
     {
@@ -88,7 +90,10 @@ mod tests {
     #[test]
     fn github_checksum_round_trip_and_tamper() {
         let body = "abcdefghijklmnopqrstuvwxyzABCD";
-        let tok = format!("ghp_{body}{}", std::str::from_utf8(&crc32_base62(body.as_bytes())).unwrap());
+        let tok = format!(
+            "ghp_{body}{}",
+            std::str::from_utf8(&crc32_base62(body.as_bytes())).unwrap()
+        );
         assert!(github_style_valid(tok.as_bytes()));
         let mut bad = tok.into_bytes();
         bad[5] = b'X';

@@ -78,37 +78,52 @@ pub(crate) fn for_each_region(hay: &[u8], mut f: impl FnMut(Decoded)) {
 }
 
 fn base64_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
-    let mut i = 0;
+    let is_b64 = |b: u8| BASE64_CLASS[b as usize] != 0;
     let n = hay.len();
-    while i < n {
-        if BASE64_CLASS[hay[i] as usize] == 0 {
-            i += 1;
+    // `i` is the first position that may still begin a run. A run of at least
+    // MIN_BASE64_RUN characters starting at or after `i` covers `i + MIN - 1`, so
+    // when that byte is not base64 no such run exists before it: skip past it.
+    // Ordinary code and prose rarely go 24 bytes without a space or punctuation, so
+    // most bytes are never looked at.
+    let mut i = 0;
+    while i + MIN_BASE64_RUN <= n {
+        let probe = i + MIN_BASE64_RUN - 1;
+        if !is_b64(hay[probe]) {
+            i = probe + 1;
             continue;
         }
-        let start = i;
-        let mut classes = 0u8;
-        while i < n {
-            let c = BASE64_CLASS[hay[i] as usize];
-            if c == 0 {
-                break;
-            }
-            classes |= c;
-            i += 1;
+        let mut start = probe;
+        while start > i && is_b64(hay[start - 1]) {
+            start -= 1;
         }
-        let mut end = i;
-        while end < n && end - i < 2 && hay[end] == b'=' {
+        let mut end = probe + 1;
+        while end < n && is_b64(hay[end]) {
             end += 1;
         }
-        // Real base64 of a secret mixes lower, upper and digits; identifiers and
-        // words do not.
-        if i - start >= MIN_BASE64_RUN && classes & 7 == 7 {
-            if let Some(bytes) = decode_base64(&hay[start..i]) {
-                if mostly_text(&bytes) {
-                    f(Decoded { encoding: Encoding::Base64, bytes, region: (start, end), map: Vec::new() });
+        if end - start >= MIN_BASE64_RUN {
+            let classes = hay[start..end]
+                .iter()
+                .fold(0u8, |c, &b| c | BASE64_CLASS[b as usize]);
+            // Real base64 of a secret mixes lower, upper and digits; identifiers
+            // and words do not.
+            if classes & 7 == 7 {
+                let mut region_end = end;
+                while region_end < n && region_end - end < 2 && hay[region_end] == b'=' {
+                    region_end += 1;
+                }
+                if let Some(bytes) = decode_base64(&hay[start..end]) {
+                    if mostly_text(&bytes) {
+                        f(Decoded {
+                            encoding: Encoding::Base64,
+                            bytes,
+                            region: (start, region_end),
+                            map: Vec::new(),
+                        });
+                    }
                 }
             }
         }
-        i = end.max(i + 1);
+        i = end + 1;
     }
 }
 
@@ -124,7 +139,11 @@ fn decode_base64(run: &[u8]) -> Option<Vec<u8>> {
         1 => &run[..run.len() - 1],
         _ => run,
     };
-    let engine = if url { &URL_SAFE_NO_PAD } else { &STANDARD_NO_PAD };
+    let engine = if url {
+        &URL_SAFE_NO_PAD
+    } else {
+        &STANDARD_NO_PAD
+    };
     engine.decode(usable).ok()
 }
 
@@ -133,7 +152,10 @@ fn mostly_text(b: &[u8]) -> bool {
     if b.len() < 8 {
         return false;
     }
-    let printable = b.iter().filter(|&&c| (0x20..0x7f).contains(&c) || c == b'\n' || c == b'\r' || c == b'\t').count();
+    let printable = b
+        .iter()
+        .filter(|&&c| (0x20..0x7f).contains(&c) || c == b'\n' || c == b'\r' || c == b'\t')
+        .count();
     printable * 20 >= b.len() * 19
 }
 
@@ -148,7 +170,11 @@ fn hex_val(b: u8) -> Option<u8> {
 fn percent_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
     let mut done_until = 0;
     for p in memchr::memchr_iter(b'%', hay) {
-        if p < done_until || p + 2 >= hay.len() || hex_val(hay[p + 1]).is_none() || hex_val(hay[p + 2]).is_none() {
+        if p < done_until
+            || p + 2 >= hay.len()
+            || hex_val(hay[p + 1]).is_none()
+            || hex_val(hay[p + 2]).is_none()
+        {
             continue;
         }
         let mut start = p;
@@ -177,7 +203,12 @@ fn percent_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
             i += 1;
         }
         map.push(end);
-        f(Decoded { encoding: Encoding::Percent, bytes, region: (start, end), map });
+        f(Decoded {
+            encoding: Encoding::Percent,
+            bytes,
+            region: (start, end),
+            map,
+        });
     }
 }
 
@@ -192,7 +223,12 @@ fn json_escape_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
         let end = memchr::memchr(b'\n', &hay[p..]).map_or(hay.len(), |i| p + i);
         done_until = end;
         let (bytes, map) = unescape_json(hay, start, end);
-        f(Decoded { encoding: Encoding::JsonEscape, bytes, region: (start, end), map });
+        f(Decoded {
+            encoding: Encoding::JsonEscape,
+            bytes,
+            region: (start, end),
+            map,
+        });
     }
 }
 
@@ -218,7 +254,9 @@ fn unescape_json(hay: &[u8], start: usize, end: usize) -> (Vec<u8>, Vec<usize>) 
                 continue;
             }
             if hay[i + 1] == b'u' && i + 6 <= end {
-                let code = std::str::from_utf8(&hay[i + 2..i + 6]).ok().and_then(|h| u32::from_str_radix(h, 16).ok());
+                let code = std::str::from_utf8(&hay[i + 2..i + 6])
+                    .ok()
+                    .and_then(|h| u32::from_str_radix(h, 16).ok());
                 if let Some(ch) = code.and_then(char::from_u32) {
                     let mut buf = [0u8; 4];
                     for &b in ch.encode_utf8(&mut buf).as_bytes() {
@@ -244,7 +282,13 @@ mod tests {
 
     fn regions(s: &str) -> Vec<(Encoding, String, (usize, usize))> {
         let mut v = Vec::new();
-        for_each_region(s.as_bytes(), |d| v.push((d.encoding, String::from_utf8_lossy(&d.bytes).into_owned(), d.region)));
+        for_each_region(s.as_bytes(), |d| {
+            v.push((
+                d.encoding,
+                String::from_utf8_lossy(&d.bytes).into_owned(),
+                d.region,
+            ))
+        });
         v
     }
 

@@ -55,8 +55,13 @@ impl std::fmt::Display for BuildError {
         match self {
             BuildError::Parse { file, reason } => write!(f, "rule file {file}: {reason}"),
             BuildError::Rule(e) => write!(f, "{e}"),
-            BuildError::DuplicateId(id) => write!(f, "two rules share the id `{id}`: ids must be unique"),
-            BuildError::UnknownId(id) => write!(f, "no rule has the id `{id}` (see `keyward rules` for the list)"),
+            BuildError::DuplicateId(id) => {
+                write!(f, "two rules share the id `{id}`: ids must be unique")
+            }
+            BuildError::UnknownId(id) => write!(
+                f,
+                "no rule has the id `{id}` (see `keyward rules` for the list)"
+            ),
         }
     }
 }
@@ -67,7 +72,10 @@ impl std::error::Error for BuildError {}
 pub fn parse_rules(file: &str, text: &str) -> Result<Vec<RuleSpec>, BuildError> {
     toml::from_str::<RuleFile>(text)
         .map(|f| f.rule)
-        .map_err(|e| BuildError::Parse { file: file.to_string(), reason: e.to_string() })
+        .map_err(|e| BuildError::Parse {
+            file: file.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// The specs of every built-in rule, in file order.
@@ -109,7 +117,11 @@ impl DetectorBuilder {
         self
     }
     pub fn build(self) -> Result<Detector, BuildError> {
-        let mut specs = if self.no_builtin { Vec::new() } else { builtin_specs() };
+        let mut specs = if self.no_builtin {
+            Vec::new()
+        } else {
+            builtin_specs()
+        };
         specs.extend(self.extra);
         let mut seen = HashSet::new();
         for s in &specs {
@@ -136,7 +148,11 @@ impl Detector {
     /// The detector with every built-in rule, built once per process.
     pub fn builtin() -> &'static Detector {
         static D: OnceLock<Detector> = OnceLock::new();
-        D.get_or_init(|| DetectorBuilder::default().build().expect("built-in rules are valid"))
+        D.get_or_init(|| {
+            DetectorBuilder::default()
+                .build()
+                .expect("built-in rules are valid")
+        })
     }
 
     fn from_rules(rules: Vec<Rule>, decode: bool) -> Detector {
@@ -157,9 +173,17 @@ impl Detector {
         let prefilter = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            // A full DFA: a few hundred KB for a few hundred keywords, and the
+            // fastest overlapping search the crate offers.
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(&keywords)
             .expect("keyword automaton builds");
-        Detector { rules, prefilter, keyword_rules, decode }
+        Detector {
+            rules,
+            prefilter,
+            keyword_rules,
+            decode,
+        }
     }
 
     /// All rules, in the order findings index them.
@@ -182,21 +206,73 @@ impl Detector {
     }
 
     fn find_into(&self, hay: &[u8], depth: u8, out: &mut Vec<Finding>) {
-        let mut triggered = vec![false; self.rules.len()];
-        let mut any = false;
+        // Keyword occurrences per rule, in order: (start, end).
+        let mut hits: Vec<Vec<(usize, usize)>> = Vec::new();
         for m in self.prefilter.find_overlapping_iter(hay) {
             for &r in &self.keyword_rules[m.pattern().as_usize()] {
-                triggered[r as usize] = true;
-                any = true;
+                if hits.is_empty() {
+                    hits.resize_with(self.rules.len(), Vec::new);
+                }
+                hits[r as usize].push((m.start(), m.end()));
             }
         }
-        if any {
-            for (ri, rule) in self.rules.iter().enumerate().filter(|(i, _)| triggered[*i]) {
-                for caps in rule.regex.captures_iter(hay) {
-                    let Some(m) = caps.get(rule.secret_group) else { continue };
-                    let secret = m.as_bytes();
-                    if validate::accept(rule, secret) {
-                        out.push(Finding { rule: ri, start: m.start(), end: m.end(), secret: secret.to_vec(), encoding: None });
+        for (ri, rule_hits) in hits.iter().enumerate().filter(|(_, h)| !h.is_empty()) {
+            let rule = &self.rules[ri];
+            let mut push = |start: usize, end: usize| {
+                let secret = &hay[start..end];
+                if validate::accept(rule, secret) {
+                    out.push(Finding {
+                        rule: ri,
+                        start,
+                        end,
+                        secret: secret.to_vec(),
+                        encoding: None,
+                    });
+                }
+            };
+            match rule.max_len {
+                Some(max_len) => {
+                    // Every match contains a keyword occurrence and is at most
+                    // `max_len` long, so it lies within `max_len` of that occurrence.
+                    // Searching from the window start gives the same leftmost match as
+                    // a search of the whole input (look-around sees the bytes around
+                    // the window); a few bytes past its end keep `\b` and `$` honest.
+                    let mut covered_until = 0;
+                    for &(ks, ke) in rule_hits {
+                        if ke <= covered_until {
+                            continue;
+                        }
+                        let from = ks.saturating_sub(max_len);
+                        let to = (ke + max_len + 4).min(hay.len());
+                        let mut at = from;
+                        while let Some(caps) = rule.regex.captures_at(&hay[..to], at) {
+                            let whole = caps.get(0).expect("group 0 always matches");
+                            if whole.start() > ks {
+                                break;
+                            }
+                            if whole.end() >= ke {
+                                covered_until = covered_until.max(whole.end());
+                                if let Some(m) = caps.get(rule.secret_group) {
+                                    push(m.start(), m.end());
+                                }
+                                break;
+                            }
+                            at = if whole.end() > whole.start() {
+                                whole.end()
+                            } else {
+                                whole.end() + 1
+                            };
+                            if at > ks {
+                                break;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    for caps in rule.regex.captures_iter(hay) {
+                        if let Some(m) = caps.get(rule.secret_group) {
+                            push(m.start(), m.end());
+                        }
                     }
                 }
             }
@@ -207,7 +283,12 @@ impl Detector {
                 self.find_into(&d.bytes, depth + 1, &mut inner);
                 for f in inner {
                     let (start, end) = d.original_span(f.start, f.end);
-                    out.push(Finding { start, end, encoding: Some(f.encoding.unwrap_or(d.encoding)), ..f });
+                    out.push(Finding {
+                        start,
+                        end,
+                        encoding: Some(f.encoding.unwrap_or(d.encoding)),
+                        ..f
+                    });
                 }
             });
         }
@@ -253,7 +334,11 @@ fn resolve_overlaps(rules: &[Rule], v: &mut Vec<Finding>) {
     v.sort_by(|a, b| {
         a.start
             .cmp(&b.start)
-            .then(rules[b.rule].specificity().cmp(&rules[a.rule].specificity()))
+            .then(
+                rules[b.rule]
+                    .specificity()
+                    .cmp(&rules[a.rule].specificity()),
+            )
             .then(b.end.cmp(&a.end))
             .then(a.rule.cmp(&b.rule))
     });
@@ -261,7 +346,8 @@ fn resolve_overlaps(rules: &[Rule], v: &mut Vec<Finding>) {
     for f in v.drain(..) {
         if let Some(last) = kept.last_mut() {
             if f.start < last.end {
-                let better = (rules[f.rule].specificity(), f.end - f.start) > (rules[last.rule].specificity(), last.end - last.start);
+                let better = (rules[f.rule].specificity(), f.end - f.start)
+                    > (rules[last.rule].specificity(), last.end - last.start);
                 if better {
                     *last = f;
                 }

@@ -55,7 +55,8 @@ pub struct RuleSpec {
     pub name: String,
     /// Who issues the credential (e.g. `OpenAI`).
     pub provider: String,
-    /// Literals (ASCII case-insensitive) of which at least one occurs in every match.
+    /// Literals (ASCII case-insensitive) of which at least one occurs inside every
+    /// match of `pattern` (not merely near it): the engine searches only around them.
     pub keywords: Vec<String>,
     /// Regex over bytes; the secret is the `secret` group, else group 1, else the match.
     pub pattern: String,
@@ -110,13 +111,19 @@ pub struct Rule {
     pub(crate) regex: Regex,
     /// Capture group index holding the secret (0 = whole match).
     pub(crate) secret_group: usize,
+    /// Longest match in bytes, when the pattern bounds it. Bounded rules search only
+    /// a window around each keyword occurrence; unbounded ones search whole inputs.
+    pub(crate) max_len: Option<usize>,
 }
 
 impl Rule {
     /// Compiles a spec, checking that it is usable: a valid pattern, at least one
     /// keyword of two or more characters, a kebab-case id.
     pub fn compile(spec: RuleSpec) -> Result<Rule, RuleError> {
-        let err = |reason: String| RuleError { rule_id: spec.id.clone(), reason };
+        let err = |reason: String| RuleError {
+            rule_id: spec.id.clone(),
+            reason,
+        };
         if spec.id.is_empty()
             || !spec
                 .id
@@ -138,11 +145,23 @@ impl Rule {
             .capture_names()
             .position(|n| n == Some("secret"))
             .unwrap_or(if regex.captures_len() > 1 { 1 } else { 0 });
+        let max_len = regex_syntax::ParserBuilder::new()
+            .utf8(false)
+            .build()
+            .parse(&spec.pattern)
+            .ok()
+            .and_then(|hir| hir.properties().maximum_len());
         Ok(Rule {
             spec,
             regex,
             secret_group,
+            max_len,
         })
+    }
+
+    /// Longest possible match in bytes, if the pattern bounds it.
+    pub fn max_match_len(&self) -> Option<usize> {
+        self.max_len
     }
 
     pub fn id(&self) -> &str {

@@ -26,11 +26,45 @@ pub fn shannon_entropy(s: &[u8]) -> f64 {
 /// Words that mark a value as a placeholder, template or documented example rather
 /// than a credential (compared case-insensitively).
 const PLACEHOLDER_WORDS: &[&str] = &[
-    "example", "xxxx", "your_", "your-", "yourkey", "placeholder", "changeme", "change_me",
-    "dummy", "sample", "redacted", "insert", "replace", "<", ">", "${", "{{", "}}", "****",
-    "....", "todo", "fixme", "notreal", "not_real", "not-real", "fake", "mytoken", "my_token",
-    "my-token", "mysecret", "my_secret", "mypassword", "password123", "secret123", "abcdefgh",
-    "12345678", "01234567", "0000000000", "1111111111",
+    "example",
+    "xxxx",
+    "your_",
+    "your-",
+    "yourkey",
+    "placeholder",
+    "changeme",
+    "change_me",
+    "dummy",
+    "sample",
+    "redacted",
+    "insert",
+    "replace",
+    "<",
+    ">",
+    "${",
+    "{{",
+    "}}",
+    "****",
+    "....",
+    "todo",
+    "fixme",
+    "notreal",
+    "not_real",
+    "not-real",
+    "fake",
+    "mytoken",
+    "my_token",
+    "my-token",
+    "mysecret",
+    "my_secret",
+    "mypassword",
+    "password123",
+    "secret123",
+    "abcdefgh",
+    "12345678",
+    "01234567",
+    "0000000000",
+    "1111111111",
 ];
 
 /// True when the secret is a placeholder, a template variable or a documented example.
@@ -69,7 +103,11 @@ pub fn is_generic_lookalike(secret: &[u8]) -> bool {
         return true;
     }
     let s = secret;
-    if s.starts_with(b"sha1-") || s.starts_with(b"sha256-") || s.starts_with(b"sha384-") || s.starts_with(b"sha512-") {
+    if s.starts_with(b"sha1-")
+        || s.starts_with(b"sha256-")
+        || s.starts_with(b"sha384-")
+        || s.starts_with(b"sha512-")
+    {
         return true;
     }
     if s.contains(&b'/') && s.iter().filter(|&&b| b == b'/').count() >= 2 && !s.ends_with(b"=") {
@@ -81,13 +119,18 @@ pub fn is_generic_lookalike(secret: &[u8]) -> bool {
         return true;
     }
     // A dotted identifier such as `self.config.password` or `os.environ`.
-    if s.contains(&b'.') && s.split(|&b| b == b'.').all(|p| !p.is_empty() && p.iter().all(|&b| b.is_ascii_alphabetic() || b == b'_')) {
+    if s.contains(&b'.')
+        && s.split(|&b| b == b'.')
+            .all(|p| !p.is_empty() && p.iter().all(|&b| b.is_ascii_alphabetic() || b == b'_'))
+    {
         return true;
     }
     // Identifiers in snake, kebab or camel case made only of letters: `get_password`,
     // `API_TOKEN`, `passwordField`. Real random secrets almost always carry digits
     // or mixed classes.
-    let letters_only = s.iter().all(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'-');
+    let letters_only = s
+        .iter()
+        .all(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'-');
     if letters_only {
         return true;
     }
@@ -148,7 +191,9 @@ mod tests {
 
     #[test]
     fn generic_lookalikes() {
-        assert!(is_generic_lookalike(b"123e4567-e89b-12d3-a456-426614174000"));
+        assert!(is_generic_lookalike(
+            b"123e4567-e89b-12d3-a456-426614174000"
+        ));
         assert!(is_generic_lookalike(b"sha512-abcDEF123+/=="));
         assert!(is_generic_lookalike(b"self.config.password"));
         assert!(is_generic_lookalike(b"get_password"));

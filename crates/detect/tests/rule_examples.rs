@@ -4,7 +4,10 @@ use keyward_detect::{builtin_specs, Detector};
 use std::collections::HashSet;
 
 fn rule_ids_found(d: &Detector, text: &str) -> Vec<String> {
-    d.find(text.as_bytes()).iter().map(|f| d.rule(f).id().to_string()).collect()
+    d.find(text.as_bytes())
+        .iter()
+        .map(|f| d.rule(f).id().to_string())
+        .collect()
 }
 
 #[test]
@@ -15,7 +18,10 @@ fn every_rule_has_positive_and_negative_examples() {
             missing.push(s.id);
         }
     }
-    assert!(missing.is_empty(), "rules without both kinds of examples: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "rules without both kinds of examples: {missing:?}"
+    );
 }
 
 #[test]
@@ -26,11 +32,19 @@ fn every_positive_example_is_found_by_its_rule() {
         for ex in &s.examples {
             let found = rule_ids_found(d, ex);
             if !found.contains(&s.id) {
-                failures.push(format!("{}: not found in {:?} (found {:?})", s.id, ex, found));
+                failures.push(format!(
+                    "{}: not found in {:?} (found {:?})",
+                    s.id, ex, found
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} positive examples missed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} positive examples missed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -45,7 +59,12 @@ fn no_negative_example_is_found_by_its_rule() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} negative examples matched:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} negative examples matched:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -53,5 +72,9 @@ fn rule_ids_are_unique_and_coverage_is_broad() {
     let specs = builtin_specs();
     let ids: HashSet<_> = specs.iter().map(|s| s.id.clone()).collect();
     assert_eq!(ids.len(), specs.len(), "duplicate rule ids");
-    assert!(specs.len() >= 90, "only {} rules; at least 90 credential types are required", specs.len());
+    assert!(
+        specs.len() >= 90,
+        "only {} rules; at least 90 credential types are required",
+        specs.len()
+    );
 }

@@ -35,10 +35,18 @@ pub fn read(path: &Path) -> Result<HashSet<String>, crate::Error> {
 pub fn write(path: &Path, findings: &[Finding]) -> Result<(), crate::Error> {
     let mut entries: Vec<BaselineEntry> = findings
         .iter()
-        .map(|f| BaselineEntry { fingerprint: f.fingerprint.clone(), rule_id: f.rule_id.clone(), path: f.path.clone() })
+        .map(|f| BaselineEntry {
+            fingerprint: f.fingerprint.clone(),
+            rule_id: f.rule_id.clone(),
+            path: f.path.clone(),
+        })
         .collect();
     entries.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
     entries.dedup_by(|a, b| a.fingerprint == b.fingerprint);
-    let text = serde_json::to_string_pretty(&BaselineFile { version: 1, findings: entries }).expect("serialisable");
+    let text = serde_json::to_string_pretty(&BaselineFile {
+        version: 1,
+        findings: entries,
+    })
+    .expect("serialisable");
     std::fs::write(path, text + "\n").map_err(|e| crate::Error::io(path, e))
 }

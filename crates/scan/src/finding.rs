@@ -58,7 +58,11 @@ impl Finding {
 
     /// Sets the `secret` field to the plain secret (`show == true`) or a redacted form.
     pub fn set_secret_visibility(&mut self, show: bool) {
-        self.secret = if show { self.raw_secret.clone() } else { redact_secret(&self.raw_secret) };
+        self.secret = if show {
+            self.raw_secret.clone()
+        } else {
+            redact_secret(&self.raw_secret)
+        };
     }
 }
 

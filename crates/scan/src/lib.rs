@@ -24,7 +24,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {reason}")]
-    Io { path: String, reason: std::io::Error },
+    Io {
+        path: String,
+        reason: std::io::Error,
+    },
     #[error("configuration: {0}")]
     Config(String),
     #[error("git: {0}")]
@@ -35,7 +38,10 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: &Path, source: std::io::Error) -> Error {
-        Error::Io { path: path.display().to_string(), reason: source }
+        Error::Io {
+            path: path.display().to_string(),
+            reason: source,
+        }
     }
 }
 
@@ -135,7 +141,12 @@ pub fn run(opts: &ScanOptions, stats: &scanner::Stats) -> Result<Outcome, Error>
         Some(p) => baseline::read(p)?,
         None => Default::default(),
     };
-    let suppress = suppress::Suppressions::new(&root, &config.scan.allow_paths, &config.scan.allow_secrets, baseline)?;
+    let suppress = suppress::Suppressions::new(
+        &root,
+        &config.scan.allow_paths,
+        &config.scan.allow_secrets,
+        baseline,
+    )?;
     let scanner = scanner::Scanner {
         detector: &detector,
         suppress: &suppress,
@@ -152,7 +163,10 @@ pub fn run(opts: &ScanOptions, stats: &scanner::Stats) -> Result<Outcome, Error>
                 if std::fs::symlink_metadata(p).is_err() {
                     return Err(Error::Io {
                         path: p.display().to_string(),
-                        reason: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory; check the path"),
+                        reason: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "no such file or directory; check the path",
+                        ),
                     });
                 }
             }
@@ -165,9 +179,17 @@ pub fn run(opts: &ScanOptions, stats: &scanner::Stats) -> Result<Outcome, Error>
             source::fs::scan_paths(&scanner, &sink, paths, &root, &walk);
         }
         Source::GitHistory(repo) => {
-            commit_order = Some(source::git::scan_history(&scanner, &sink, repo, threads, opts.archives)?);
+            commit_order = Some(source::git::scan_history(
+                &scanner,
+                &sink,
+                repo,
+                threads,
+                opts.archives,
+            )?);
         }
-        Source::Staged(repo) => source::git::scan_staged(&scanner, &sink, repo, threads, opts.archives)?,
+        Source::Staged(repo) => {
+            source::git::scan_staged(&scanner, &sink, repo, threads, opts.archives)?
+        }
         Source::Stdin => {
             let mut buf = Vec::new();
             use std::io::Read;
@@ -179,7 +201,10 @@ pub fn run(opts: &ScanOptions, stats: &scanner::Stats) -> Result<Outcome, Error>
             if scanner.accept_size(buf.len() as u64) {
                 sink.push(scanner.scan_blob("-", &buf, None));
             } else {
-                sink.warn(format!("stdin is larger than --max-file-size ({} bytes): not scanned", opts.max_file_size));
+                sink.warn(format!(
+                    "stdin is larger than --max-file-size ({} bytes): not scanned",
+                    opts.max_file_size
+                ));
             }
         }
     }
@@ -187,7 +212,9 @@ pub fn run(opts: &ScanOptions, stats: &scanner::Stats) -> Result<Outcome, Error>
     if let Some(order) = commit_order {
         findings = earliest_per_fingerprint(findings, &order);
     }
-    findings.sort_by(|a, b| (&a.path, a.line, a.column, &a.rule_id).cmp(&(&b.path, b.line, b.column, &b.rule_id)));
+    findings.sort_by(|a, b| {
+        (&a.path, a.line, a.column, &a.rule_id).cmp(&(&b.path, b.line, b.column, &b.rule_id))
+    });
     let s = scanner.stats;
     Ok(Outcome {
         findings,
@@ -204,8 +231,17 @@ pub fn run(opts: &ScanOptions, stats: &scanner::Stats) -> Result<Outcome, Error>
 /// In history scans the same secret at the same path shows up in every later
 /// version of the file; keep the commit that introduced it.
 fn earliest_per_fingerprint(findings: Vec<Finding>, order: &[CommitInfo]) -> Vec<Finding> {
-    let pos: std::collections::HashMap<&str, usize> = order.iter().enumerate().map(|(i, c)| (c.commit.as_str(), i)).collect();
-    let rank = |f: &Finding| f.commit.as_ref().and_then(|c| pos.get(c.commit.as_str()).copied()).unwrap_or(usize::MAX);
+    let pos: std::collections::HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.commit.as_str(), i))
+        .collect();
+    let rank = |f: &Finding| {
+        f.commit
+            .as_ref()
+            .and_then(|c| pos.get(c.commit.as_str()).copied())
+            .unwrap_or(usize::MAX)
+    };
     let mut best: std::collections::HashMap<String, Finding> = std::collections::HashMap::new();
     for f in findings {
         match best.get(&f.fingerprint) {

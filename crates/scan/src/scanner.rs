@@ -52,7 +52,9 @@ impl<'a> Scanner<'a> {
             return Vec::new();
         }
         self.stats.files.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         let raw = self.detector.find(data);
         if raw.is_empty() {
             return Vec::new();
@@ -106,17 +108,24 @@ struct LineIndex<'d> {
 
 impl<'d> LineIndex<'d> {
     fn new(data: &'d [u8]) -> Self {
-        LineIndex { data, line_starts: Vec::new() }
+        LineIndex {
+            data,
+            line_starts: Vec::new(),
+        }
     }
 
     fn position(&mut self, offset: usize) -> (usize, usize) {
         if self.line_starts.is_empty() {
             self.line_starts.push(0);
-            self.line_starts.extend(memchr::memchr_iter(b'\n', self.data).map(|i| i + 1));
+            self.line_starts
+                .extend(memchr::memchr_iter(b'\n', self.data).map(|i| i + 1));
         }
         let line = self.line_starts.partition_point(|&s| s <= offset);
         let start = self.line_starts[line - 1];
-        let col = String::from_utf8_lossy(&self.data[start..offset.min(self.data.len())]).chars().count() + 1;
+        let col = String::from_utf8_lossy(&self.data[start..offset.min(self.data.len())])
+            .chars()
+            .count()
+            + 1;
         (line, col)
     }
 }

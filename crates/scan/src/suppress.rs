@@ -17,7 +17,9 @@ pub fn line_allows(data: &[u8], start: usize, end: usize) -> bool {
     let ls = memchr::memrchr(b'\n', &data[..start]).map_or(0, |i| i + 1);
     let le = memchr::memchr(b'\n', &data[end.min(data.len())..]).map_or(data.len(), |i| end + i);
     let line = &data[ls..le];
-    INLINE_ALLOW_MARKERS.iter().any(|m| memchr::memmem::find(line, m).is_some())
+    INLINE_ALLOW_MARKERS
+        .iter()
+        .any(|m| memchr::memmem::find(line, m).is_some())
 }
 
 /// Paths and secrets the user has told us to leave alone.
@@ -30,7 +32,11 @@ pub struct Suppressions {
 
 impl Default for Suppressions {
     fn default() -> Self {
-        Suppressions { paths: Gitignore::empty(), secrets: Vec::new(), baseline: HashSet::new() }
+        Suppressions {
+            paths: Gitignore::empty(),
+            secrets: Vec::new(),
+            baseline: HashSet::new(),
+        }
     }
 }
 
@@ -47,7 +53,10 @@ impl Suppressions {
         let ignore_file = root.join(IGNORE_FILE);
         if ignore_file.is_file() {
             if let Some(e) = b.add(&ignore_file) {
-                return Err(crate::Error::Config(format!("{}: {e}", ignore_file.display())));
+                return Err(crate::Error::Config(format!(
+                    "{}: {e}",
+                    ignore_file.display()
+                )));
             }
         }
         for glob in allow_paths {
@@ -57,14 +66,25 @@ impl Suppressions {
         let paths = b.build().map_err(|e| crate::Error::Config(e.to_string()))?;
         let secrets = allow_secrets
             .iter()
-            .map(|r| Regex::new(r).map_err(|e| crate::Error::Config(format!("allow_secrets entry {r:?}: {e}"))))
+            .map(|r| {
+                Regex::new(r)
+                    .map_err(|e| crate::Error::Config(format!("allow_secrets entry {r:?}: {e}")))
+            })
             .collect::<Result<_, _>>()?;
-        Ok(Suppressions { paths, secrets, baseline })
+        Ok(Suppressions {
+            paths,
+            secrets,
+            baseline,
+        })
     }
 
     /// True when a path (relative to the root, `/`-separated) is ignored.
     pub fn path_ignored(&self, rel_path: &str, is_dir: bool) -> bool {
-        !rel_path.is_empty() && self.paths.matched_path_or_any_parents(rel_path, is_dir).is_ignore()
+        !rel_path.is_empty()
+            && self
+                .paths
+                .matched_path_or_any_parents(rel_path, is_dir)
+                .is_ignore()
     }
 
     pub fn secret_allowed(&self, secret: &str) -> bool {

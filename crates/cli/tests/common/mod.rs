@@ -27,7 +27,11 @@ pub fn keyward() -> Command {
 /// Runs `keyward` with `args` in `dir`, optional stdin.
 pub fn run_in(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut c = keyward();
-    c.current_dir(dir).args(args).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    c.current_dir(dir).args(args).stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().expect("keyward runs");
     if let Some(data) = stdin {
@@ -39,8 +43,13 @@ pub fn run_in(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
 
 /// Parses a JSON report and returns its findings.
 pub fn findings(out: &Output) -> Vec<serde_json::Value> {
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     v["findings"].as_array().unwrap().clone()
 }
 
@@ -54,7 +63,11 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "ada@example.org")
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 

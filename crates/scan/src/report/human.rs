@@ -21,7 +21,11 @@ pub fn write(out: &mut dyn Write, o: &Outcome) -> std::io::Result<()> {
     let dim = Style::new().dimmed();
     for f in &o.findings {
         let sev = severity_style(f.severity());
-        writeln!(out, "{sev}{:<8}{sev:#} {bold}{}{bold:#} ({})", f.severity, f.rule_name, f.rule_id)?;
+        writeln!(
+            out,
+            "{sev}{:<8}{sev:#} {bold}{}{bold:#} ({})",
+            f.severity, f.rule_name, f.rule_id
+        )?;
         writeln!(out, "  {}:{}:{}  {}", f.path, f.line, f.column, f.secret)?;
         if let Some(enc) = f.encoding {
             writeln!(out, "  {dim}found inside {enc}-encoded text{dim:#}")?;
@@ -30,19 +34,41 @@ pub fn write(out: &mut dyn Write, o: &Outcome) -> std::io::Result<()> {
             writeln!(out, "  {dim}Keyward key for environment `{env}`: revoke it with `keyward keys revoke`{dim:#}")?;
         }
         if let Some(c) = &f.commit {
-            writeln!(out, "  {dim}commit {} by {} <{}> on {}{dim:#}", &c.commit[..c.commit.len().min(12)], c.author, c.email, c.date)?;
+            writeln!(
+                out,
+                "  {dim}commit {} by {} <{}> on {}{dim:#}",
+                &c.commit[..c.commit.len().min(12)],
+                c.author,
+                c.email,
+                c.date
+            )?;
         }
         writeln!(out, "  {dim}fingerprint {}{dim:#}", f.fingerprint)?;
     }
     for w in &o.warnings {
-        writeln!(out, "{}warning:{:#} {w}", Style::new().fg_color(Some(AnsiColor::Yellow.into())), Style::new())?;
+        writeln!(
+            out,
+            "{}warning:{:#} {w}",
+            Style::new().fg_color(Some(AnsiColor::Yellow.into())),
+            Style::new()
+        )?;
     }
     let mb = o.bytes as f64 / 1e6;
     let secs = o.elapsed.as_secs_f64();
     let verdict = if o.findings.is_empty() {
-        format!("{}no secrets found{:#}", Style::new().fg_color(Some(AnsiColor::Green.into())).bold(), Style::new())
+        format!(
+            "{}no secrets found{:#}",
+            Style::new().fg_color(Some(AnsiColor::Green.into())).bold(),
+            Style::new()
+        )
     } else {
-        format!("{}{} secret{} found{:#}", Style::new().fg_color(Some(AnsiColor::Red.into())).bold(), o.findings.len(), if o.findings.len() == 1 { "" } else { "s" }, Style::new())
+        format!(
+            "{}{} secret{} found{:#}",
+            Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
+            o.findings.len(),
+            if o.findings.len() == 1 { "" } else { "s" },
+            Style::new()
+        )
     };
     writeln!(
         out,

@@ -65,7 +65,9 @@ pub fn write(out: &mut dyn Write, o: &Outcome) -> std::io::Result<()> {
     let mut rules: BTreeMap<&str, (usize, Value)> = BTreeMap::new();
     for f in &o.findings {
         let n = rules.len();
-        rules.entry(f.rule_id.as_str()).or_insert_with(|| (n, rule_descriptor(f)));
+        rules
+            .entry(f.rule_id.as_str())
+            .or_insert_with(|| (n, rule_descriptor(f)));
     }
     let mut ordered: Vec<&(usize, Value)> = rules.values().collect();
     ordered.sort_by_key(|(i, _)| *i);

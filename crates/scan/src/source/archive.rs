@@ -19,7 +19,12 @@ pub enum Kind {
 /// The archive kind a file name suggests.
 pub fn kind_of(name: &str) -> Option<Kind> {
     let n = name.to_ascii_lowercase();
-    if [".zip", ".jar", ".war", ".ear", ".whl", ".nupkg", ".apk", ".aar", ".vsix"].iter().any(|e| n.ends_with(e)) {
+    if [
+        ".zip", ".jar", ".war", ".ear", ".whl", ".nupkg", ".apk", ".aar", ".vsix",
+    ]
+    .iter()
+    .any(|e| n.ends_with(e))
+    {
         Some(Kind::Zip)
     } else if n.ends_with(".tar.gz") || n.ends_with(".tgz") || n.ends_with(".crate") {
         Some(Kind::TarGz)
@@ -31,11 +36,24 @@ pub fn kind_of(name: &str) -> Option<Kind> {
 }
 
 /// Scans an archive read from `reader`, reporting members as `display!member`.
-pub fn scan<R: Read + Seek>(scanner: &Scanner, sink: &Sink, display: &str, kind: Kind, reader: R, depth: u8) {
+pub fn scan<R: Read + Seek>(
+    scanner: &Scanner,
+    sink: &Sink,
+    display: &str,
+    kind: Kind,
+    reader: R,
+    depth: u8,
+) {
     let result = match kind {
         Kind::Zip => scan_zip(scanner, sink, display, reader, depth),
         Kind::Tar => scan_tar(scanner, sink, display, reader, depth),
-        Kind::TarGz => scan_tar(scanner, sink, display, flate2::read::GzDecoder::new(reader), depth),
+        Kind::TarGz => scan_tar(
+            scanner,
+            sink,
+            display,
+            flate2::read::GzDecoder::new(reader),
+            depth,
+        ),
     };
     if let Err(e) = result {
         sink.warn(format!("{display}: cannot read archive: {e}"));
@@ -50,12 +68,25 @@ fn read_capped(scanner: &Scanner, r: impl Read, buf: &mut Vec<u8>) -> std::io::R
 
 fn member(scanner: &Scanner, sink: &Sink, name: &str, data: &[u8], depth: u8) {
     match kind_of(name) {
-        Some(kind) if depth < MAX_NESTING => scan(scanner, sink, name, kind, std::io::Cursor::new(data), depth + 1),
+        Some(kind) if depth < MAX_NESTING => scan(
+            scanner,
+            sink,
+            name,
+            kind,
+            std::io::Cursor::new(data),
+            depth + 1,
+        ),
         _ => sink.push(scanner.scan_blob(name, data, None)),
     }
 }
 
-fn scan_zip<R: Read + Seek>(scanner: &Scanner, sink: &Sink, display: &str, reader: R, depth: u8) -> Result<(), String> {
+fn scan_zip<R: Read + Seek>(
+    scanner: &Scanner,
+    sink: &Sink,
+    display: &str,
+    reader: R,
+    depth: u8,
+) -> Result<(), String> {
     let mut zip = zip::ZipArchive::new(reader).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     for i in 0..zip.len() {
@@ -79,7 +110,13 @@ fn scan_zip<R: Read + Seek>(scanner: &Scanner, sink: &Sink, display: &str, reade
     Ok(())
 }
 
-fn scan_tar<R: Read>(scanner: &Scanner, sink: &Sink, display: &str, reader: R, depth: u8) -> Result<(), String> {
+fn scan_tar<R: Read>(
+    scanner: &Scanner,
+    sink: &Sink,
+    display: &str,
+    reader: R,
+    depth: u8,
+) -> Result<(), String> {
     let mut tar = tar::Archive::new(reader);
     let mut buf = Vec::new();
     for entry in tar.entries().map_err(|e| e.to_string())? {

@@ -34,7 +34,13 @@ pub fn display_path(p: &Path) -> String {
 
 /// Scans each root (a file or a directory); `base` is the directory against which
 /// ignore rules resolve. Errors on single files are warnings in `sink`.
-pub fn scan_paths(scanner: &Scanner, sink: &Sink, roots: &[PathBuf], base: &Path, opts: &WalkOptions) {
+pub fn scan_paths(
+    scanner: &Scanner,
+    sink: &Sink,
+    roots: &[PathBuf],
+    base: &Path,
+    opts: &WalkOptions,
+) {
     let mut builder = WalkBuilder::new(&roots[0]);
     for r in &roots[1..] {
         builder.add(r);
@@ -61,8 +67,15 @@ pub fn scan_paths(scanner: &Scanner, sink: &Sink, roots: &[PathBuf], base: &Path
                 }
             };
             let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
-            if scanner.suppress.path_ignored(&relative(entry.path(), base), is_dir) {
-                return if is_dir { WalkState::Skip } else { WalkState::Continue };
+            if scanner
+                .suppress
+                .path_ignored(&relative(entry.path(), base), is_dir)
+            {
+                return if is_dir {
+                    WalkState::Skip
+                } else {
+                    WalkState::Continue
+                };
             }
             if entry.file_type().is_some_and(|t| t.is_file()) {
                 scan_file(scanner, sink, entry.path(), &mut buf, opts.archives);

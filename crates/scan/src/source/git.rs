@@ -26,7 +26,9 @@ fn git(repo: &Path) -> Command {
     let mut c = Command::new("git");
     c.arg("-C").arg(repo);
     // Never page, never prompt, never translate messages we parse.
-    c.env("GIT_PAGER", "cat").env("GIT_TERMINAL_PROMPT", "0").env("LC_ALL", "C");
+    c.env("GIT_PAGER", "cat")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C");
     c
 }
 
@@ -35,7 +37,11 @@ fn run_git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, Error> {
         .args(args)
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| Error::Git(format!("cannot run git ({e}); install git or put it on PATH")))?;
+        .map_err(|e| {
+            Error::Git(format!(
+                "cannot run git ({e}); install git or put it on PATH"
+            ))
+        })?;
     if !out.status.success() {
         return Err(Error::Git(format!(
             "`git {}` failed in {}: {}",
@@ -49,24 +55,56 @@ fn run_git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, Error> {
 
 /// Scans every blob in the history of the repository at `repo`. Returns the
 /// commit order (oldest first) so callers can keep the earliest of duplicates.
-pub fn scan_history(scanner: &Scanner, sink: &Sink, repo: &Path, threads: usize, archives: bool) -> Result<Vec<CommitInfo>, Error> {
+pub fn scan_history(
+    scanner: &Scanner,
+    sink: &Sink,
+    repo: &Path,
+    threads: usize,
+    archives: bool,
+) -> Result<Vec<CommitInfo>, Error> {
     let log = run_git(
         repo,
         &[
-            "log", "--all", "--topo-order", "--reverse", "-m", "--raw", "--no-abbrev", "--no-renames", "-z",
+            "log",
+            "--all",
+            "--topo-order",
+            "--reverse",
+            "-m",
+            "--raw",
+            "--no-abbrev",
+            "--no-renames",
+            "-z",
             "--format=%x1eC%H%x1f%an%x1f%ae%x1f%aI",
         ],
     )?;
     let (commits, blobs) = parse_log(&log);
-    let blobs: Vec<BlobRef> = blobs.into_iter().filter(|b| !scanner.suppress.path_ignored(&b.path, false)).collect();
+    let blobs: Vec<BlobRef> = blobs
+        .into_iter()
+        .filter(|b| !scanner.suppress.path_ignored(&b.path, false))
+        .collect();
     stream_blobs(scanner, sink, repo, &blobs, &commits, threads, archives)?;
     Ok(commits)
 }
 
 /// Scans the staged content (the index) of every file added, copied, modified,
 /// renamed or retyped in the index relative to HEAD.
-pub fn scan_staged(scanner: &Scanner, sink: &Sink, repo: &Path, threads: usize, archives: bool) -> Result<(), Error> {
-    let names = run_git(repo, &["diff", "--cached", "--name-only", "-z", "--diff-filter=ACMRT"])?;
+pub fn scan_staged(
+    scanner: &Scanner,
+    sink: &Sink,
+    repo: &Path,
+    threads: usize,
+    archives: bool,
+) -> Result<(), Error> {
+    let names = run_git(
+        repo,
+        &[
+            "diff",
+            "--cached",
+            "--name-only",
+            "-z",
+            "--diff-filter=ACMRT",
+        ],
+    )?;
     let mut blobs = Vec::new();
     for p in names.split(|&b| b == 0).filter(|p| !p.is_empty()) {
         let path = String::from_utf8_lossy(p).into_owned();
@@ -75,7 +113,11 @@ pub fn scan_staged(scanner: &Scanner, sink: &Sink, repo: &Path, threads: usize, 
             continue;
         }
         if !scanner.suppress.path_ignored(&path, false) {
-            blobs.push(BlobRef { oid: format!(":{path}"), path, commit: None });
+            blobs.push(BlobRef {
+                oid: format!(":{path}"),
+                path,
+                commit: None,
+            });
         }
     }
     stream_blobs(scanner, sink, repo, &blobs, &[], threads, archives)
@@ -85,7 +127,9 @@ fn parse_log(log: &[u8]) -> (Vec<CommitInfo>, Vec<BlobRef>) {
     let mut commits = Vec::new();
     let mut blobs = Vec::new();
     let mut seen: HashMap<String, ()> = HashMap::new();
-    let mut tokens = log.split(|&b| b == 0).map(|t| t.strip_prefix(b"\n").unwrap_or(t));
+    let mut tokens = log
+        .split(|&b| b == 0)
+        .map(|t| t.strip_prefix(b"\n").unwrap_or(t));
     while let Some(tok) = tokens.next() {
         if let Some(h) = tok.strip_prefix(b"\x1eC") {
             let h = String::from_utf8_lossy(h);
@@ -106,7 +150,11 @@ fn parse_log(log: &[u8]) -> (Vec<CommitInfo>, Vec<BlobRef>) {
             }
             let (new_mode, new_oid, status) = (fields[1], fields[3], fields[4]);
             // Deleted files, submodules (160000) and symlinks (120000) hold no content to scan.
-            if status.starts_with('D') || new_mode == "160000" || new_mode == "120000" || new_oid.bytes().all(|b| b == b'0') {
+            if status.starts_with('D')
+                || new_mode == "160000"
+                || new_mode == "120000"
+                || new_oid.bytes().all(|b| b == b'0')
+            {
                 continue;
             }
             if seen.insert(new_oid.to_string(), ()).is_none() {
@@ -164,7 +212,14 @@ fn stream_blobs(
                     let b = &blobs[i];
                     let commit = b.commit.map(|c| &commits[c]);
                     match archive::kind_of(&b.path) {
-                        Some(kind) if archives => archive::scan(scanner, sink, &b.path, kind, std::io::Cursor::new(&data[..]), 0),
+                        Some(kind) if archives => archive::scan(
+                            scanner,
+                            sink,
+                            &b.path,
+                            kind,
+                            std::io::Cursor::new(&data[..]),
+                            0,
+                        ),
                         _ => sink.push(scanner.scan_blob(&b.path, &data, commit)),
                     }
                 }
@@ -190,23 +245,35 @@ fn read_batch(
     let mut header = String::new();
     for (i, b) in blobs.iter().enumerate() {
         header.clear();
-        if r.read_line(&mut header).map_err(|e| Error::Git(e.to_string()))? == 0 {
+        if r.read_line(&mut header)
+            .map_err(|e| Error::Git(e.to_string()))?
+            == 0
+        {
             return Err(Error::Git("git cat-file ended early".into()));
         }
         let parts: Vec<&str> = header.trim_end().split(' ').collect();
         if parts.len() != 3 {
-            sink.warn(format!("{}: cannot read from git ({})", b.path, header.trim_end()));
+            sink.warn(format!(
+                "{}: cannot read from git ({})",
+                b.path,
+                header.trim_end()
+            ));
             continue;
         }
-        let size: u64 = parts[2].parse().map_err(|_| Error::Git(format!("bad cat-file header {header:?}")))?;
+        let size: u64 = parts[2]
+            .parse()
+            .map_err(|_| Error::Git(format!("bad cat-file header {header:?}")))?;
         if parts[1] != "blob" || !scanner.accept_size(size) {
-            std::io::copy(&mut (&mut r).take(size + 1), &mut std::io::sink()).map_err(|e| Error::Git(e.to_string()))?;
+            std::io::copy(&mut (&mut r).take(size + 1), &mut std::io::sink())
+                .map_err(|e| Error::Git(e.to_string()))?;
             continue;
         }
         let mut data = vec![0u8; size as usize];
-        r.read_exact(&mut data).map_err(|e| Error::Git(e.to_string()))?;
+        r.read_exact(&mut data)
+            .map_err(|e| Error::Git(e.to_string()))?;
         let mut nl = [0u8; 1];
-        r.read_exact(&mut nl).map_err(|e| Error::Git(e.to_string()))?;
+        r.read_exact(&mut nl)
+            .map_err(|e| Error::Git(e.to_string()))?;
         if tx.send((i, data)).is_err() {
             break;
         }
@@ -230,7 +297,13 @@ mod tests {
         let (commits, blobs) = parse_log(log.as_bytes());
         assert_eq!(commits.len(), 2);
         assert_eq!(blobs.len(), 2);
-        assert_eq!((blobs[0].path.as_str(), blobs[0].commit), ("a.txt", Some(0)));
-        assert_eq!((blobs[1].oid.as_str(), blobs[1].commit), (oid2.as_str(), Some(1)));
+        assert_eq!(
+            (blobs[0].path.as_str(), blobs[0].commit),
+            ("a.txt", Some(0))
+        );
+        assert_eq!(
+            (blobs[1].oid.as_str(), blobs[1].commit),
+            (oid2.as_str(), Some(1))
+        );
     }
 }

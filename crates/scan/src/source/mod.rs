@@ -25,6 +25,9 @@ impl Sink {
         self.warnings.lock().unwrap().push(msg);
     }
     pub fn into_parts(self) -> (Vec<Finding>, Vec<String>) {
-        (self.findings.into_inner().unwrap(), self.warnings.into_inner().unwrap())
+        (
+            self.findings.into_inner().unwrap(),
+            self.warnings.into_inner().unwrap(),
+        )
     }
 }

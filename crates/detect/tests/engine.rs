@@ -1,0 +1,120 @@
+//! Engine behaviour independent of any one rule file: prefiltering, overlap
+//! resolution, decoding, redaction, user rules.
+
+use keyward_detect::{checksum, parse_rules, Detector, DetectorBuilder};
+
+fn gh(seed: &str) -> String {
+    format!(
+        "ghp_{seed}{}",
+        std::str::from_utf8(&checksum::crc32_base62(seed.as_bytes())).unwrap()
+    )
+}
+
+const SEED: &str = "Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc7Jd0Fa";
+
+#[test]
+fn redaction_replaces_every_secret_with_its_rule_marker() {
+    let d = Detector::builtin();
+    let key = checksum::keyward_key_seal("kw_dev_Q7mZx2Lp9Vt4Rk8Nw3Hs6Bc1Df5Gj0Ya");
+    let text = format!("é token={} and key {key}.", gh(SEED));
+    let red = d.redact(&text);
+    assert_eq!(
+        red,
+        "é token=[REDACTED:github-classic-pat] and key [REDACTED:keyward-client-key]."
+    );
+    let clean = "nothing here";
+    assert!(matches!(d.redact(clean), std::borrow::Cow::Borrowed(_)));
+}
+
+#[test]
+fn keywords_match_case_insensitively_but_patterns_decide() {
+    let d = Detector::builtin();
+    // Keyword present, shape wrong: no finding. Checksum wrong: no finding.
+    assert!(d.find(b"ghp_short").is_empty());
+    let mut bad = gh(SEED).into_bytes();
+    let last = bad.len() - 1;
+    bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+    assert!(d.find(&bad).is_empty());
+}
+
+#[test]
+fn secrets_inside_json_escapes_and_percent_encoding_map_to_original_spans() {
+    let d = Detector::builtin();
+    let tok = gh(SEED);
+    // A JSON-escaped document inside a JSON string.
+    let text = format!(r#"{{"payload": "{{\"token\":\"{tok}\"}}"}}"#);
+    let f = d.find(text.as_bytes());
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(
+        &text[f[0].start..f[0].end],
+        tok,
+        "raw match wins over the decoded duplicate"
+    );
+
+    let key = checksum::keyward_key_seal("kw_prod_Q7mZx2Lp9Vt4Rk8Nw3Hs6Bc1Df5Gj0Ya");
+    let url = format!("https://h/cb?k=%6B%77_{}", &key[3..]);
+    let f = d.find(url.as_bytes());
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].secret, key.as_bytes());
+    assert_eq!(&url[f[0].start..f[0].end], format!("%6B%77_{}", &key[3..]));
+}
+
+#[test]
+fn user_rules_join_and_disabled_rules_leave() {
+    let extra = parse_rules(
+        "user.toml",
+        r#"
+[[rule]]
+id = "acme-token"
+name = "ACME"
+provider = "ACME"
+keywords = ["acme_"]
+pattern = '''\b(acme_[a-z0-9]{20})\b'''
+"#,
+    )
+    .unwrap();
+    let d = DetectorBuilder::default()
+        .add_rules(extra)
+        .disable(["github-classic-pat".to_string()])
+        .build()
+        .unwrap();
+    let text = format!("acme_k3j5h7g9f1d2s4a6q8w0 {}", gh(SEED));
+    let ids: Vec<_> = d
+        .find(text.as_bytes())
+        .iter()
+        .map(|f| d.rule(f).id().to_string())
+        .collect();
+    assert_eq!(ids, vec!["acme-token"]);
+    let err = DetectorBuilder::default()
+        .disable(["nope".to_string()])
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("nope"));
+    let dup = parse_rules("d.toml", "[[rule]]\nid='github-classic-pat'\nname='x'\nprovider='x'\nkeywords=['ab']\npattern='ab'\n").unwrap();
+    assert!(DetectorBuilder::default().add_rules(dup).build().is_err());
+}
+
+#[test]
+fn invalid_rules_are_refused_with_the_reason() {
+    let bad = parse_rules(
+        "b.toml",
+        "[[rule]]\nid='x-y'\nname='x'\nprovider='x'\nkeywords=['ab']\npattern='(unclosed'\n",
+    )
+    .unwrap();
+    let e = DetectorBuilder::default()
+        .without_builtin()
+        .add_rules(bad)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid pattern"), "{e}");
+    assert!(parse_rules("c.toml", "[[rule]]\nid='x'\nbogus=1\n").is_err());
+}
+
+#[test]
+fn invalid_utf8_and_binary_noise_do_not_panic() {
+    let d = Detector::builtin();
+    let mut data = vec![0xff, 0xfe, 0x00, 0xc3];
+    data.extend_from_slice(gh(SEED).as_bytes());
+    data.extend_from_slice(&[0xe2, 0x82]);
+    assert_eq!(d.find(&data).len(), 1);
+}
