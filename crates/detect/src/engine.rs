@@ -122,6 +122,9 @@ impl DetectorBuilder {
         } else {
             builtin_specs()
         };
+        // User rules are compiled now so that a bad one is reported at start-up;
+        // built-in ones are compiled by a test and lazily on first use.
+        let user_ids: HashSet<String> = self.extra.iter().map(|s| s.id.clone()).collect();
         specs.extend(self.extra);
         let mut seen = HashSet::new();
         for s in &specs {
@@ -137,8 +140,15 @@ impl DetectorBuilder {
         let rules = specs
             .into_iter()
             .filter(|s| !self.disabled.contains(&s.id))
-            .map(Rule::compile)
-            .collect::<Result<Vec<_>, _>>()
+            .map(|spec| {
+                let eager = user_ids.contains(&spec.id);
+                let rule = Rule::compile(spec)?;
+                if eager {
+                    rule.compile_now()?;
+                }
+                Ok(rule)
+            })
+            .collect::<Result<Vec<_>, RuleError>>()
             .map_err(BuildError::Rule)?;
         Ok(Detector::from_rules(rules, !self.no_decode))
     }
@@ -184,6 +194,11 @@ impl Detector {
             keyword_rules,
             decode,
         }
+    }
+
+    /// Heap bytes used by the keyword automaton.
+    pub fn prefilter_memory(&self) -> usize {
+        self.prefilter.memory_usage()
     }
 
     /// All rules, in the order findings index them.
@@ -245,7 +260,7 @@ impl Detector {
                         let from = ks.saturating_sub(max_len);
                         let to = (ke + max_len + 4).min(hay.len());
                         let mut at = from;
-                        while let Some(caps) = rule.regex.captures_at(&hay[..to], at) {
+                        while let Some(caps) = rule.regex().captures_at(&hay[..to], at) {
                             let whole = caps.get(0).expect("group 0 always matches");
                             if whole.start() > ks {
                                 break;
@@ -269,7 +284,7 @@ impl Detector {
                     }
                 }
                 None => {
-                    for caps in rule.regex.captures_iter(hay) {
+                    for caps in rule.regex().captures_iter(hay) {
                         if let Some(m) = caps.get(rule.secret_group) {
                             push(m.start(), m.end());
                         }

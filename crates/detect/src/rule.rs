@@ -104,11 +104,30 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
+/// Index of the capture group called `name`, if any.
+fn named_group(hir: &regex_syntax::hir::Hir, name: &str) -> Option<usize> {
+    use regex_syntax::hir::HirKind;
+    match hir.kind() {
+        HirKind::Capture(c) => {
+            if c.name.as_deref() == Some(name) {
+                Some(c.index as usize)
+            } else {
+                named_group(&c.sub, name)
+            }
+        }
+        HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().find_map(|h| named_group(h, name)),
+        HirKind::Repetition(r) => named_group(&r.sub, name),
+        _ => None,
+    }
+}
+
 /// A rule ready to run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Rule {
     pub spec: RuleSpec,
-    pub(crate) regex: Regex,
+    /// Compiled on first use: a scan usually triggers a handful of rules, and
+    /// compiling all of them costs more than scanning a small repository.
+    regex: std::sync::OnceLock<Regex>,
     /// Capture group index holding the secret (0 = whole match).
     pub(crate) secret_group: usize,
     /// Longest match in bytes, when the pattern bounds it. Bounded rules search only
@@ -137,25 +156,53 @@ impl Rule {
                 "needs at least one keyword, each two or more characters long".into(),
             ));
         }
-        let regex = regex::bytes::RegexBuilder::new(&spec.pattern)
-            .size_limit(32 << 20)
-            .build()
-            .map_err(|e| err(format!("invalid pattern: {e}")))?;
-        let secret_group = regex
-            .capture_names()
-            .position(|n| n == Some("secret"))
-            .unwrap_or(if regex.captures_len() > 1 { 1 } else { 0 });
-        let max_len = regex_syntax::ParserBuilder::new()
+        let hir = regex_syntax::ParserBuilder::new()
             .utf8(false)
             .build()
             .parse(&spec.pattern)
-            .ok()
-            .and_then(|hir| hir.properties().maximum_len());
+            .map_err(|e| err(format!("invalid pattern: {e}")))?;
+        let secret_group = named_group(&hir, "secret").unwrap_or(
+            if hir.properties().explicit_captures_len() > 0 {
+                1
+            } else {
+                0
+            },
+        );
+        let max_len = hir.properties().maximum_len();
         Ok(Rule {
             spec,
-            regex,
+            regex: std::sync::OnceLock::new(),
             secret_group,
             max_len,
+        })
+    }
+
+    /// Compiles the pattern now rather than on first use, reporting any error
+    /// (a pattern can parse yet exceed the compiled size limit).
+    pub fn compile_now(&self) -> Result<(), RuleError> {
+        if self.regex.get().is_some() {
+            return Ok(());
+        }
+        let re = Self::build_regex(&self.spec.pattern).map_err(|e| RuleError {
+            rule_id: self.spec.id.clone(),
+            reason: format!("invalid pattern: {e}"),
+        })?;
+        let _ = self.regex.set(re);
+        Ok(())
+    }
+
+    fn build_regex(pattern: &str) -> Result<Regex, regex::Error> {
+        regex::bytes::RegexBuilder::new(pattern)
+            .size_limit(32 << 20)
+            .build()
+    }
+
+    /// The compiled pattern. Rules reach a detector only after their pattern
+    /// parsed; built-in ones are all compiled by a test, user ones at build time.
+    pub(crate) fn regex(&self) -> &Regex {
+        self.regex.get_or_init(|| {
+            Self::build_regex(&self.spec.pattern)
+                .unwrap_or_else(|e| panic!("rule {}: {e}", self.spec.id))
         })
     }
 

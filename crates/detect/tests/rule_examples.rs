@@ -78,3 +78,21 @@ fn rule_ids_are_unique_and_coverage_is_broad() {
         specs.len()
     );
 }
+
+#[test]
+fn every_builtin_pattern_compiles_and_is_bounded() {
+    let mut unbounded = Vec::new();
+    for spec in builtin_specs() {
+        let rule = keyward_detect::Rule::compile(spec).unwrap();
+        rule.compile_now().unwrap();
+        // Bounded rules search a window around each keyword; unbounded ones scan
+        // whole files whenever a keyword appears.
+        if rule.max_match_len().is_none() {
+            unbounded.push(rule.id().to_string());
+        }
+    }
+    assert!(
+        unbounded.is_empty(),
+        "rules with unbounded patterns: {unbounded:?}"
+    );
+}

@@ -78,12 +78,22 @@ impl Suppressions {
         })
     }
 
-    /// True when a path (relative to the root, `/`-separated) is ignored.
+    /// True when a path (relative to the root, `/`-separated) is ignored. Absolute
+    /// paths outside the root are never ignored: the rules do not speak of them.
     pub fn path_ignored(&self, rel_path: &str, is_dir: bool) -> bool {
-        !rel_path.is_empty()
+        let path = Path::new(rel_path);
+        let rel = if path.is_absolute() {
+            match path.strip_prefix(self.paths.path()) {
+                Ok(r) => r,
+                Err(_) => return false,
+            }
+        } else {
+            path
+        };
+        !rel.as_os_str().is_empty()
             && self
                 .paths
-                .matched_path_or_any_parents(rel_path, is_dir)
+                .matched_path_or_any_parents(rel, is_dir)
                 .is_ignore()
     }
 
