@@ -74,7 +74,7 @@ fn gitignored_binary_and_oversized_files_are_skipped_unless_asked() {
     git_init(dir.path());
     fs::write(dir.path().join(".gitignore"), "ignored.txt\n").unwrap();
     fs::write(dir.path().join("ignored.txt"), &tok).unwrap();
-    let mut bin = b"\0\x01\x02binary".to_vec();
+    let mut bin = b"\0\x01\x02binary\n".to_vec();
     bin.extend_from_slice(tok.as_bytes());
     fs::write(dir.path().join("blob.bin"), &bin).unwrap();
     fs::write(
@@ -192,4 +192,56 @@ fn encoded_secrets_are_decoded_and_point_at_the_original() {
     );
     let none = run_in(dir.path(), &["scan", "-f", "json", "--no-decode"], None);
     assert!(findings(&none).is_empty());
+}
+
+#[test]
+fn absolute_paths_outside_the_working_directory_are_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let file = dir.path().join("creds.txt");
+    fs::write(&file, github_pat(SEED_A)).unwrap();
+    fs::write(elsewhere.path().join(".keywardignore"), "*.txt\n").unwrap();
+    let out = run_in(
+        elsewhere.path(),
+        &[
+            "scan",
+            "-f",
+            "json",
+            file.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = findings(&out);
+    assert!(!f.is_empty());
+    assert!(f.iter().all(|f| f["path"] == file.to_str().unwrap()));
+}
+
+#[test]
+fn rules_command_lists_every_rule() {
+    let out = keyward().args(["rules", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.len() >= 90);
+    for id in [
+        "github-classic-pat",
+        "keyward-client-key",
+        "openai-project-key",
+        "anthropic-api-key",
+        "aws-access-key-id",
+    ] {
+        assert!(ids.contains(&id), "missing {id}");
+    }
 }

@@ -67,12 +67,17 @@ const PLACEHOLDER_WORDS: &[&str] = &[
     "1111111111",
 ];
 
+/// Secrets longer than this (private key bodies, long tokens) are random enough
+/// that a placeholder word inside them is chance, not intent.
+const PLACEHOLDER_WORD_MAX_LEN: usize = 128;
+
 /// True when the secret is a placeholder, a template variable or a documented example.
 pub fn is_placeholder(secret: &[u8]) -> bool {
     let lower: Vec<u8> = secret.iter().map(u8::to_ascii_lowercase).collect();
-    if PLACEHOLDER_WORDS
-        .iter()
-        .any(|w| memchr::memmem::find(&lower, w.as_bytes()).is_some())
+    if secret.len() <= PLACEHOLDER_WORD_MAX_LEN
+        && PLACEHOLDER_WORDS
+            .iter()
+            .any(|w| memchr::memmem::find(&lower, w.as_bytes()).is_some())
     {
         return true;
     }

@@ -31,6 +31,22 @@ fn recall_and_precision_on_peer_examples() {
         )
     });
     let d = Detector::builtin();
+    // Providers Keyward has rules for, to report recall on the formats it claims
+    // to cover apart from the peers' long tail of other services.
+    let providers: Vec<String> = d
+        .rules()
+        .iter()
+        .map(|r| {
+            r.spec
+                .provider
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_lowercase()
+        })
+        .filter(|p| p.len() >= 3)
+        .collect();
+    let (mut covered_tp, mut covered_total) = (0usize, 0usize);
     let (mut tp, mut fn_, mut tn, mut fp) = (0usize, 0usize, 0usize, 0usize);
     let mut missed: BTreeMap<String, usize> = BTreeMap::new();
     let mut false_alarms = Vec::new();
@@ -43,6 +59,11 @@ fn recall_and_precision_on_peer_examples() {
             v["source"].as_str().unwrap(),
             v["rule_id"].as_str().unwrap()
         );
+        let peer_name = v["rule_name"].as_str().unwrap_or("").to_lowercase();
+        if v["expect"] == "finding" && providers.iter().any(|p| peer_name.contains(p.as_str())) {
+            covered_total += 1;
+            covered_tp += usize::from(!found.is_empty());
+        }
         match (v["expect"].as_str().unwrap(), found.is_empty()) {
             ("finding", false) => tp += 1,
             ("finding", true) => {
@@ -62,6 +83,8 @@ fn recall_and_precision_on_peer_examples() {
     let specificity = tn as f64 / (tn + fp) as f64;
     println!("corpus: {} positives, {} negatives", tp + fn_, tn + fp);
     println!("recall {recall:.3} ({tp}/{}), precision {precision:.3}, negatives kept clean {specificity:.3} ({tn}/{})", tp + fn_, tn + fp);
+    let covered_recall = covered_tp as f64 / covered_total.max(1) as f64;
+    println!("recall on providers Keyward has rules for: {covered_recall:.3} ({covered_tp}/{covered_total})");
     println!("false alarms: {false_alarms:#?}");
     println!("missed by peer rule: {missed:#?}");
     assert!(
@@ -69,10 +92,16 @@ fn recall_and_precision_on_peer_examples() {
         "recall {recall:.3} fell below {MIN_RECALL}"
     );
     assert!(
+        covered_recall >= MIN_COVERED_RECALL,
+        "recall on covered providers {covered_recall:.3} fell below {MIN_COVERED_RECALL}"
+    );
+    assert!(
         specificity >= MIN_SPECIFICITY,
         "negatives kept clean {specificity:.3} fell below {MIN_SPECIFICITY}"
     );
 }
 
-const MIN_RECALL: f64 = 0.0;
-const MIN_SPECIFICITY: f64 = 0.0;
+// Measured when set: recall 0.164, on covered providers 0.461, negatives clean 0.873.
+const MIN_RECALL: f64 = 0.15;
+const MIN_COVERED_RECALL: f64 = 0.43;
+const MIN_SPECIFICITY: f64 = 0.85;

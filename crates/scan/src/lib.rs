@@ -215,6 +215,10 @@ pub fn run(opts: &ScanOptions, stats: &scanner::Stats) -> Result<Outcome, Error>
     findings.sort_by(|a, b| {
         (&a.path, a.line, a.column, &a.rule_id).cmp(&(&b.path, b.line, b.column, &b.rule_id))
     });
+    // A file named twice (itself and through its directory) is reported once.
+    findings.dedup_by(|a, b| {
+        (&a.path, a.line, a.column, &a.rule_id) == (&b.path, b.line, b.column, &b.rule_id)
+    });
     let s = scanner.stats;
     Ok(Outcome {
         findings,

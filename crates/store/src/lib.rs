@@ -1,0 +1,343 @@
+//! Keyward's store: provider credentials (sealed), client-key records (hashed) and
+//! a change counter, over SQLite (the embedded default, WAL mode) or PostgreSQL,
+//! chosen by URL. The same portable SQL runs on both; migrations run on open.
+//!
+//! Every mutation bumps the `generation` counter in the same transaction, so a
+//! running server notices any change with one cheap query.
+
+use base64::Engine as _;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// Errors from the store. Messages carry no secret (queries never embed values).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("store URL `{0}` is not supported: use sqlite://FILE or postgres://…")]
+    BadUrl(String),
+    #[error("cannot open the store at {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("store: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("store holds malformed data in {0}")]
+    Malformed(&'static str),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Which database a store is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A sealed secret version as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSecret {
+    pub name: String,
+    pub version: i64,
+    pub wrapped_key: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// A client key as stored: never the key, only its keyed hash and a short hint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyRecord {
+    pub id: String,
+    #[serde(skip)]
+    pub key_hash: String,
+    /// The first characters of the key (prefix and environment), for humans.
+    pub hint: String,
+    pub name: String,
+    pub environment: String,
+    pub models: Vec<String>,
+    pub providers: Vec<String>,
+    pub endpoints: Vec<String>,
+    pub source_cidrs: Vec<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub revoke_reason: Option<String>,
+}
+
+/// A connection pool to the store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+impl Store {
+    /// Opens (creating a SQLite file if needed) and migrates the store at `url`.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let mut u = format!("sqlite:{rest}");
+            if !rest.contains("mode=") {
+                u.push_str(if rest.contains('?') {
+                    "&mode=rwc"
+                } else {
+                    "?mode=rwc"
+                });
+            }
+            (Backend::Sqlite, u)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(Error::BadUrl(url.to_string()));
+        };
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            // Fail fast with a clear error rather than retrying for the default 30 s.
+            .acquire_timeout(std::time::Duration::from_secs(5));
+        if backend == Backend::Sqlite {
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA busy_timeout = 5000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let redacted = redact_url(&url);
+        let pool = opts.connect(&url).await.map_err(|source| Error::Open {
+            url: redacted,
+            source,
+        })?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection (SQLite checkpoints its WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The change counter: it grows with every mutation.
+    pub async fn generation(&self) -> Result<i64> {
+        let v: String = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'generation'")
+            .fetch_one(&self.pool)
+            .await?;
+        v.parse().map_err(|_| Error::Malformed("meta.generation"))
+    }
+
+    pub async fn meta(&self, name: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Stores `value` under `name` unless a value is there already; returns the
+    /// value that is stored afterwards (first writer wins).
+    pub async fn meta_init(&self, name: &str, value: &str) -> Result<String> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
+            }
+            Backend::Postgres => {
+                "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
+            }
+        };
+        sqlx::query(sql)
+            .bind(name)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        self.meta(name).await?.ok_or(Error::Malformed("meta"))
+    }
+
+    /// Adds a new version of a secret and makes it current, atomically.
+    pub async fn put_secret(
+        &self,
+        name: &str,
+        wrapped_key: &[u8],
+        ciphertext: &[u8],
+        now: i64,
+    ) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        let version = max.unwrap_or(0) + 1;
+        sqlx::query("UPDATE secrets SET state = 'previous' WHERE name = $1 AND state = 'current'")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO secrets (name, version, wrapped_key, ciphertext, state, created_at) VALUES ($1, $2, $3, $4, 'current', $5)")
+            .bind(name)
+            .bind(version)
+            .bind(B64.encode(wrapped_key))
+            .bind(B64.encode(ciphertext))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// The version of `name` that serves traffic.
+    pub async fn current_secret(&self, name: &str) -> Result<Option<StoredSecret>> {
+        let row = sqlx::query("SELECT name, version, wrapped_key, ciphertext, created_at FROM secrets WHERE name = $1 AND state = 'current'")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| secret_from_row(&r)).transpose()
+    }
+
+    /// Current versions of all secrets (sealed), ordered by name.
+    pub async fn current_secrets(&self) -> Result<Vec<StoredSecret>> {
+        let rows = sqlx::query("SELECT name, version, wrapped_key, ciphertext, created_at FROM secrets WHERE state = 'current' ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(secret_from_row).collect()
+    }
+
+    pub async fn insert_key(&self, k: &KeyRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&k.id)
+        .bind(&k.key_hash)
+        .bind(&k.hint)
+        .bind(&k.name)
+        .bind(&k.environment)
+        .bind(json(&k.models))
+        .bind(json(&k.providers))
+        .bind(json(&k.endpoints))
+        .bind(json(&k.source_cidrs))
+        .bind(k.created_at)
+        .bind(k.expires_at)
+        .bind(k.revoked_at)
+        .bind(k.revoke_reason.clone())
+        .execute(&mut *tx)
+        .await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every client key, oldest first.
+    pub async fn keys(&self) -> Result<Vec<KeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason \
+             FROM client_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// Marks a key revoked. Returns false when no such key exists; revoking a
+    /// revoked key keeps the first revocation.
+    pub async fn revoke_key(&self, id: &str, reason: &str, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM client_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE client_keys SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(reason)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+async fn bump_generation(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+    sqlx::query(
+        "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE name = 'generation'",
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn json(v: &[String]) -> String {
+    serde_json::to_string(v).expect("strings serialise")
+}
+
+fn list(r: &AnyRow, col: &'static str) -> Result<Vec<String>> {
+    let s: String = r.try_get(col)?;
+    serde_json::from_str(&s).map_err(|_| Error::Malformed(col))
+}
+
+fn secret_from_row(r: &AnyRow) -> Result<StoredSecret> {
+    let wk: String = r.try_get("wrapped_key")?;
+    let ct: String = r.try_get("ciphertext")?;
+    Ok(StoredSecret {
+        name: r.try_get("name")?,
+        version: r.try_get("version")?,
+        wrapped_key: B64
+            .decode(wk)
+            .map_err(|_| Error::Malformed("secrets.wrapped_key"))?,
+        ciphertext: B64
+            .decode(ct)
+            .map_err(|_| Error::Malformed("secrets.ciphertext"))?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn key_from_row(r: &AnyRow) -> Result<KeyRecord> {
+    Ok(KeyRecord {
+        id: r.try_get("id")?,
+        key_hash: r.try_get("key_hash")?,
+        hint: r.try_get("hint")?,
+        name: r.try_get("name")?,
+        environment: r.try_get("environment")?,
+        models: list(r, "models")?,
+        providers: list(r, "providers")?,
+        endpoints: list(r, "endpoints")?,
+        source_cidrs: list(r, "source_cidrs")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        revoke_reason: r.try_get("revoke_reason")?,
+    })
+}
+
+/// The URL with any password replaced, for error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,146 @@
+//! The same store behaviour on SQLite and on a real PostgreSQL server
+//! (127.0.0.1:5432; `KEYWARD_TEST_POSTGRES` overrides the admin URL).
+
+use keyward_store::{Backend, KeyRecord, Store};
+use sqlx::Connection;
+
+fn pg_admin_url() -> String {
+    std::env::var("KEYWARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, empty PostgreSQL database for one test; its URL.
+async fn fresh_pg_db() -> String {
+    let admin = pg_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL must run at {admin} for these tests (.ci/run starts it): {e}")
+        });
+    let name = format!("keyward_test_{}_{}", std::process::id(), rand_suffix());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').unwrap().0;
+    format!("{base}/{name}")
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
+    h.finish() % 1_000_000_000
+}
+
+fn record(id: &str, hash: &str) -> KeyRecord {
+    KeyRecord {
+        id: id.into(),
+        key_hash: hash.into(),
+        hint: "kw_dev_Ab".into(),
+        name: "ci".into(),
+        environment: "dev".into(),
+        models: vec!["gpt-4o*".into()],
+        providers: vec![],
+        endpoints: vec![],
+        source_cidrs: vec!["10.0.0.0/8".into()],
+        created_at: 100,
+        expires_at: Some(200),
+        revoked_at: None,
+        revoke_reason: None,
+    }
+}
+
+async fn exercise(store: Store) {
+    let g0 = store.generation().await.unwrap();
+    // Secrets: versions, one current.
+    assert_eq!(
+        store
+            .put_secret("openai-prod", b"wk1", b"ct1", 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .put_secret("openai-prod", b"wk2", b"ct2", 11)
+            .await
+            .unwrap(),
+        2
+    );
+    let cur = store.current_secret("openai-prod").await.unwrap().unwrap();
+    assert_eq!((cur.version, cur.ciphertext.as_slice()), (2, &b"ct2"[..]));
+    assert!(store.current_secret("nope").await.unwrap().is_none());
+    assert_eq!(store.current_secrets().await.unwrap().len(), 1);
+    // Keys.
+    store.insert_key(&record("key_a", "h1")).await.unwrap();
+    assert!(
+        store.insert_key(&record("key_b", "h1")).await.is_err(),
+        "hashes are unique"
+    );
+    let keys = store.keys().await.unwrap();
+    assert_eq!(keys, vec![record("key_a", "h1")]);
+    assert!(store.revoke_key("key_a", "leaked", 150).await.unwrap());
+    assert!(!store.revoke_key("missing", "x", 150).await.unwrap());
+    let k = &store.keys().await.unwrap()[0];
+    assert_eq!(
+        (k.revoked_at, k.revoke_reason.as_deref()),
+        (Some(150), Some("leaked"))
+    );
+    assert!(
+        store.generation().await.unwrap() >= g0 + 4,
+        "every mutation bumps the generation"
+    );
+    assert_eq!(store.meta_init("check", "abc").await.unwrap(), "abc");
+    assert_eq!(
+        store.meta_init("check", "zzz").await.unwrap(),
+        "abc",
+        "first writer wins"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_store_works_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("k.db").display());
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    exercise(store.clone()).await;
+    store.close().await;
+    let again = Store::open(&url).await.unwrap();
+    assert_eq!(
+        again.keys().await.unwrap().len(),
+        1,
+        "data and migrations persist"
+    );
+}
+
+#[tokio::test]
+async fn postgres_store_works() {
+    let url = fresh_pg_db().await;
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.backend(), Backend::Postgres);
+    exercise(store.clone()).await;
+    store.close().await;
+    // Reopening runs no migration twice.
+    Store::open(&url).await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_urls_are_explained() {
+    let e = Store::open("mysql://x").await.unwrap_err().to_string();
+    assert!(e.contains("sqlite://") && e.contains("postgres://"), "{e}");
+    let e = Store::open("postgres://nobody:hunter2@127.0.0.1:1/x")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        !e.contains("hunter2"),
+        "passwords never reach error messages: {e}"
+    );
+}
