@@ -12,7 +12,7 @@ fn main() {
         let rule = Rule::compile(spec).expect("built-in rules compile");
         rows.push((t.elapsed(), id, rule.max_match_len()));
     }
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     let total: std::time::Duration = rows.iter().map(|r| r.0).sum();
     println!("{} rules compiled in {total:?}", rows.len());
     for (t, id, max) in rows.iter().take(25) {
