@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn percent_and_json_map_bytes_back() {
-        let text = "u=https://a:p%40ss%2Fw0rd@host/x";
+        let text = "u=https://a:p%40ss%2Fw0rd@host/x"; // keyward:allow (test fixture)
         let mut got = None;
         for_each_region(text.as_bytes(), |d| {
             if d.encoding == Encoding::Percent {
