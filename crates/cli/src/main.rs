@@ -1,5 +1,6 @@
 //! The `keyward` binary: argument parsing and wiring only.
 
+mod gateway_cmd;
 mod hook;
 mod scan_cmd;
 
@@ -28,6 +29,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the gateway: clients call provider APIs with Keyward keys; real
+    /// provider keys stay on the server.
+    Serve(gateway_cmd::ServeArgs),
+    /// Provider credentials, encrypted at rest.
+    Vault {
+        #[command(subcommand)]
+        cmd: gateway_cmd::VaultCmd,
+    },
+    /// Client keys: create, revoke, list.
+    Keys {
+        #[command(subcommand)]
+        cmd: gateway_cmd::KeysCmd,
+    },
     /// Manage the git pre-commit hook.
     Hook {
         #[command(subcommand)]
@@ -36,6 +50,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Die quietly when a reader such as `head` closes the pipe, like other Unix tools.
+    #[cfg(unix)]
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -48,6 +68,9 @@ fn main() -> ExitCode {
         Command::Scan(args) => scan_cmd::run(args),
         Command::Rules { json } => list_rules(json),
         Command::Hook { action } => hook::run(action),
+        Command::Serve(a) => gateway_cmd::serve(a),
+        Command::Vault { cmd } => gateway_cmd::vault(cmd),
+        Command::Keys { cmd } => gateway_cmd::keys(cmd),
     };
     match result {
         Ok(code) => code,

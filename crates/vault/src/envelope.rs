@@ -69,14 +69,23 @@ fn unwrap_key(
     Ok(Zeroizing::new(arr))
 }
 
-/// Opens a sealed secret. Fails when the master key is wrong, the context differs
-/// from the one it was sealed under, or a byte was changed.
-pub fn open(master: &MasterKey, context: &str, sealed: &Sealed) -> Result<SecretString, Error> {
+/// Opens a sealed secret as bytes (zeroed on drop). Fails when the master key is
+/// wrong, the context differs from the one it was sealed under, or a byte changed.
+pub fn open_bytes(
+    master: &MasterKey,
+    context: &str,
+    sealed: &Sealed,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
     let dk = unwrap_key(master, context, &sealed.wrapped_key)?;
-    let pt = aead_open(&dk, &sealed.ciphertext, context.as_bytes())
-        .ok_or_else(|| Error::Decrypt(context.to_string()))?;
-    let s = String::from_utf8(pt.to_vec()).map_err(|_| Error::Malformed(context.to_string()))?;
-    Ok(SecretString::from(s))
+    aead_open(&dk, &sealed.ciphertext, context.as_bytes())
+        .ok_or_else(|| Error::Decrypt(context.to_string()))
+}
+
+/// Opens a sealed text secret; see [`open_bytes`].
+pub fn open(master: &MasterKey, context: &str, sealed: &Sealed) -> Result<SecretString, Error> {
+    let pt = open_bytes(master, context, sealed)?;
+    let s = std::str::from_utf8(&pt).map_err(|_| Error::Malformed(context.to_string()))?;
+    Ok(SecretString::from(s.to_string()))
 }
 
 /// Re-wraps the data key of a sealed secret from `old` to `new` master key. The

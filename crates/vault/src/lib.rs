@@ -16,7 +16,7 @@ mod envelope;
 mod master;
 mod random;
 
-pub use envelope::{open, rewrap, seal, Sealed};
+pub use envelope::{open, open_bytes, rewrap, seal, Sealed};
 pub use master::{MasterKey, MasterKeySource};
 pub use random::{random_base62, random_bytes};
 pub use secrecy::{ExposeSecret, SecretString};

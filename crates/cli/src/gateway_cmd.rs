@@ -1,0 +1,362 @@
+//! `keyward serve`, `keyward vault …` and `keyward keys …`.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use keyward_gateway::{Backend, Config, NewKey};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Where the embedded default keeps its store and master key.
+fn embedded_home() -> PathBuf {
+    std::env::var_os("KEYWARD_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("keyward-data"))
+}
+
+#[derive(Args, Clone)]
+pub struct ConfigArg {
+    /// Config file. Without one, the embedded default is used: SQLite and a master
+    /// key in $KEYWARD_HOME (default ./keyward-data).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn load(&self) -> anyhow::Result<Config> {
+        match &self.config {
+            Some(p) => Ok(Config::load(p)?),
+            None => {
+                let home = embedded_home();
+                std::fs::create_dir_all(&home)
+                    .with_context(|| format!("cannot create {}", home.display()))?;
+                let home = home.canonicalize()?;
+                let file = home.join("keyward.toml");
+                if file.is_file() {
+                    Ok(Config::load(&file)?)
+                } else {
+                    Ok(Config::embedded(&home))
+                }
+            }
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Listen address, overriding [server] listen.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand)]
+pub enum VaultCmd {
+    /// Store a provider credential (a new version if NAME exists). The value is
+    /// read from standard input, never from the command line.
+    Put {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List stored credentials (names and versions, never values).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// Issue a client key. The key is printed once and never stored.
+    Create(CreateArgs),
+    /// Revoke a key by id: every running server refuses it within a second.
+    Revoke {
+        id: String,
+        #[arg(long, default_value = "revoked by an administrator")]
+        reason: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List keys (never a key or its hash).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Owner or purpose, for people reading `keys list`.
+    #[arg(long)]
+    name: String,
+    /// Environment: selects which provider credentials the key reaches.
+    #[arg(long = "env")]
+    environment: String,
+    /// Allowed model globs, comma-separated (`*` allows all).
+    #[arg(long, value_delimiter = ',', required = true)]
+    models: Vec<String>,
+    /// Allowed providers (config names), comma-separated; default: all.
+    #[arg(long, value_delimiter = ',')]
+    providers: Vec<String>,
+    /// Allowed endpoints (chat.completions, completions, embeddings, responses,
+    /// models, messages, messages.count_tokens, generateContent,
+    /// streamGenerateContent, countTokens, embedContent); default: all.
+    #[arg(long, value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// Source addresses allowed (CIDR), comma-separated; default: any.
+    #[arg(long = "cidrs", value_delimiter = ',')]
+    cidrs: Vec<String>,
+    /// Lifetime: 30d, 12h, 45m or `never`. Default 90d.
+    #[arg(long, default_value = "90d")]
+    expires: String,
+    #[arg(long)]
+    json: bool,
+}
+
+const ENDPOINT_NAMES: &[&str] = &[
+    "chat.completions",
+    "completions",
+    "embeddings",
+    "responses",
+    "models",
+    "messages",
+    "messages.count_tokens",
+    "generateContent",
+    "streamGenerateContent",
+    "countTokens",
+    "embedContent",
+];
+
+fn parse_lifetime(s: &str) -> anyhow::Result<Option<Duration>> {
+    if s == "never" {
+        return Ok(None);
+    }
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("`{s}` is not a lifetime; use e.g. 30d, 12h, 45m or never"))?;
+    let secs = match unit {
+        "d" => n * 86_400,
+        "h" => n * 3_600,
+        "m" => n * 60,
+        "s" => n,
+        _ => bail!("`{s}` is not a lifetime; use e.g. 30d, 12h, 45m or never"),
+    };
+    if secs == 0 {
+        bail!("a key lifetime must be positive");
+    }
+    Ok(Some(Duration::from_secs(secs)))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn open(config: &Config) -> anyhow::Result<Backend> {
+    let (backend, created) = Backend::open(config).await?;
+    if created {
+        if let keyward_vault_source::File(p) = config.master_key_source() {
+            eprintln!("created a new master key at {} (mode 0600): back it up; without it the vault cannot be read", p.display());
+        }
+    }
+    Ok(backend)
+}
+
+use keyward_vault::MasterKeySource as keyward_vault_source;
+
+pub fn vault(cmd: VaultCmd) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    match cmd {
+        VaultCmd::Put { name, config } => {
+            let cfg = config.load()?;
+            let mut value = String::new();
+            std::io::stdin()
+                .read_to_string(&mut value)
+                .context("cannot read the secret from standard input")?;
+            let value = zeroize::Zeroizing::new(value);
+            let trimmed = value.trim_end_matches(['\n', '\r']);
+            let version = rt.block_on(async {
+                open(&cfg)
+                    .await?
+                    .vault_put(&name, trimmed)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
+            eprintln!("stored `{name}` (version {version})");
+        }
+        VaultCmd::List { config, json } => {
+            let cfg = config.load()?;
+            let secrets = rt.block_on(async {
+                Ok::<_, anyhow::Error>(open(&cfg).await?.store.current_secrets().await?)
+            })?;
+            if json {
+                let v: Vec<_> = secrets
+                    .iter()
+                    .map(|s| serde_json::json!({"name": s.name, "version": s.version, "created_at": s.created_at}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for s in &secrets {
+                    println!("{:<32} v{:<4} created {}", s.name, s.version, s.created_at);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    match cmd {
+        KeysCmd::Create(a) => {
+            let cfg = a.config.load()?;
+            for e in &a.endpoints {
+                if !ENDPOINT_NAMES.contains(&e.as_str()) {
+                    bail!(
+                        "unknown endpoint `{e}`; use one of: {}",
+                        ENDPOINT_NAMES.join(", ")
+                    );
+                }
+            }
+            for p in &a.providers {
+                if !cfg.providers.iter().any(|c| &c.name == p) {
+                    bail!("no provider named `{p}` in the config");
+                }
+            }
+            let spec = NewKey {
+                name: a.name,
+                environment: a.environment,
+                models: a.models,
+                providers: a.providers,
+                endpoints: a.endpoints,
+                source_cidrs: a.cidrs,
+                expires_in: parse_lifetime(&a.expires)?,
+            };
+            let (record, key) = rt.block_on(async {
+                open(&cfg)
+                    .await?
+                    .create_key(spec)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
+            if a.json {
+                println!("{}", serde_json::json!({"id": record.id, "key": key}));
+            } else {
+                println!(
+                    "id:  {}\nkey: {key}\n\nThis is the only time the key is shown: store it now.",
+                    record.id
+                );
+            }
+        }
+        KeysCmd::Revoke { id, reason, config } => {
+            let cfg = config.load()?;
+            let found = rt.block_on(async {
+                open(&cfg)
+                    .await?
+                    .revoke_key(&id, &reason)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
+            if !found {
+                bail!("no key with id `{id}` (see `keyward keys list`)");
+            }
+            eprintln!("revoked {id}");
+        }
+        KeysCmd::List { config, json } => {
+            let cfg = config.load()?;
+            let keys = rt.block_on(async {
+                Ok::<_, anyhow::Error>(open(&cfg).await?.store.keys().await?)
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                for k in &keys {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<26} {:<8} {:<6} {:<20} {}",
+                        k.id, state, k.environment, k.name, k.hint
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    let mut cfg = a.config.load()?;
+    if let Some(l) = a.listen {
+        cfg.server.listen = l;
+    }
+    let embedded = a.config.config.is_none();
+    let home = cfg.base_dir.clone();
+    let no_providers = cfg.providers.is_empty();
+    runtime()?.block_on(async move {
+        keyward_gateway::serve(cfg, shutdown_signal(), |addr, _| {
+            tracing::info!("listening on http://{addr}");
+            if embedded || no_providers {
+                print_getting_started(&home, embedded);
+            }
+        })
+        .await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_getting_started(home: &Path, embedded: bool) {
+    let cfg = home.join("keyward.toml");
+    let c = if embedded {
+        String::new()
+    } else {
+        format!(" --config {}", cfg.display())
+    };
+    eprintln!(
+        "\nKeyward is running{} with no providers configured. To broker calls:\n\
+         1. describe a provider in {}:\n\
+         \x20    [store]\n     url = \"sqlite://keyward.db\"\n     [[providers]]\n     name = \"openai\"\n     kind = \"openai\"\n     base_url = \"https://api.openai.com/v1\"\n     credential = \"openai-prod\"\n     models = [\"gpt-4o-mini\"]\n\
+         2. store its key (read from stdin, never argv):  keyward vault put openai-prod{c} < openai.key\n\
+         3. issue a client key:  keyward keys create{c} --name my-app --env prod --models 'gpt-4o*'\n\
+         4. restart `keyward serve{c}` and point your SDK's base URL at this server.\n",
+        if embedded { format!(" on the embedded store in {}", home.display()) } else { String::new() },
+        cfg.display()
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,354 @@
+//! The gateway's configuration file.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:4000"
+//! [store]
+//! url = "sqlite://keyward.db"
+//! [vault]
+//! master_key_file = "master.key"       # or master_key_env / master_key_command
+//! [[providers]]
+//! name = "openai"
+//! kind = "openai"                      # openai | anthropic | gemini | openai-compatible | azure-openai
+//! base_url = "https://api.openai.com/v1"
+//! credential = { prod = "openai-prod", dev = "openai-dev" }   # or one vault name for all
+//! models = ["gpt-4o-mini", "gpt-4o"]
+//! ```
+//! Relative paths (store file, master key file) resolve against the config file's
+//! directory, so a config works from any working directory.
+
+use keyward_vault::MasterKeySource;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration was refused. Each message names the field and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config {path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    Gemini,
+    OpenaiCompatible,
+    AzureOpenai,
+}
+
+impl ProviderKind {
+    /// The wire format the provider speaks.
+    pub fn family(self) -> crate::api::Family {
+        use crate::api::Family;
+        match self {
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => {
+                Family::OpenAi
+            }
+            ProviderKind::Anthropic => Family::Anthropic,
+            ProviderKind::Gemini => Family::Gemini,
+        }
+    }
+}
+
+/// Which vault secret a provider uses, per client-key environment.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum CredentialRef {
+    /// One vault secret for every environment.
+    Shared(String),
+    /// Environment name → vault secret name. Environments not listed get nothing.
+    PerEnvironment(BTreeMap<String, String>),
+}
+
+impl CredentialRef {
+    /// The vault secret for keys of `env`, if any.
+    pub fn for_env(&self, env: &str) -> Option<&str> {
+        match self {
+            CredentialRef::Shared(n) => Some(n),
+            CredentialRef::PerEnvironment(m) => m.get(env).map(String::as_str),
+        }
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            CredentialRef::Shared(n) => vec![n.as_str()],
+            CredentialRef::PerEnvironment(m) => m.values().map(String::as_str).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// API root as the provider's own SDK takes it: with `/v1` for OpenAI-style
+    /// providers, without a version segment for Anthropic and Gemini, ending in
+    /// `/openai` for Azure OpenAI.
+    pub base_url: String,
+    pub credential: CredentialRef,
+    /// Model name globs (`*` matches any run of characters) routed to this provider.
+    pub models: Vec<String>,
+    /// Azure OpenAI `api-version` query value.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Upstream timeout in seconds for the whole response (default 600).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes (default 10 MiB).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:4000".parse().expect("valid address")
+}
+
+fn default_max_body() -> usize {
+    10 << 20
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSection {
+    pub master_key_file: Option<PathBuf>,
+    pub master_key_env: Option<String>,
+    pub master_key_command: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSection,
+    pub store: StoreSection,
+    #[serde(default)]
+    pub vault: VaultSection,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    /// Directory relative paths resolve against.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, &base).map_err(|reason| ConfigError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        })
+    }
+
+    /// The embedded default: SQLite and a master key file in `dir`, no providers.
+    pub fn embedded(dir: &Path) -> Config {
+        Config {
+            server: ServerSection::default(),
+            store: StoreSection {
+                url: format!("sqlite://{}", dir.join("keyward.db").display()),
+            },
+            vault: VaultSection {
+                master_key_file: Some(dir.join("master.key")),
+                ..Default::default()
+            },
+            providers: Vec::new(),
+            base_dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Parses config text; relative paths resolve against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, String> {
+        let mut c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.base_dir = base_dir.to_path_buf();
+        if let Some(rest) = c.store.url.strip_prefix("sqlite://") {
+            let p = Path::new(rest.split('?').next().unwrap_or(rest));
+            if p.is_relative() && !rest.starts_with(':') {
+                c.store.url = format!("sqlite://{}", base_dir.join(rest).display());
+            }
+        }
+        if let Some(p) = &c.vault.master_key_file {
+            if p.is_relative() {
+                c.vault.master_key_file = Some(base_dir.join(p));
+            }
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let sources = [
+            self.vault.master_key_file.is_some(),
+            self.vault.master_key_env.is_some(),
+            self.vault.master_key_command.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return Err(
+                "[vault]: set only one of master_key_file, master_key_env, master_key_command"
+                    .into(),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.providers {
+            if !names.insert(p.name.as_str()) {
+                return Err(format!(
+                    "two providers are named `{}`; names must be unique",
+                    p.name
+                ));
+            }
+            let url = reqwest::Url::parse(&p.base_url).map_err(|e| {
+                format!(
+                    "provider `{}`: base_url `{}` is not a URL ({e})",
+                    p.name, p.base_url
+                )
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(format!(
+                    "provider `{}`: base_url must be an http(s) URL with a host",
+                    p.name
+                ));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(format!(
+                    "provider `{}`: base_url must not carry a query or fragment",
+                    p.name
+                ));
+            }
+            if p.models.is_empty() {
+                return Err(format!("provider `{}`: list the models it serves in `models` (globs allowed, e.g. \"gpt-4o*\")", p.name));
+            }
+            if p.kind == ProviderKind::AzureOpenai && p.api_version.is_none() {
+                return Err(format!(
+                    "provider `{}`: azure-openai needs `api_version` (e.g. \"2024-10-21\")",
+                    p.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the master key comes from (the embedded default: a file beside the store).
+    pub fn master_key_source(&self) -> MasterKeySource {
+        if let Some(v) = &self.vault.master_key_env {
+            MasterKeySource::Env(v.clone())
+        } else if let Some(c) = &self.vault.master_key_command {
+            MasterKeySource::Command(c.clone())
+        } else {
+            MasterKeySource::File(
+                self.vault
+                    .master_key_file
+                    .clone()
+                    .unwrap_or_else(|| self.base_dir.join("master.key")),
+            )
+        }
+    }
+}
+
+/// `*`-glob match (no other metacharacters): model names are plain identifiers.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("gpt-4o*", "gpt-4o-mini"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("claude-*-latest", "claude-3-5-sonnet-latest"));
+        assert!(!glob_match("gpt-4o", "gpt-4o-mini"));
+        assert!(!glob_match("gpt-4o*", "gpt-4"));
+    }
+
+    #[test]
+    fn parses_the_documented_example_and_resolves_paths() {
+        let c = Config::parse(
+            r#"
+[server]
+listen = "127.0.0.1:4000"
+[store]
+url = "sqlite://keyward.db"
+[vault]
+master_key_file = "master.key"
+[[providers]]
+name = "openai"
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+credential = { prod = "openai-prod", dev = "openai-dev" }
+models = ["gpt-4o-mini", "gpt-4o"]
+"#,
+            Path::new("/etc/keyward"),
+        )
+        .unwrap();
+        assert_eq!(c.store.url, "sqlite:///etc/keyward/keyward.db");
+        assert_eq!(c.providers[0].credential.for_env("dev"), Some("openai-dev"));
+        assert_eq!(c.providers[0].credential.for_env("test"), None);
+        assert_eq!(
+            c.master_key_source(),
+            MasterKeySource::File("/etc/keyward/master.key".into())
+        );
+    }
+
+    #[test]
+    fn bad_configs_say_what_to_fix() {
+        let e = Config::parse("[store]\nurl='sqlite://x'\n[[providers]]\nname='a'\nkind='openai'\nbase_url='ftp://x'\ncredential='c'\nmodels=['m']\n", Path::new("/")).unwrap_err();
+        assert!(e.contains("http(s)"), "{e}");
+        let e = Config::parse("[store]\nurl='sqlite://x'\n[[providers]]\nname='a'\nkind='azure-openai'\nbase_url='https://x/openai'\ncredential='c'\nmodels=['m']\n", Path::new("/")).unwrap_err();
+        assert!(e.contains("api_version"), "{e}");
+        let e = Config::parse("[store]\nurl='sqlite://x'\n[[providers]]\nname='a'\nkind='nope'\nbase_url='https://x'\ncredential='c'\nmodels=['m']\n", Path::new("/")).unwrap_err();
+        assert!(e.contains("kind") || e.contains("variant"), "{e}");
+    }
+}

@@ -1,0 +1,204 @@
+//! Keyward client keys: format, generation, and the checks every request passes.
+//!
+//! A key is `kw_<env>_<32 base62 random><6 base62 CRC32>`: 190 random bits, the
+//! environment in clear so people and scanners can tell them apart, and a checksum
+//! over everything before it so any scanner recognises a real key offline. Only an
+//! HMAC of the key (under a key sealed in the store) is stored.
+
+use crate::config::glob_match;
+use ipnet::IpNet;
+use keyward_detect::checksum;
+use keyward_store::KeyRecord;
+use std::net::IpAddr;
+
+/// Length of the random part (base62): 32 × 5.95 ≈ 190 bits.
+pub const RANDOM_LEN: usize = checksum::KEYWARD_RANDOM_LEN;
+
+/// Checks an environment name: lower-case letters and digits, 1–16 characters,
+/// starting with a letter (it is part of every key, and of its checksum).
+pub fn valid_environment(env: &str) -> bool {
+    (1..=16).contains(&env.len())
+        && env.as_bytes()[0].is_ascii_lowercase()
+        && env
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// A new key for `env`: the plaintext (shown once) and a display hint.
+pub fn generate(env: &str) -> (String, String) {
+    let key = checksum::keyward_key_seal(&format!(
+        "kw_{env}_{}",
+        keyward_vault::random_base62(RANDOM_LEN)
+    ));
+    let hint = format!("{}…", &key[..key.len().min(env.len() + 8)]);
+    (key, hint)
+}
+
+/// A new stable key id.
+pub fn new_id() -> String {
+    format!("key_{}", keyward_vault::random_base62(20))
+}
+
+/// Why a request was refused, before anything went upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    MissingKey,
+    /// Not a Keyward key (bad shape or checksum) or unknown: same answer, so a
+    /// caller cannot probe which keys exist.
+    InvalidKey,
+    Revoked,
+    Expired,
+    SourceNotAllowed,
+    ModelNotAllowed(String),
+    ProviderNotAllowed(String),
+    EndpointNotAllowed(&'static str),
+    NoCredentialForEnvironment(String),
+}
+
+impl Denial {
+    pub fn kind(&self) -> crate::api::ErrorKind {
+        use crate::api::ErrorKind;
+        match self {
+            Denial::MissingKey | Denial::InvalidKey | Denial::Revoked | Denial::Expired => {
+                ErrorKind::Authentication
+            }
+            _ => ErrorKind::Permission,
+        }
+    }
+
+    /// The message clients see: names what was refused, never a secret.
+    pub fn message(&self) -> String {
+        match self {
+            Denial::MissingKey => "No Keyward key: send it as `Authorization: Bearer kw_…`, `x-api-key`, `x-goog-api-key` or `?key=`".into(),
+            Denial::InvalidKey => "Invalid Keyward key".into(),
+            Denial::Revoked => "This Keyward key has been revoked".into(),
+            Denial::Expired => "This Keyward key has expired".into(),
+            Denial::SourceNotAllowed => "This Keyward key may not be used from this address".into(),
+            Denial::ModelNotAllowed(m) => format!("This Keyward key may not use model `{m}`"),
+            Denial::ProviderNotAllowed(p) => format!("This Keyward key may not use provider `{p}`"),
+            Denial::EndpointNotAllowed(e) => format!("This Keyward key may not call `{e}`"),
+            Denial::NoCredentialForEnvironment(env) => {
+                format!("No provider credential is configured for environment `{env}` on this route")
+            }
+        }
+    }
+}
+
+/// A key record ready for request-time checks.
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    pub record: KeyRecord,
+    pub cidrs: Vec<IpNet>,
+}
+
+impl KeyEntry {
+    pub fn new(record: KeyRecord) -> KeyEntry {
+        // CIDRs were validated at creation; an unparsable one (edited by hand)
+        // allows nothing rather than everything.
+        let cidrs = record
+            .source_cidrs
+            .iter()
+            .map(|c| {
+                c.parse::<IpNet>()
+                    .unwrap_or_else(|_| "255.255.255.255/32".parse().expect("valid"))
+            })
+            .collect();
+        KeyEntry { record, cidrs }
+    }
+
+    /// Checks that do not depend on what is being called.
+    pub fn check_usable(&self, now: i64, source: IpAddr) -> Result<(), Denial> {
+        if self.record.revoked_at.is_some() {
+            return Err(Denial::Revoked);
+        }
+        if self.record.expires_at.is_some_and(|e| now >= e) {
+            return Err(Denial::Expired);
+        }
+        if !self.cidrs.is_empty() {
+            let src = match source {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(source),
+                v4 => v4,
+            };
+            if !self.cidrs.iter().any(|c| c.contains(&src)) {
+                return Err(Denial::SourceNotAllowed);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.record.models.iter().any(|g| glob_match(g, model))
+    }
+
+    pub fn allows_provider(&self, provider: &str) -> bool {
+        self.record.providers.is_empty() || self.record.providers.iter().any(|p| p == provider)
+    }
+
+    pub fn allows_endpoint(&self, endpoint: &str) -> bool {
+        self.record.endpoints.is_empty() || self.record.endpoints.iter().any(|e| e == endpoint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> KeyEntry {
+        KeyEntry::new(KeyRecord {
+            id: "key_x".into(),
+            key_hash: "h".into(),
+            hint: "kw_dev_…".into(),
+            name: "t".into(),
+            environment: "dev".into(),
+            models: vec!["gpt-4o*".into()],
+            providers: vec![],
+            endpoints: vec!["chat.completions".into()],
+            source_cidrs: vec!["10.0.0.0/8".into()],
+            created_at: 0,
+            expires_at: Some(100),
+            revoked_at: None,
+            revoke_reason: None,
+        })
+    }
+
+    #[test]
+    fn generated_keys_carry_environment_and_a_valid_checksum() {
+        let (k, hint) = generate("prod");
+        assert!(k.starts_with("kw_prod_"));
+        assert_eq!(checksum::keyward_key_env(k.as_bytes()), Some("prod"));
+        assert!(k.starts_with(hint.trim_end_matches('…')));
+        assert!(hint.len() < 20);
+        assert_ne!(generate("prod").0, k);
+        assert!(
+            keyward_detect::Detector::builtin().find(k.as_bytes()).len() == 1,
+            "our scanner finds our keys"
+        );
+    }
+
+    #[test]
+    fn usability_and_scope_checks() {
+        let e = entry();
+        assert_eq!(e.check_usable(50, "10.1.2.3".parse().unwrap()), Ok(()));
+        assert_eq!(
+            e.check_usable(50, "::ffff:10.1.2.3".parse().unwrap()),
+            Ok(())
+        );
+        assert_eq!(
+            e.check_usable(50, "127.0.0.1".parse().unwrap()),
+            Err(Denial::SourceNotAllowed)
+        );
+        assert_eq!(
+            e.check_usable(100, "10.1.2.3".parse().unwrap()),
+            Err(Denial::Expired)
+        );
+        assert!(e.allows_model("gpt-4o-mini") && !e.allows_model("o1"));
+        assert!(e.allows_endpoint("chat.completions") && !e.allows_endpoint("embeddings"));
+        assert!(e.allows_provider("anything"));
+        assert!(
+            valid_environment("prod")
+                && !valid_environment("Prod")
+                && !valid_environment("1x")
+                && !valid_environment("")
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! Keyward's LLM gateway (`keyward serve`).
+//!
+//! Clients call OpenAI, Anthropic and Gemini style APIs with scoped, expiring
+//! Keyward keys; the gateway checks each key against an in-memory snapshot of the
+//! store (refreshed within [`state::POLL_INTERVAL`] of any change, refusing all
+//! requests when the store has been unreachable for [`state::STALE_AFTER`]), routes
+//! by model to a configured provider, injects the real credential the provider's way
+//! and streams the answer back. Upstream hosts come only from configuration,
+//! redirects are never followed, and provider errors are scrubbed of credentials.
+
+pub mod api;
+pub mod config;
+pub mod keys;
+pub mod proxy;
+pub mod state;
+
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::Config;
+pub use state::{Backend, NewKey};
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: SocketAddr, reason: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// The upstream HTTP client: pooled, no redirects, no proxies from the
+/// environment (they would see every credential), bounded connect time.
+pub fn upstream_client() -> Result<reqwest::Client, ServeError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| ServeError::Client(e.to_string()))
+}
+
+/// Builds the router around a gateway.
+pub fn router(gw: Arc<proxy::Gateway>) -> Router {
+    let ready = gw.clone();
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let fresh = ready.live.fresh();
+                async move {
+                    if fresh {
+                        (axum::http::StatusCode::OK, "ready")
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "store unreachable",
+                        )
+                    }
+                }
+            }),
+        )
+        .fallback(proxy::handle)
+        .with_state(gw)
+}
+
+/// Runs the gateway until `shutdown` resolves. `on_ready` is called with the bound
+/// address once the listener accepts connections.
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(SocketAddr, &Backend),
+) -> Result<(), ServeError> {
+    let (backend, _) = Backend::open(&config).await?;
+    let live = Arc::new(state::Live::new(backend.load_snapshot().await?));
+    tokio::spawn(live.clone().follow(backend.clone()));
+    let gw = Arc::new(proxy::Gateway {
+        live,
+        hash_key: backend.hash_key().clone(),
+        providers: config
+            .providers
+            .iter()
+            .cloned()
+            .map(proxy::Provider::new)
+            .collect(),
+        client: upstream_client()?,
+        max_body: config.server.max_body_bytes,
+        detector: keyward_detect::Detector::builtin(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| ServeError::Listen {
+            addr: config.server.listen,
+            reason: e.to_string(),
+        })?;
+    let addr = listener.local_addr().map_err(|e| ServeError::Listen {
+        addr: config.server.listen,
+        reason: e.to_string(),
+    })?;
+    on_ready(addr, &backend);
+    axum::serve(
+        listener,
+        router(gw).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| ServeError::Listen {
+        addr,
+        reason: e.to_string(),
+    })?;
+    backend.store.close().await;
+    Ok(())
+}

@@ -1,0 +1,509 @@
+//! The request path: authenticate, authorize, route, call upstream with the real
+//! credential, stream the answer back.
+
+use crate::api::{self, Endpoint, ErrorKind, Family};
+use crate::config::{glob_match, ProviderConfig, ProviderKind};
+use crate::keys::Denial;
+use crate::state::{now, Live};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keyward_detect::{checksum, Detector};
+use keyward_vault::{ExposeSecret, HashKey};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Request headers passed to providers; everything else (client credentials,
+/// cookies, forwarding headers, Host) is dropped.
+const FORWARD_REQUEST_HEADERS: &[&str] = &[
+    "content-type",
+    "accept",
+    "user-agent",
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-beta",
+];
+
+/// Response headers passed back to clients.
+const FORWARD_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "retry-after",
+    "openai-processing-ms",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+    "anthropic-ratelimit-requests-limit",
+    "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-tokens-limit",
+    "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-tokens-reset",
+];
+
+/// Provider error bodies are read whole (to scrub them) up to this size.
+const MAX_ERROR_BODY: usize = 1 << 20;
+
+/// A configured provider, ready to call.
+pub struct Provider {
+    pub config: ProviderConfig,
+    base: String,
+}
+
+impl Provider {
+    pub fn new(config: ProviderConfig) -> Provider {
+        let base = config.base_url.trim_end_matches('/').to_string();
+        Provider { config, base }
+    }
+
+    fn serves(&self, endpoint: &Endpoint, model: &str) -> bool {
+        let family_ok = match endpoint {
+            Endpoint::AzurePost { .. } => self.config.kind == ProviderKind::AzureOpenai,
+            e => self.config.kind.family() == e.family(),
+        };
+        family_ok && self.config.models.iter().any(|g| glob_match(g, model))
+    }
+
+    /// Upstream URL: only configuration and validated names go into it.
+    fn url(&self, endpoint: &Endpoint, model: &str, alt: Option<&str>) -> String {
+        match (endpoint, self.config.kind) {
+            (
+                Endpoint::OpenAiPost { suffix } | Endpoint::AzurePost { suffix, .. },
+                ProviderKind::AzureOpenai,
+            ) => format!(
+                "{}/deployments/{model}{suffix}?api-version={}",
+                self.base,
+                self.config.api_version.as_deref().unwrap_or_default()
+            ),
+            (Endpoint::OpenAiPost { suffix } | Endpoint::AzurePost { suffix, .. }, _) => {
+                format!("{}{suffix}", self.base)
+            }
+            (Endpoint::AnthropicPost { suffix }, _) => format!("{}/v1{suffix}", self.base),
+            (
+                Endpoint::GeminiPost {
+                    version, method, ..
+                },
+                _,
+            ) => {
+                let mut u = format!("{}/{version}/models/{model}:{method}", self.base);
+                if let Some(a) = alt.filter(|a| matches!(*a, "sse" | "json" | "proto")) {
+                    u.push_str("?alt=");
+                    u.push_str(a);
+                }
+                u
+            }
+            _ => self.base.clone(),
+        }
+    }
+
+    /// The header that carries the credential, the provider's way.
+    fn credential_header(&self, secret: &str) -> Option<(HeaderName, HeaderValue)> {
+        let (name, value) = match self.config.kind {
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+                ("authorization", format!("Bearer {secret}"))
+            }
+            ProviderKind::AzureOpenai => ("api-key", secret.to_string()),
+            ProviderKind::Anthropic => ("x-api-key", secret.to_string()),
+            ProviderKind::Gemini => ("x-goog-api-key", secret.to_string()),
+        };
+        let mut v = HeaderValue::from_str(&value).ok()?;
+        v.set_sensitive(true);
+        Some((HeaderName::from_static(name), v))
+    }
+}
+
+/// Shared state of the request path.
+pub struct Gateway {
+    pub live: Arc<Live>,
+    pub hash_key: HashKey,
+    pub providers: Vec<Provider>,
+    pub client: reqwest::Client,
+    pub max_body: usize,
+    pub detector: &'static Detector,
+}
+
+/// A request id: unique, unguessable, safe to show.
+fn request_id() -> String {
+    format!("req_{}", keyward_vault::random_base62(20))
+}
+
+/// The client key from wherever its SDK put it.
+fn client_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(v) = h("authorization") {
+        let v = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or(v);
+        return Some(v.trim().to_string());
+    }
+    for n in ["x-api-key", "x-goog-api-key", "api-key"] {
+        if let Some(v) = h(n) {
+            return Some(v.to_string());
+        }
+    }
+    query_param(query, "key").map(str::to_string)
+}
+
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| {
+        kv.split_once('=')
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    })
+}
+
+#[derive(Deserialize)]
+struct ModelField<'a> {
+    #[serde(borrow, default)]
+    model: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// What one request did, for the access log (no secrets).
+struct Outcome<'a> {
+    key_id: Option<&'a str>,
+    provider: Option<&'a str>,
+}
+
+pub async fn handle(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let started = Instant::now();
+    let rid = request_id();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut outcome = Outcome {
+        key_id: None,
+        provider: None,
+    };
+    let snapshot;
+    let resp = 'done: {
+        let Some(endpoint) = api::classify(&method, &path, req.headers()) else {
+            let fam = api::guess_family(&path, req.headers());
+            break 'done api::error_response(fam, ErrorKind::NotFound, "Unknown endpoint", &rid);
+        };
+        let family = endpoint.family();
+        let deny = |d: Denial| api::error_response(family, d.kind(), &d.message(), &rid);
+        if !gw.live.fresh() {
+            break 'done api::error_response(
+                family,
+                ErrorKind::Unavailable,
+                "Key store unreachable; refusing unchecked requests",
+                &rid,
+            );
+        }
+        let Some(key) = client_key(req.headers(), req.uri().query()) else {
+            break 'done deny(Denial::MissingKey);
+        };
+        if checksum::keyward_key_env(key.as_bytes()).is_none() {
+            break 'done deny(Denial::InvalidKey);
+        }
+        snapshot = gw.live.snapshot.load_full();
+        let Some(entry) = snapshot.keys.get(&gw.hash_key.hash_hex(key.as_bytes())) else {
+            break 'done deny(Denial::InvalidKey);
+        };
+        outcome.key_id = Some(&entry.record.id);
+        if let Err(d) = entry.check_usable(now(), peer.ip()) {
+            break 'done deny(d);
+        }
+        if !entry.allows_endpoint(endpoint.scope_name()) {
+            break 'done deny(Denial::EndpointNotAllowed(endpoint.scope_name()));
+        }
+        if matches!(
+            endpoint,
+            Endpoint::OpenAiListModels | Endpoint::AnthropicListModels | Endpoint::GeminiListModels
+        ) {
+            break 'done list_models(&gw, &endpoint, entry);
+        }
+        let alt = query_param(req.uri().query(), "alt").map(str::to_string);
+        let headers = req.headers().clone();
+        let body = match axum::body::to_bytes(req.into_body(), gw.max_body).await {
+            Ok(b) => b,
+            Err(_) => {
+                break 'done api::error_response(
+                    family,
+                    ErrorKind::TooLarge,
+                    &format!("Request body larger than {} bytes", gw.max_body),
+                    &rid,
+                )
+            }
+        };
+        let model: String = match &endpoint {
+            Endpoint::GeminiPost { model, .. } => model.trim_start_matches("models/").to_string(),
+            Endpoint::AzurePost { deployment, .. } => deployment.clone(),
+            _ => match serde_json::from_slice::<ModelField>(&body) {
+                Ok(ModelField { model: Some(m) }) if api::valid_name(&m) => m.into_owned(),
+                Ok(ModelField { model: Some(_) }) => {
+                    break 'done api::error_response(
+                        family,
+                        ErrorKind::InvalidRequest,
+                        "Invalid model name",
+                        &rid,
+                    )
+                }
+                Ok(_) => {
+                    break 'done api::error_response(
+                        family,
+                        ErrorKind::InvalidRequest,
+                        "The request names no `model`",
+                        &rid,
+                    )
+                }
+                Err(_) => {
+                    break 'done api::error_response(
+                        family,
+                        ErrorKind::InvalidRequest,
+                        "Request body is not valid JSON",
+                        &rid,
+                    )
+                }
+            },
+        };
+        if !entry.allows_model(&model) {
+            break 'done deny(Denial::ModelNotAllowed(model));
+        }
+        let Some(provider) = gw.providers.iter().find(|p| p.serves(&endpoint, &model)) else {
+            break 'done api::error_response(
+                family,
+                ErrorKind::NotFound,
+                &format!("No provider serves model `{model}` on this API"),
+                &rid,
+            );
+        };
+        outcome.provider = Some(&provider.config.name);
+        if !entry.allows_provider(&provider.config.name) {
+            break 'done deny(Denial::ProviderNotAllowed(provider.config.name.clone()));
+        }
+        let Some(cred_name) = provider
+            .config
+            .credential
+            .for_env(&entry.record.environment)
+        else {
+            break 'done deny(Denial::NoCredentialForEnvironment(
+                entry.record.environment.clone(),
+            ));
+        };
+        let Some(secret) = snapshot.credentials.get(cred_name) else {
+            tracing::error!(request_id = %rid, credential = cred_name, "vault has no secret `{cred_name}`: add it with `keyward vault put {cred_name}`");
+            break 'done api::error_response(
+                family,
+                ErrorKind::Unavailable,
+                "The provider credential for this route is not configured",
+                &rid,
+            );
+        };
+        let resp = forward(
+            &gw,
+            provider,
+            &endpoint,
+            &model,
+            alt.as_deref(),
+            &headers,
+            body,
+            secret.expose_secret(),
+            &key,
+            &rid,
+        )
+        .await;
+        tracing::info!(
+            request_id = %rid, %method, path = %path, status = resp.status().as_u16(), key_id = entry.record.id.as_str(),
+            provider = provider.config.name.as_str(), model = model.as_str(), ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        return with_request_id(resp, &rid);
+    };
+    tracing::info!(
+        request_id = %rid, %method, path = %path, status = resp.status().as_u16(), key_id = outcome.key_id.unwrap_or("-"),
+        provider = outcome.provider.unwrap_or("-"), ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    with_request_id(resp, &rid)
+}
+
+fn with_request_id(mut resp: Response, rid: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    gw: &Gateway,
+    provider: &Provider,
+    endpoint: &Endpoint,
+    model: &str,
+    alt: Option<&str>,
+    client_headers: &HeaderMap,
+    body: bytes::Bytes,
+    secret: &str,
+    client_key: &str,
+    rid: &str,
+) -> Response {
+    let family = endpoint.family();
+    let url = provider.url(endpoint, model, alt);
+    let mut headers = HeaderMap::new();
+    for name in FORWARD_REQUEST_HEADERS {
+        if let Some(v) = client_headers.get(*name) {
+            headers.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    let Some((hn, hv)) = provider.credential_header(secret) else {
+        return api::error_response(
+            family,
+            ErrorKind::Unavailable,
+            "The provider credential for this route is not usable",
+            rid,
+        );
+    };
+    headers.insert(hn, hv);
+    let timeout = Duration::from_secs(provider.config.timeout_secs.unwrap_or(600));
+    let upstream = gw
+        .client
+        .post(url)
+        .headers(headers)
+        .body(body)
+        .timeout(timeout)
+        .send()
+        .await;
+    let upstream = match upstream {
+        Ok(r) => r,
+        Err(e) => {
+            let kind = if e.is_timeout() {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Upstream
+            };
+            tracing::warn!(request_id = %rid, provider = provider.config.name.as_str(), "upstream call failed: {}", describe(&e));
+            return api::error_response(family, kind, "The provider could not be reached", rid);
+        }
+    };
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut out_headers = HeaderMap::new();
+    for name in FORWARD_RESPONSE_HEADERS {
+        if let Some(v) = upstream.headers().get(*name) {
+            if let Ok(v) = HeaderValue::from_bytes(v.as_bytes()) {
+                out_headers.insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
+    if status.is_success() {
+        let mut resp = Response::new(Body::from_stream(upstream.bytes_stream()));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = out_headers;
+        return resp;
+    }
+    // Provider errors are read whole and scrubbed: some echo the key they received.
+    let mut buf = Vec::new();
+    let mut stream = upstream.bytes_stream();
+    use futures_util::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) if buf.len() + c.len() <= MAX_ERROR_BODY => buf.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    let text = scrub(
+        gw.detector,
+        &String::from_utf8_lossy(&buf),
+        &[secret, client_key],
+    );
+    let mut resp = (status, text).into_response();
+    *resp.headers_mut() = out_headers;
+    resp
+}
+
+/// Removes known secrets and anything the detector recognises.
+pub fn scrub(detector: &Detector, text: &str, secrets: &[&str]) -> String {
+    let mut t = text.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 8) {
+        t = t.replace(*s, "[REDACTED]");
+        // Providers often echo a key shortened (`sk-ab***xyz`): drop long fragments too.
+        if s.len() >= 24 {
+            let head = &s[..12];
+            t = t.replace(head, "[REDACTED]");
+        }
+    }
+    detector.redact(&t).into_owned()
+}
+
+/// A transport error without the URL's query or anything the provider sent.
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "bad response body"
+    } else {
+        "request failed"
+    };
+    match e.url() {
+        Some(u) => format!(
+            "{what} ({}://{}{})",
+            u.scheme(),
+            u.host_str().unwrap_or("?"),
+            u.path()
+        ),
+        None => what.to_string(),
+    }
+}
+
+/// Model lists are answered from configuration: the concrete (non-glob) models the
+/// key may use, in the family's format.
+fn list_models(gw: &Gateway, endpoint: &Endpoint, entry: &crate::keys::KeyEntry) -> Response {
+    let family = endpoint.family();
+    let mut models: Vec<(&str, &str)> = Vec::new();
+    for p in &gw.providers {
+        if p.config.kind.family() != family || !entry.allows_provider(&p.config.name) {
+            continue;
+        }
+        for m in p
+            .config
+            .models
+            .iter()
+            .filter(|m| !m.contains('*') && entry.allows_model(m))
+        {
+            models.push((m, &p.config.name));
+        }
+    }
+    let body = match family {
+        Family::OpenAi => serde_json::json!({
+            "object": "list",
+            "data": models.iter().map(|(m, p)| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": p})).collect::<Vec<_>>(),
+        }),
+        Family::Anthropic => serde_json::json!({
+            "data": models.iter().map(|(m, _)| serde_json::json!({"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"})).collect::<Vec<_>>(),
+            "has_more": false,
+            "first_id": models.first().map(|m| m.0),
+            "last_id": models.last().map(|m| m.0),
+        }),
+        Family::Gemini => serde_json::json!({
+            "models": models.iter().map(|(m, _)| serde_json::json!({
+                "name": format!("models/{m}"), "displayName": m,
+                "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
+            })).collect::<Vec<_>>(),
+        }),
+    };
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,283 @@
+//! Opening the store and vault, admin operations on them, and the in-memory
+//! snapshot the request path reads (keys by hash, decrypted credentials).
+
+use crate::config::Config;
+use crate::keys::{self, KeyEntry};
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use keyward_store::{KeyRecord, Store};
+use keyward_vault::{HashKey, MasterKey, Sealed, SecretString};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Errors opening or changing the store and vault.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Store(#[from] keyward_store::Error),
+    #[error(transparent)]
+    Vault(#[from] keyward_vault::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The store plus the keys that unlock it.
+#[derive(Clone)]
+pub struct Backend {
+    pub store: Store,
+    master: MasterKey,
+    hash_key: HashKey,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("store", &self.store.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Seal context for a vault secret: binds the ciphertext to its name.
+fn secret_context(name: &str) -> String {
+    format!("secret:{name}")
+}
+
+/// Vault secret names: what a config can reference without quoting trouble.
+pub fn valid_secret_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl Backend {
+    /// Opens the store (running migrations) and the vault. A master key file that
+    /// does not exist yet is created (mode 0600). The master key is checked against
+    /// the value recorded at first use, so a wrong key fails here, not mid-request.
+    pub async fn open(config: &Config) -> Result<(Backend, bool), StateError> {
+        let store = Store::open(&config.store.url).await?;
+        let (master, created) = match config.master_key_source() {
+            keyward_vault::MasterKeySource::File(p) => MasterKey::load_or_create_file(&p)?,
+            other => (MasterKey::load(&other)?, false),
+        };
+        let check = store
+            .meta_init("master_key_check", &master.check_value())
+            .await?;
+        if check != master.check_value() {
+            return Err(StateError::Invalid(
+                "the master key does not match the one this store was created with; point [vault] at the right key".into(),
+            ));
+        }
+        let sealed = {
+            let fresh = keyward_vault::seal(
+                &master,
+                "client-key-hash-key",
+                HashKey::generate().as_bytes(),
+            );
+            let text = format!(
+                "{}.{}",
+                B64.encode(&fresh.wrapped_key),
+                B64.encode(&fresh.ciphertext)
+            );
+            store.meta_init("client_key_hash_key", &text).await?
+        };
+        let (wk, ct) = sealed
+            .split_once('.')
+            .ok_or(StateError::Invalid("malformed client key hash key".into()))?;
+        let sealed = Sealed {
+            wrapped_key: B64
+                .decode(wk)
+                .map_err(|_| StateError::Invalid("malformed client key hash key".into()))?,
+            ciphertext: B64
+                .decode(ct)
+                .map_err(|_| StateError::Invalid("malformed client key hash key".into()))?,
+        };
+        let hk_bytes = keyward_vault::open_bytes(&master, "client-key-hash-key", &sealed)?;
+        let hash_key = HashKey::from_bytes(&hk_bytes)
+            .ok_or(StateError::Invalid("malformed client key hash key".into()))?;
+        Ok((
+            Backend {
+                store,
+                master,
+                hash_key,
+            },
+            created,
+        ))
+    }
+
+    /// Stores a new version of a provider credential and makes it current.
+    pub async fn vault_put(&self, name: &str, value: &str) -> Result<i64, StateError> {
+        if !valid_secret_name(name) {
+            return Err(StateError::Invalid(format!(
+                "`{name}` is not a valid secret name: use 1-64 letters, digits, `-`, `_` or `.`"
+            )));
+        }
+        if value.is_empty() {
+            return Err(StateError::Invalid(
+                "the secret on standard input is empty; nothing stored".into(),
+            ));
+        }
+        let sealed = keyward_vault::seal(&self.master, &secret_context(name), value.as_bytes());
+        Ok(self
+            .store
+            .put_secret(name, &sealed.wrapped_key, &sealed.ciphertext, now())
+            .await?)
+    }
+
+    /// Issues a key. Returns the record and the plaintext, which is not kept.
+    pub async fn create_key(&self, spec: NewKey) -> Result<(KeyRecord, String), StateError> {
+        if !keys::valid_environment(&spec.environment) {
+            return Err(StateError::Invalid(format!(
+                "`{}` is not a valid environment: use 1-16 lower-case letters or digits, starting with a letter (dev, test, prod)",
+                spec.environment
+            )));
+        }
+        for c in &spec.source_cidrs {
+            c.parse::<ipnet::IpNet>().map_err(|_| {
+                StateError::Invalid(format!(
+                    "`{c}` is not a CIDR block (e.g. 10.0.0.0/8 or 192.0.2.7/32)"
+                ))
+            })?;
+        }
+        let (plaintext, hint) = keys::generate(&spec.environment);
+        let created_at = now();
+        let record = KeyRecord {
+            id: keys::new_id(),
+            key_hash: self.hash_key.hash_hex(plaintext.as_bytes()),
+            hint,
+            name: spec.name,
+            environment: spec.environment,
+            models: spec.models,
+            providers: spec.providers,
+            endpoints: spec.endpoints,
+            source_cidrs: spec.source_cidrs,
+            created_at,
+            expires_at: spec.expires_in.map(|d| created_at + d.as_secs() as i64),
+            revoked_at: None,
+            revoke_reason: None,
+        };
+        self.store.insert_key(&record).await?;
+        Ok((record, plaintext))
+    }
+
+    pub async fn revoke_key(&self, id: &str, reason: &str) -> Result<bool, StateError> {
+        Ok(self.store.revoke_key(id, reason, now()).await?)
+    }
+
+    pub fn hash_key(&self) -> &HashKey {
+        &self.hash_key
+    }
+
+    /// Reads every key and current credential into a fresh snapshot.
+    pub async fn load_snapshot(&self) -> Result<Snapshot, StateError> {
+        let generation = self.store.generation().await?;
+        let mut keys = HashMap::new();
+        for r in self.store.keys().await? {
+            keys.insert(r.key_hash.clone(), Arc::new(KeyEntry::new(r)));
+        }
+        let mut credentials = HashMap::new();
+        for s in self.store.current_secrets().await? {
+            let sealed = Sealed {
+                wrapped_key: s.wrapped_key,
+                ciphertext: s.ciphertext,
+            };
+            let value = keyward_vault::open(&self.master, &secret_context(&s.name), &sealed)?;
+            credentials.insert(s.name, value);
+        }
+        Ok(Snapshot {
+            generation,
+            keys,
+            credentials,
+        })
+    }
+}
+
+/// What `keys create` asks for.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub name: String,
+    pub environment: String,
+    pub models: Vec<String>,
+    pub providers: Vec<String>,
+    pub endpoints: Vec<String>,
+    pub source_cidrs: Vec<String>,
+    /// `None`: never expires (only when asked for explicitly).
+    pub expires_in: Option<Duration>,
+}
+
+/// Everything the request path needs from the store, as of one generation.
+pub struct Snapshot {
+    pub generation: i64,
+    /// Keyed hash of the client key → entry.
+    pub keys: HashMap<String, Arc<KeyEntry>>,
+    /// Vault secret name → decrypted credential.
+    pub credentials: HashMap<String, SecretString>,
+}
+
+/// The current snapshot plus freshness tracking, shared by all requests.
+pub struct Live {
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Unix time (ms) of the last successful check against the store.
+    last_ok_ms: AtomicI64,
+}
+
+/// How often the store is asked whether anything changed.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// With no successful check for this long, requests are refused (fail closed):
+/// a revocation might have been missed.
+pub const STALE_AFTER: Duration = Duration::from_secs(3);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Live {
+    pub fn new(s: Snapshot) -> Live {
+        Live {
+            snapshot: ArcSwap::from_pointee(s),
+            last_ok_ms: AtomicI64::new(now_ms()),
+        }
+    }
+
+    /// True while the snapshot is known to be current.
+    pub fn fresh(&self) -> bool {
+        now_ms() - self.last_ok_ms.load(Ordering::Relaxed) < STALE_AFTER.as_millis() as i64
+    }
+
+    /// Polls the store forever, swapping in a new snapshot on every change.
+    pub async fn follow(self: Arc<Self>, backend: Backend) {
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match backend.store.generation().await {
+                Ok(g) if g == self.snapshot.load().generation => {
+                    self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+                }
+                Ok(_) => match backend.load_snapshot().await {
+                    Ok(s) => {
+                        self.snapshot.store(Arc::new(s));
+                        self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+                        tracing::info!("reloaded keys and credentials");
+                    }
+                    Err(e) => tracing::error!("cannot reload from the store: {e}"),
+                },
+                Err(e) => tracing::warn!("cannot reach the store: {e}"),
+            }
+        }
+    }
+}
