@@ -164,6 +164,17 @@ class Gateway:
         self.keys[label] = obj
         return obj
 
+    def wait_usable(self, key: str, timeout: float = 5.0):
+        """Keys created while the server runs are picked up by its periodic reload."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = raw_request(f"{self.url}/v1/models", headers={"Authorization": f"Bearer {key}"})[0]
+            if status == 200:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"a key created while the server runs was still refused ({status}) after {timeout}s")
+            time.sleep(0.05)
+
     def key(self, label: str) -> str:
         return self.keys[label]["key"]
 
@@ -298,7 +309,7 @@ name = "gemini"
 kind = "gemini"
 base_url = "{fake}"
 credential = "gemini-key"
-models = ["gemini-*"]
+models = ["gemini-2.0-flash", "gemini-*"]
 
 [[providers]]
 name = "azure"

@@ -316,7 +316,36 @@ def test_gemini_key_in_query(gateway, fake):
 
 def test_gemini_list_models(gateway, fake):
     c = gateway.genai(gateway.key("all-prod"), "v1beta")
-    models = list(c.models.list())
-    assert models, "GET /v1beta/models returned no models for a key allowed every model"
+    names = [m.name for m in c.models.list()]
+    assert any(n in ("models/gemini-2.0-flash", "gemini-2.0-flash") for n in names), names
+    assert not [n for n in names if "gpt" in n or "claude" in n], f"/v1beta/models lists non-Gemini models: {names}"
+    c2 = gateway.genai(gateway.key("globs"), "v1beta")
+    names = [m.name for m in c2.models.list()]
+    assert not [n for n in names if "gemini" in n], f"/v1beta/models lists models the key may not use: {names}"
     for r in fake.snapshot():
         assert_clean_upstream(fake, [r], gateway)
+
+
+def test_gemini_stream_key_in_query(gateway, fake):
+    """`:streamGenerateContent?alt=sse&key=...`: alt=sse reaches the provider, the Keyward key does not."""
+    import json
+
+    from conftest import raw_request
+
+    mk = marker()
+    body = json.dumps({"contents": [{"role": "user", "parts": [{"text": mk}]}]}).encode()
+    status, headers, out = raw_request(
+        f"{gateway.url}/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&key={gateway.key('all-prod')}",
+        "POST", body, {"Content-Type": "application/json"},
+    )
+    assert status == 200, out[:300]
+    assert headers.get("content-type", "").startswith("text/event-stream"), headers
+    texts = [
+        json.loads(line[len(b"data: "):])["candidates"][0]["content"]["parts"][0]["text"]
+        for line in out.splitlines() if line.startswith(b"data: ")
+    ]
+    assert "".join(texts) == "Hello from the fake stream model=gemini-2.0-flash"
+    rec = one(fake, mk, "gemini.stream")
+    assert rec.query.get("alt") == ["sse"]
+    assert "key" not in rec.query or rec.query["key"] == [gateway.creds["gemini-key"]]
+    assert_clean_upstream(fake, [rec], gateway)

@@ -81,17 +81,23 @@ def test_unknown_key_gemini(gateway, fake):
 
 
 def test_expired_key_is_401(gateway, fake):
-    k = gateway.create_key("expires-soon", env="prod", models="*", expires="1s")
-    time.sleep(1.6)
+    k = gateway.create_key("expires-soon", env="prod", models="*", expires="3s")
+    expires_at = time.monotonic() + 3.0
+    gateway.wait_usable(k["key"])
+    c = gateway.openai(k["key"])
+    r = c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": marker()}])
+    assert r.choices[0].message.content.endswith("gpt-4o-mini")  # works before it expires
+    time.sleep(max(0.0, expires_at - time.monotonic()) + 0.3)
     mk = marker()
     with pytest.raises(openai.AuthenticationError) as ei:
-        gateway.openai(k["key"]).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": mk}])
+        c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": mk}])
     check_gateway_error(gateway, ei.value)
     nothing_upstream(fake, mk)
 
 
 def test_revoked_key_fails_within_one_second(gateway, fake):
     k = gateway.create_key("to-revoke", env="prod", models="*")
+    gateway.wait_usable(k["key"])
     c = gateway.openai(k["key"])
     r = c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": marker()}])
     assert r.choices[0].message.content.endswith("model=gpt-4o-mini")  # works right before

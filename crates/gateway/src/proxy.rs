@@ -231,13 +231,21 @@ pub async fn handle(
         }
         let alt = query_param(req.uri().query(), "alt").map(str::to_string);
         let headers = req.headers().clone();
-        let body = match axum::body::to_bytes(req.into_body(), gw.max_body).await {
+        let body = match read_body(req.into_body(), gw.max_body).await {
             Ok(b) => b,
-            Err(_) => {
+            Err(BodyError::TooLarge) => {
                 break 'done api::error_response(
                     family,
                     ErrorKind::TooLarge,
                     &format!("Request body larger than {} bytes", gw.max_body),
+                    &rid,
+                )
+            }
+            Err(BodyError::Broken) => {
+                break 'done api::error_response(
+                    family,
+                    ErrorKind::InvalidRequest,
+                    "The request body could not be read",
                     &rid,
                 )
             }
@@ -332,6 +340,39 @@ pub async fn handle(
         "request"
     );
     with_request_id(resp, &rid)
+}
+
+enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+/// After the limit, this much more is read and discarded so that the client, still
+/// sending, receives the 413 rather than a reset connection.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+/// Reads a request body of at most `max` bytes.
+async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, BodyError> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| BodyError::Broken)?;
+        total += chunk.len();
+        if total > max {
+            if total > max + DRAIN_LIMIT {
+                return Err(BodyError::TooLarge);
+            }
+            continue;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if total > max {
+        Err(BodyError::TooLarge)
+    } else {
+        Ok(buf.freeze())
+    }
 }
 
 fn with_request_id(mut resp: Response, rid: &str) -> Response {

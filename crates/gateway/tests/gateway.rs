@@ -1,0 +1,500 @@
+//! The gateway end to end, in process: a fake provider on loopback records what it
+//! receives; requests go through a real listener; SQLite and PostgreSQL stores.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::Router;
+use keyward_gateway::{Backend, Config, NewKey};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the fake provider saw.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // `body` is read through Debug in leak checks
+struct Seen {
+    path_and_query: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+#[derive(Default)]
+struct Fake {
+    seen: Mutex<Vec<Seen>>,
+    /// Set when a streamed response could not be written: the client went away.
+    stream_cancelled: Mutex<Option<Instant>>,
+}
+
+async fn fake_handler(State(f): State<Arc<Fake>>, req: Request) -> Response {
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect::<Vec<_>>();
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = String::from_utf8_lossy(
+        &axum::body::to_bytes(req.into_body(), 1 << 24)
+            .await
+            .unwrap(),
+    )
+    .into_owned();
+    f.seen.lock().unwrap().push(Seen {
+        path_and_query,
+        headers,
+        body: body.clone(),
+    });
+    if body.contains("ECHO_KEY") {
+        let msg = format!(
+            r#"{{"error":{{"message":"Incorrect API key provided: {}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#,
+            auth.trim_start_matches("Bearer ")
+        );
+        return Response::builder()
+            .status(401)
+            .header("content-type", "application/json")
+            .body(Body::from(msg))
+            .unwrap();
+    }
+    if body.contains("\"stream\":true") {
+        // One chunk now, the rest only later: the client must see the first early.
+        let f2 = f.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(1);
+        tokio::spawn(async move {
+            for i in 0..50 {
+                let chunk = format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"part{i}\"}}}}]}}\n\n");
+                if tx.send(Ok(chunk)).await.is_err() {
+                    *f2.stream_cancelled.lock().unwrap() = Some(Instant::now());
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = tx.send(Ok("data: [DONE]\n\n".into())).await;
+        });
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))
+            .unwrap();
+    }
+    let reply = format!(
+        r#"{{"id":"c1","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}},"finish_reason":"stop"}}],"echo_auth":"{}"}}"#,
+        auth.len()
+    );
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("set-cookie", "upstream=1")
+        .body(Body::from(reply))
+        .unwrap()
+}
+
+async fn start_fake() -> (SocketAddr, Arc<Fake>) {
+    let fake = Arc::new(Fake::default());
+    let app = Router::new()
+        .fallback(fake_handler)
+        .with_state(fake.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (addr, fake)
+}
+
+const PROD_CRED: &str = "sk-fakeprov-prod-7f3a9c1e5b2d4f6a8c0e";
+const DEV_CRED: &str = "sk-fakeprov-dev-0b1c2d3e4f5a6b7c8d9e";
+
+struct Running {
+    url: String,
+    backend: Backend,
+    fake: Arc<Fake>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(store_url: Option<String>) -> Running {
+    let (fake_addr, fake) = start_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        store_url.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("k.db").display()));
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+url = "{store}"
+[vault]
+master_key_file = "master.key"
+[[providers]]
+name = "openai"
+kind = "openai"
+base_url = "http://{fake_addr}/v1"
+credential = {{ prod = "openai-prod", dev = "openai-dev" }}
+models = ["gpt-4o-mini", "gpt-4o*"]
+"#
+    );
+    let config = Config::parse(&text, dir.path()).unwrap();
+    let (backend, _) = Backend::open(&config).await.unwrap();
+    backend.vault_put("openai-prod", PROD_CRED).await.unwrap();
+    backend.vault_put("openai-dev", DEV_CRED).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        keyward_gateway::serve(
+            config,
+            async move {
+                let _ = rx.await;
+            },
+            |a, _| addr_tx.send(a).unwrap(),
+        )
+        .await
+        .unwrap();
+    });
+    let addr = addr_rx.await.unwrap();
+    Running {
+        url: format!("http://{addr}"),
+        backend,
+        fake,
+        _shutdown: tx,
+        _dir: dir,
+    }
+}
+
+fn new_key(env: &str, models: &[&str]) -> NewKey {
+    NewKey {
+        name: "test".into(),
+        environment: env.into(),
+        models: models.iter().map(|s| s.to_string()).collect(),
+        providers: vec![],
+        endpoints: vec![],
+        source_cidrs: vec![],
+        expires_in: Some(Duration::from_secs(3600)),
+    }
+}
+
+async fn chat(client: &reqwest::Client, url: &str, key: &str, body: &str) -> (u16, String) {
+    let r = client
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// Waits until the running server has picked up store changes.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+async fn credentials_and_environments(r: &Running) {
+    let (_, dev_key) = r
+        .backend
+        .create_key(new_key("dev", &["gpt-4o*"]))
+        .await
+        .unwrap();
+    let (_, prod_key) = r
+        .backend
+        .create_key(new_key("prod", &["gpt-4o*"]))
+        .await
+        .unwrap();
+    let (_, test_key) = r.backend.create_key(new_key("test", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    let (s, body) = chat(
+        &c,
+        &r.url,
+        &dev_key,
+        r#"{"model":"gpt-4o-mini","messages":[]}"#,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = chat(&c, &r.url, &prod_key, r#"{"model":"gpt-4o","messages":[]}"#).await;
+    assert_eq!(s, 200);
+    let seen = r.fake.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let auth = |s: &Seen| {
+        s.headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        auth(&seen[0]).as_deref(),
+        Some(format!("Bearer {DEV_CRED}").as_str()),
+        "dev key reaches the dev credential"
+    );
+    assert_eq!(
+        auth(&seen[1]).as_deref(),
+        Some(format!("Bearer {PROD_CRED}").as_str())
+    );
+    for s in &seen {
+        assert_eq!(s.path_and_query, "/v1/chat/completions");
+        let all = format!("{s:?}");
+        assert!(
+            !all.contains(&dev_key) && !all.contains(&prod_key),
+            "the Keyward key never reaches the provider"
+        );
+        assert!(!all.contains("kw_"), "{all}");
+    }
+    // No credential mapped for `test`: refused before anything goes upstream.
+    let (s, body) = chat(&c, &r.url, &test_key, r#"{"model":"gpt-4o","messages":[]}"#).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("environment `test`"));
+    assert_eq!(r.fake.seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_credentials_environments_scope_and_errors() {
+    let r = start(None).await;
+    credentials_and_environments(&r).await;
+    let c = reqwest::Client::new();
+    let (_, key) = r
+        .backend
+        .create_key(new_key("dev", &["gpt-4o-mini"]))
+        .await
+        .unwrap();
+    settle().await;
+    // Scope: a model outside the globs.
+    let (s, body) = chat(&c, &r.url, &key, r#"{"model":"gpt-4o","messages":[]}"#).await;
+    assert_eq!(s, 403);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["type"], "permission_error");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("request id: req_"));
+    // Unknown and malformed keys, bad JSON, oversized bodies.
+    assert_eq!(chat(&c, &r.url, "kw_dev_notarealkey", "{}").await.0, 401);
+    let forged =
+        keyward_detect::checksum::keyward_key_seal("kw_dev_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB");
+    assert_eq!(
+        chat(&c, &r.url, &forged, "{}").await.0,
+        401,
+        "a well-formed unknown key"
+    );
+    assert_eq!(chat(&c, &r.url, &key, "{not json").await.0, 400);
+    let huge = format!(
+        r#"{{"model":"gpt-4o-mini","pad":"{}"}}"#,
+        "x".repeat(11 << 20)
+    );
+    assert_eq!(chat(&c, &r.url, &key, &huge).await.0, 413);
+    // A provider error that echoes the credential reaches the client scrubbed.
+    let (s, body) = chat(
+        &c,
+        &r.url,
+        &key,
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"ECHO_KEY"}]}"#,
+    )
+    .await;
+    assert_eq!(s, 401);
+    assert!(
+        !body.contains(DEV_CRED) && !body.contains(&DEV_CRED[..12]),
+        "{body}"
+    );
+    assert!(body.contains("REDACTED"), "{body}");
+    // Nothing that dumps configuration.
+    for p in ["/config", "/env", "/debug", "/admin", "/.env"] {
+        assert_eq!(
+            c.get(format!("{}{p}", r.url))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404,
+            "{p}"
+        );
+    }
+    assert_eq!(
+        c.get(format!("{}/readyz", r.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_steer_the_upstream() {
+    let r = start(None).await;
+    let (_, key) = r.backend.create_key(new_key("prod", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    let resp = c
+        .post(format!(
+            "{}/v1/chat/completions?base_url=http://169.254.169.254/&key=x",
+            r.url
+        ))
+        .bearer_auth(&key)
+        .header("host", "evil.example")
+        .header("x-forwarded-host", "evil.example")
+        .header("cookie", "session=abc")
+        .body(r#"{"model":"gpt-4o-mini"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers().get("set-cookie").is_none(),
+        "upstream cookies are not passed back"
+    );
+    let seen = r.fake.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].path_and_query, "/v1/chat/completions",
+        "no client query reaches the provider"
+    );
+    let names: Vec<&str> = seen[0].headers.iter().map(|(k, _)| k.as_str()).collect();
+    for banned in ["x-forwarded-host", "cookie"] {
+        assert!(!names.contains(&banned), "{banned} forwarded: {names:?}");
+    }
+    let host = seen[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == "host")
+        .unwrap()
+        .1
+        .clone();
+    assert!(host.starts_with("127.0.0.1:"), "{host}");
+    // Model names cannot add path segments.
+    let (s, _) = chat(&c, &r.url, &key, r#"{"model":"../../admin"}"#).await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_pass_through_as_they_arrive_and_disconnects_cancel_upstream() {
+    let r = start(None).await;
+    let (_, key) = r.backend.create_key(new_key("dev", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    let started = Instant::now();
+    let mut resp = c
+        .post(format!("{}/v1/chat/completions", r.url))
+        .bearer_auth(&key)
+        .body(r#"{"model":"gpt-4o-mini","stream":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("part0"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the first event arrives long before the stream ends (5 s)"
+    );
+    let second = resp.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&second).contains("part1"));
+    drop(resp);
+    let dropped = Instant::now();
+    for _ in 0..30 {
+        if r.fake.stream_cancelled.lock().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cancelled = r
+        .fake
+        .stream_cancelled
+        .lock()
+        .unwrap()
+        .expect("the provider stream was cancelled");
+    assert!(cancelled.duration_since(dropped) < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_takes_effect_within_a_second() {
+    let r = start(None).await;
+    let (rec, key) = r.backend.create_key(new_key("dev", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    assert_eq!(
+        chat(&c, &r.url, &key, r#"{"model":"gpt-4o-mini"}"#).await.0,
+        200
+    );
+    assert!(r.backend.revoke_key(&rec.id, "test").await.unwrap());
+    let revoked_at = Instant::now();
+    loop {
+        let (s, body) = chat(&c, &r.url, &key, r#"{"model":"gpt-4o-mini"}"#).await;
+        if s == 401 {
+            assert!(body.contains("revoked"), "{body}");
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "revoked key still accepted after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("KEYWARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_and_fail_closed_when_it_goes_away() {
+    use sqlx::Connection;
+    let admin = pg_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL must run at {admin} (.ci/run starts it): {e}"));
+    let name = format!(
+        "keyward_gw_{}_{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() % 1_000_000
+    );
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let r = start(Some(url)).await;
+    credentials_and_environments(&r).await;
+    let (_, key) = r.backend.create_key(new_key("dev", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    assert_eq!(
+        chat(&c, &r.url, &key, r#"{"model":"gpt-4o-mini"}"#).await.0,
+        200
+    );
+    // The store disappears: within a few seconds every request is refused.
+    r.backend.store.close().await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let gone = Instant::now();
+    loop {
+        let (s, body) = chat(&c, &r.url, &key, r#"{"model":"gpt-4o-mini"}"#).await;
+        if s == 503 {
+            assert!(body.contains("unreachable"), "{body}");
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_secs(8),
+            "still serving unchecked requests"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        c.get(format!("{}/readyz", r.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+}
