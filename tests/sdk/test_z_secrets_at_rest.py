@@ -32,7 +32,15 @@ def test_keys_list_has_no_key_material(gateway):
         for field, value in o.items():
             assert "hash" not in field.lower(), f"`keys list` exposes a hash field {field}"
     assert by_id[gateway.keys["all-dev"]["id"]]["environment"] == "dev"
-    assert by_id[gateway.keys["all-prod"]["id"]]["expires_at"], "default expiry (90 days) missing"
+    prod = by_id[gateway.keys["all-prod"]["id"]]
+    assert prod["expires_at"], "default expiry (90 days) missing"
+    if isinstance(prod["expires_at"], (int, float)) and isinstance(prod["created_at"], (int, float)):
+        assert abs(prod["expires_at"] - prod["created_at"] - 90 * 86400) < 120, prod
+    for label, k in gateway.keys.items():
+        hint = by_id[k["id"]]["hint"] or ""
+        assert len(hint.rstrip("…").removeprefix("kw_prod_").removeprefix("kw_dev_").removeprefix("kw_staging_")) <= 8, (
+            f"`keys list` hint reveals too much of the key: {hint!r}"
+        )
     hashes = [h for k in gateway.all_client_keys() for h in sha256_forms(k)]
     assert_no_secret_in(r.stdout + r.stderr, gateway.all_secrets() + hashes, "`keys list --json`")
     r2 = gateway.cli("keys", "list")

@@ -91,6 +91,91 @@ pub enum KeysCmd {
     },
 }
 
+#[derive(Subcommand)]
+pub enum AdminCmd {
+    /// Issue a key for the admin HTTP API (`kw_admin_…`), printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an admin key by id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List admin keys (never a key or its hash).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn admin(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    match cmd {
+        AdminCmd::Create { name, config, json } => {
+            let cfg = config.load()?;
+            let (rec, key) = rt.block_on(async {
+                open(&cfg)
+                    .await?
+                    .create_admin_key(&name)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
+            if json {
+                println!("{}", serde_json::json!({"id": rec.id, "key": key}));
+            } else {
+                println!(
+                    "id:  {}\nkey: {key}\n\nThis is the only time the key is shown: store it now.",
+                    rec.id
+                );
+            }
+        }
+        AdminCmd::Revoke { id, config } => {
+            let cfg = config.load()?;
+            let found = rt.block_on(async {
+                Ok::<_, anyhow::Error>(
+                    open(&cfg)
+                        .await?
+                        .store
+                        .revoke_admin_key(&id, keyward_gateway::state::now())
+                        .await?,
+                )
+            })?;
+            if !found {
+                bail!("no admin key with id `{id}` (see `keyward admin list`)");
+            }
+            eprintln!("revoked {id}");
+        }
+        AdminCmd::List { config, json } => {
+            let cfg = config.load()?;
+            let keys = rt.block_on(async {
+                Ok::<_, anyhow::Error>(open(&cfg).await?.store.admin_keys().await?)
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                for k in &keys {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!("{:<26} {:<8} {:<20} {}", k.id, state, k.name, k.hint);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[derive(Args)]
 pub struct CreateArgs {
     #[command(flatten)]
@@ -137,24 +222,8 @@ const ENDPOINT_NAMES: &[&str] = &[
 ];
 
 fn parse_lifetime(s: &str) -> anyhow::Result<Option<Duration>> {
-    if s == "never" {
-        return Ok(None);
-    }
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("`{s}` is not a lifetime; use e.g. 30d, 12h, 45m or never"))?;
-    let secs = match unit {
-        "d" => n * 86_400,
-        "h" => n * 3_600,
-        "m" => n * 60,
-        "s" => n,
-        _ => bail!("`{s}` is not a lifetime; use e.g. 30d, 12h, 45m or never"),
-    };
-    if secs == 0 {
-        bail!("a key lifetime must be positive");
-    }
-    Ok(Some(Duration::from_secs(secs)))
+    keyward_gateway::admin::parse_lifetime(s)
+        .with_context(|| format!("`{s}` is not a lifetime; use e.g. 30d, 12h, 45m or never"))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

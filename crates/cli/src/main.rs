@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         cmd: gateway_cmd::KeysCmd,
     },
+    /// Keys for the admin HTTP API.
+    Admin {
+        #[command(subcommand)]
+        cmd: gateway_cmd::AdminCmd,
+    },
     /// Manage the git pre-commit hook.
     Hook {
         #[command(subcommand)]
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => gateway_cmd::serve(a),
         Command::Vault { cmd } => gateway_cmd::vault(cmd),
         Command::Keys { cmd } => gateway_cmd::keys(cmd),
+        Command::Admin { cmd } => gateway_cmd::admin(cmd),
     };
     match result {
         Ok(code) => code,

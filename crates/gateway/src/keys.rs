@@ -14,6 +14,9 @@ use std::net::IpAddr;
 /// Length of the random part (base62): 32 × 5.95 ≈ 190 bits.
 pub const RANDOM_LEN: usize = checksum::KEYWARD_RANDOM_LEN;
 
+/// The environment segment of admin API keys (`kw_admin_…`); never a client key's.
+pub const ADMIN_ENVIRONMENT: &str = "admin";
+
 /// Checks an environment name: lower-case letters and digits, 1–16 characters,
 /// starting with a letter (it is part of every key, and of its checksum).
 pub fn valid_environment(env: &str) -> bool {

@@ -8,6 +8,7 @@
 //! and streams the answer back. Upstream hosts come only from configuration,
 //! redirects are never followed, and provider errors are scrubbed of credentials.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod keys;
@@ -68,6 +69,7 @@ pub fn router(gw: Arc<proxy::Gateway>) -> Router {
                 }
             }),
         )
+        .nest("/admin/v1", admin::router())
         .fallback(proxy::handle)
         .with_state(gw)
 }
@@ -84,6 +86,7 @@ pub async fn serve(
     tokio::spawn(live.clone().follow(backend.clone()));
     let gw = Arc::new(proxy::Gateway {
         live,
+        backend: backend.clone(),
         hash_key: backend.hash_key().clone(),
         providers: config
             .providers

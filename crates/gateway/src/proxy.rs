@@ -121,6 +121,8 @@ impl Provider {
 /// Shared state of the request path.
 pub struct Gateway {
     pub live: Arc<Live>,
+    /// For admin API writes.
+    pub backend: crate::state::Backend,
     pub hash_key: HashKey,
     pub providers: Vec<Provider>,
     pub client: reqwest::Client,
@@ -129,7 +131,7 @@ pub struct Gateway {
 }
 
 /// A request id: unique, unguessable, safe to show.
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     format!("req_{}", keyward_vault::random_base62(20))
 }
 
@@ -250,36 +252,40 @@ pub async fn handle(
                 )
             }
         };
-        let model: String = match &endpoint {
-            Endpoint::GeminiPost { model, .. } => model.trim_start_matches("models/").to_string(),
-            Endpoint::AzurePost { deployment, .. } => deployment.clone(),
-            _ => match serde_json::from_slice::<ModelField>(&body) {
-                Ok(ModelField { model: Some(m) }) if api::valid_name(&m) => m.into_owned(),
-                Ok(ModelField { model: Some(_) }) => {
-                    break 'done api::error_response(
-                        family,
-                        ErrorKind::InvalidRequest,
-                        "Invalid model name",
-                        &rid,
-                    )
-                }
-                Ok(_) => {
-                    break 'done api::error_response(
-                        family,
-                        ErrorKind::InvalidRequest,
-                        "The request names no `model`",
-                        &rid,
-                    )
-                }
-                Err(_) => {
-                    break 'done api::error_response(
-                        family,
-                        ErrorKind::InvalidRequest,
-                        "Request body is not valid JSON",
-                        &rid,
-                    )
-                }
-            },
+        // Every body is checked to be JSON, also where the model is in the path.
+        let named = match serde_json::from_slice::<ModelField>(&body) {
+            Ok(m) => m.model,
+            Err(_) => {
+                break 'done api::error_response(
+                    family,
+                    ErrorKind::InvalidRequest,
+                    "Request body is not valid JSON",
+                    &rid,
+                )
+            }
+        };
+        let model: String = match (&endpoint, named) {
+            (Endpoint::GeminiPost { model, .. }, _) => {
+                model.trim_start_matches("models/").to_string()
+            }
+            (Endpoint::AzurePost { deployment, .. }, _) => deployment.clone(),
+            (_, Some(m)) if api::valid_name(&m) => m.into_owned(),
+            (_, Some(_)) => {
+                break 'done api::error_response(
+                    family,
+                    ErrorKind::InvalidRequest,
+                    "Invalid model name",
+                    &rid,
+                )
+            }
+            (_, None) => {
+                break 'done api::error_response(
+                    family,
+                    ErrorKind::InvalidRequest,
+                    "The request names no `model`",
+                    &rid,
+                )
+            }
         };
         if !entry.allows_model(&model) {
             break 'done deny(Denial::ModelNotAllowed(model));

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::keys::{self, KeyEntry};
 use arc_swap::ArcSwap;
 use base64::Engine as _;
-use keyward_store::{KeyRecord, Store};
+use keyward_store::{AdminKeyRecord, KeyRecord, Store};
 use keyward_vault::{HashKey, MasterKey, Sealed, SecretString};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -137,7 +137,9 @@ impl Backend {
 
     /// Issues a key. Returns the record and the plaintext, which is not kept.
     pub async fn create_key(&self, spec: NewKey) -> Result<(KeyRecord, String), StateError> {
-        if !keys::valid_environment(&spec.environment) {
+        if !keys::valid_environment(&spec.environment)
+            || spec.environment == keys::ADMIN_ENVIRONMENT
+        {
             return Err(StateError::Invalid(format!(
                 "`{}` is not a valid environment: use 1-16 lower-case letters or digits, starting with a letter (dev, test, prod)",
                 spec.environment
@@ -171,6 +173,24 @@ impl Backend {
         Ok((record, plaintext))
     }
 
+    /// Issues a key for the admin HTTP API (`kw_admin_…`). The plaintext is not kept.
+    pub async fn create_admin_key(
+        &self,
+        name: &str,
+    ) -> Result<(AdminKeyRecord, String), StateError> {
+        let (plaintext, hint) = keys::generate(keys::ADMIN_ENVIRONMENT);
+        let record = AdminKeyRecord {
+            id: format!("adm_{}", keyward_vault::random_base62(20)),
+            key_hash: self.hash_key.hash_hex(plaintext.as_bytes()),
+            hint,
+            name: name.to_string(),
+            created_at: now(),
+            revoked_at: None,
+        };
+        self.store.insert_admin_key(&record).await?;
+        Ok((record, plaintext))
+    }
+
     pub async fn revoke_key(&self, id: &str, reason: &str) -> Result<bool, StateError> {
         Ok(self.store.revoke_key(id, reason, now()).await?)
     }
@@ -186,6 +206,14 @@ impl Backend {
         for r in self.store.keys().await? {
             keys.insert(r.key_hash.clone(), Arc::new(KeyEntry::new(r)));
         }
+        let admin_keys = self
+            .store
+            .admin_keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.revoked_at.is_none())
+            .map(|k| (k.key_hash.clone(), k))
+            .collect();
         let mut credentials = HashMap::new();
         for s in self.store.current_secrets().await? {
             let sealed = Sealed {
@@ -198,6 +226,7 @@ impl Backend {
         Ok(Snapshot {
             generation,
             keys,
+            admin_keys,
             credentials,
         })
     }
@@ -221,6 +250,8 @@ pub struct Snapshot {
     pub generation: i64,
     /// Keyed hash of the client key → entry.
     pub keys: HashMap<String, Arc<KeyEntry>>,
+    /// Keyed hash of an admin key → its record (revoked ones left out).
+    pub admin_keys: HashMap<String, AdminKeyRecord>,
     /// Vault secret name → decrypted credential.
     pub credentials: HashMap<String, SecretString>,
 }

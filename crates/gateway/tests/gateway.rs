@@ -498,3 +498,103 @@ async fn postgres_store_and_fail_closed_when_it_goes_away() {
         503
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_issues_revokes_and_rotates_with_admin_keys_only() {
+    let r = start(None).await;
+    let (_, admin) = r.backend.create_admin_key("automation").await.unwrap();
+    let (_, client_key) = r.backend.create_key(new_key("dev", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    let api = |p: &str| format!("{}/admin/v1{p}", r.url);
+    // A client key is not an admin key.
+    let s = c
+        .get(api("/keys"))
+        .bearer_auth(&client_key)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, 401);
+    assert_eq!(c.get(api("/keys")).send().await.unwrap().status(), 401);
+    // Create a key through the API and use it.
+    let resp = c
+        .post(api("/keys"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "ci", "env": "prod", "models": ["gpt-4o*"], "expires": "1h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: serde_json::Value = resp.json().await.unwrap();
+    let key = created["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("kw_prod_"));
+    let listed = c
+        .get(api("/keys"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        listed.contains(created["id"].as_str().unwrap()) && !listed.contains(&key),
+        "lists never hold keys"
+    );
+    settle().await;
+    assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
+    // Rotate the provider credential through the API: the next call uses the new one.
+    let new_cred = "sk-fakeprov-prod-rotated-1a2b3c4d5e6f";
+    let resp = c
+        .put(api("/vault/openai-prod"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"value": new_cred}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains(new_cred), "{text}");
+    settle().await;
+    assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
+    let last = r.fake.seen.lock().unwrap().last().cloned().unwrap();
+    assert!(last
+        .headers
+        .iter()
+        .any(|(k, v)| k == "authorization" && v == &format!("Bearer {new_cred}")));
+    // Revoke through the API.
+    let id = created["id"].as_str().unwrap();
+    let resp = c
+        .post(api(&format!("/keys/{id}/revoke")))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"reason": "leaked"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    settle().await;
+    let (s, body) = chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await;
+    assert_eq!(s, 401, "{body}");
+    assert_eq!(
+        c.post(api("/keys/key_nope/revoke"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let bad = c
+        .post(api("/keys"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "x", "env": "admin", "models": ["*"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        bad.status(),
+        400,
+        "client keys cannot take the admin environment"
+    );
+}

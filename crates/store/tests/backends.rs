@@ -96,6 +96,19 @@ async fn exercise(store: Store) {
         store.generation().await.unwrap() >= g0 + 4,
         "every mutation bumps the generation"
     );
+    let admin = keyward_store::AdminKeyRecord {
+        id: "adm_1".into(),
+        key_hash: "ah".into(),
+        hint: "kw_admin_…".into(),
+        name: "ops".into(),
+        created_at: 5,
+        revoked_at: None,
+    };
+    store.insert_admin_key(&admin).await.unwrap();
+    assert_eq!(store.admin_keys().await.unwrap(), vec![admin]);
+    assert!(store.revoke_admin_key("adm_1", 9).await.unwrap());
+    assert_eq!(store.admin_keys().await.unwrap()[0].revoked_at, Some(9));
+    assert!(!store.revoke_admin_key("adm_x", 9).await.unwrap());
     assert_eq!(store.meta_init("check", "abc").await.unwrap(), "abc");
     assert_eq!(
         store.meta_init("check", "zzz").await.unwrap(),

@@ -1,0 +1,288 @@
+//! The admin HTTP API, for automation: the same operations as `keyward keys` and
+//! `keyward vault`, authenticated with admin keys (`kw_admin_…`, created with
+//! `keyward admin create`) that are distinct from client keys. Every call is
+//! recorded on the `keyward::audit` log target with the admin key's id.
+//!
+//! ```text
+//! GET  /admin/v1/keys                 list client keys
+//! POST /admin/v1/keys                 {"name","env","models",["providers","endpoints","cidrs"],"expires":"30d"|"never"}
+//! POST /admin/v1/keys/{id}/revoke     {"reason"}
+//! GET  /admin/v1/vault                list credential names and versions
+//! PUT  /admin/v1/vault/{name}         {"value"}
+//! ```
+
+use crate::proxy::{request_id, Gateway};
+use crate::state::NewKey;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use keyward_store::AdminKeyRecord;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn router() -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/keys", get(list_keys).post(create_key))
+        .route("/keys/{id}/revoke", post(revoke_key))
+        .route("/vault", get(list_vault))
+        .route("/vault/{name}", put(put_secret))
+}
+
+fn error(status: StatusCode, message: &str, rid: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"message": message, "request_id": rid}})),
+    )
+        .into_response()
+}
+
+/// The admin key's record, or the error to answer with.
+fn authenticate(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    rid: &str,
+) -> Result<AdminKeyRecord, (StatusCode, &'static str)> {
+    if !gw.live.fresh() {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "key store unreachable"));
+    }
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(key) = key else {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "send an admin key as `Authorization: Bearer kw_admin_…`",
+        ));
+    };
+    let is_admin_format = keyward_detect::checksum::keyward_key_env(key.as_bytes())
+        == Some(crate::keys::ADMIN_ENVIRONMENT);
+    let snapshot = gw.live.snapshot.load();
+    match snapshot
+        .admin_keys
+        .get(&gw.hash_key.hash_hex(key.as_bytes()))
+    {
+        Some(rec) if is_admin_format => Ok(rec.clone()),
+        _ => {
+            tracing::warn!(target: "keyward::audit", request_id = rid, "admin API: refused an invalid admin key");
+            Err((StatusCode::UNAUTHORIZED, "invalid admin key"))
+        }
+    }
+}
+
+fn audit(admin: &AdminKeyRecord, action: &str, target: &str, rid: &str) {
+    tracing::info!(target: "keyward::audit", request_id = rid, admin_key_id = admin.id.as_str(), action, target, "admin action");
+}
+
+async fn list_keys(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let rid = request_id();
+    let admin = match authenticate(&gw, &headers, &rid) {
+        Ok(a) => a,
+        Err((status, message)) => return error(status, message, &rid),
+    };
+    audit(&admin, "keys.list", "-", &rid);
+    match gw.backend.store.keys().await {
+        Ok(keys) => Json(keys).into_response(),
+        Err(e) => {
+            tracing::error!(request_id = rid, "admin keys.list: {e}");
+            error(StatusCode::SERVICE_UNAVAILABLE, "store error", &rid)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    env: String,
+    models: Vec<String>,
+    #[serde(default)]
+    providers: Vec<String>,
+    #[serde(default)]
+    endpoints: Vec<String>,
+    #[serde(default)]
+    cidrs: Vec<String>,
+    #[serde(default)]
+    expires: Option<String>,
+}
+
+/// `30d`, `12h`, `45m`, `10s` or `never`.
+pub fn parse_lifetime(s: &str) -> Option<Option<Duration>> {
+    if s == "never" {
+        return Some(None);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let n: u64 = s[..split].parse().ok()?;
+    let mult = match &s[split..] {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => return None,
+    };
+    (n > 0).then(|| Some(Duration::from_secs(n * mult)))
+}
+
+async fn create_key(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let rid = request_id();
+    let admin = match authenticate(&gw, &headers, &rid) {
+        Ok(a) => a,
+        Err((status, message)) => return error(status, message, &rid),
+    };
+    let req: CreateKey = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid request: {e}"),
+                &rid,
+            )
+        }
+    };
+    let Some(expires_in) = parse_lifetime(req.expires.as_deref().unwrap_or("90d")) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`expires` must look like 30d, 12h, 45m or never",
+            &rid,
+        );
+    };
+    let spec = NewKey {
+        name: req.name,
+        environment: req.env,
+        models: req.models,
+        providers: req.providers,
+        endpoints: req.endpoints,
+        source_cidrs: req.cidrs,
+        expires_in,
+    };
+    match gw.backend.create_key(spec).await {
+        Ok((rec, key)) => {
+            audit(&admin, "keys.create", &rec.id, &rid);
+            (StatusCode::CREATED, Json(json!({"id": rec.id, "key": key}))).into_response()
+        }
+        Err(crate::state::StateError::Invalid(m)) => error(StatusCode::BAD_REQUEST, &m, &rid),
+        Err(e) => {
+            tracing::error!(request_id = rid, "admin keys.create: {e}");
+            error(StatusCode::SERVICE_UNAVAILABLE, "store error", &rid)
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct Revoke {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn revoke_key(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let rid = request_id();
+    let admin = match authenticate(&gw, &headers, &rid) {
+        Ok(a) => a,
+        Err((status, message)) => return error(status, message, &rid),
+    };
+    let req: Revoke = if body.is_empty() {
+        Revoke::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid request: {e}"),
+                    &rid,
+                )
+            }
+        }
+    };
+    let reason = req
+        .reason
+        .unwrap_or_else(|| format!("revoked through the admin API by {}", admin.id));
+    match gw.backend.revoke_key(&id, &reason).await {
+        Ok(true) => {
+            audit(&admin, "keys.revoke", &id, &rid);
+            Json(json!({"id": id, "revoked": true})).into_response()
+        }
+        Ok(false) => error(StatusCode::NOT_FOUND, "no such key", &rid),
+        Err(e) => {
+            tracing::error!(request_id = rid, "admin keys.revoke: {e}");
+            error(StatusCode::SERVICE_UNAVAILABLE, "store error", &rid)
+        }
+    }
+}
+
+async fn list_vault(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let rid = request_id();
+    let admin = match authenticate(&gw, &headers, &rid) {
+        Ok(a) => a,
+        Err((status, message)) => return error(status, message, &rid),
+    };
+    audit(&admin, "vault.list", "-", &rid);
+    match gw.backend.store.current_secrets().await {
+        Ok(s) => Json(
+            s.iter()
+                .map(|s| json!({"name": s.name, "version": s.version, "created_at": s.created_at}))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => {
+            tracing::error!(request_id = rid, "admin vault.list: {e}");
+            error(StatusCode::SERVICE_UNAVAILABLE, "store error", &rid)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutSecret {
+    value: String,
+}
+
+async fn put_secret(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let rid = request_id();
+    let admin = match authenticate(&gw, &headers, &rid) {
+        Ok(a) => a,
+        Err((status, message)) => return error(status, message, &rid),
+    };
+    // Never echo the body: it holds the secret.
+    let req: PutSecret = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "body must be {\"value\": \"...\"}",
+                &rid,
+            )
+        }
+    };
+    let value = zeroize::Zeroizing::new(req.value);
+    match gw.backend.vault_put(&name, &value).await {
+        Ok(version) => {
+            audit(&admin, "vault.put", &name, &rid);
+            Json(json!({"name": name, "version": version})).into_response()
+        }
+        Err(crate::state::StateError::Invalid(m)) => error(StatusCode::BAD_REQUEST, &m, &rid),
+        Err(e) => {
+            tracing::error!(request_id = rid, "admin vault.put: {e}");
+            error(StatusCode::SERVICE_UNAVAILABLE, "store error", &rid)
+        }
+    }
+}
