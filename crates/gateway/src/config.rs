@@ -108,6 +108,12 @@ pub struct ProviderConfig {
 pub struct ServerSection {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// PEM certificate chain; with `tls_key`, the server speaks HTTPS (rustls).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// Largest request body accepted, in bytes (default 10 MiB).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -125,6 +131,8 @@ impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
             listen: default_listen(),
+            tls_cert: None,
+            tls_key: None,
             max_body_bytes: default_max_body(),
         }
     }
@@ -199,6 +207,14 @@ impl Config {
                 c.store.url = format!("sqlite://{}", base_dir.join(rest).display());
             }
         }
+        for p in [&mut c.server.tls_cert, &mut c.server.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base_dir.join(&*p);
+            }
+        }
         if let Some(p) = &c.vault.master_key_file {
             if p.is_relative() {
                 c.vault.master_key_file = Some(base_dir.join(p));
@@ -219,6 +235,9 @@ impl Config {
                 "[vault]: set only one of master_key_file, master_key_env, master_key_command"
                     .into(),
             );
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err("[server]: set both tls_cert and tls_key, or neither".into());
         }
         let mut names = std::collections::HashSet::new();
         for p in &self.providers {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod keys;
 pub mod proxy;
 pub mod state;
+pub mod tls;
 
 use axum::routing::get;
 use axum::Router;
@@ -30,6 +31,8 @@ pub enum ServeError {
     State(#[from] state::StateError),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: SocketAddr, reason: String },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
@@ -98,24 +101,34 @@ pub async fn serve(
         max_body: config.server.max_body_bytes,
         detector: keyward_detect::Detector::builtin(),
     });
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|e| ServeError::Listen {
-            addr: config.server.listen,
-            reason: e.to_string(),
-        })?;
-    let addr = listener.local_addr().map_err(|e| ServeError::Listen {
-        addr: config.server.listen,
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(c), Some(k)) => Some(tls::server_config(c, k).map_err(ServeError::Tls)?),
+        _ => None,
+    };
+    let listen = config.server.listen;
+    let bind_err = |e: std::io::Error| ServeError::Listen {
+        addr: listen,
         reason: e.to_string(),
-    })?;
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
     on_ready(addr, &backend);
-    axum::serve(
-        listener,
-        router(gw).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|e| ServeError::Listen {
+    let app = router(gw).into_make_service_with_connect_info::<tls::PeerAddr>();
+    let served = match tls {
+        Some(cfg) => {
+            axum::serve(tls::TlsListener::new(listener, cfg), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(tls::PlainListener(listener), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
+    served.map_err(|e| ServeError::Listen {
         addr,
         reason: e.to_string(),
     })?;

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use keyward_detect::{checksum, Detector};
 use keyward_vault::{ExposeSecret, HashKey};
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -181,7 +180,7 @@ struct Outcome<'a> {
 
 pub async fn handle(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(crate::tls::PeerAddr(peer)): ConnectInfo<crate::tls::PeerAddr>,
     req: Request,
 ) -> Response {
     let started = Instant::now();

@@ -598,3 +598,66 @@ async fn admin_api_issues_revokes_and_rotates_with_admin_keys_only() {
         "client keys cannot take the admin environment"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_https_when_a_certificate_is_configured() {
+    let (fake_addr, _fake) = start_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+tls_cert = "cert.pem"
+tls_key = "key.pem"
+[store]
+url = "sqlite://k.db"
+[[providers]]
+name = "openai"
+kind = "openai"
+base_url = "http://{fake_addr}/v1"
+credential = "c"
+models = ["*"]
+"#
+    );
+    let config = Config::parse(&text, dir.path()).unwrap();
+    let (backend, _) = Backend::open(&config).await.unwrap();
+    backend.vault_put("c", PROD_CRED).await.unwrap();
+    let (_, key) = backend.create_key(new_key("prod", &["*"])).await.unwrap();
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        keyward_gateway::serve(
+            config,
+            async move {
+                let _ = rx.await;
+            },
+            |a, _| addr_tx.send(a).unwrap(),
+        )
+        .await
+        .unwrap();
+    });
+    let addr: SocketAddr = addr_rx.await.unwrap();
+    // A client that stalls its handshake does not hold up others.
+    let _stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}", addr.port());
+    let (s, body) = chat(&client, &url, &key, r#"{"model":"gpt-4o-mini"}"#).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/healthz", addr.port()))
+            .send()
+            .await
+            .is_err(),
+        "plain HTTP is not served"
+    );
+    // Half a TLS configuration is refused with the fix named.
+    let e = Config::parse(&text.replace("tls_key = \"key.pem\"\n", ""), dir.path()).unwrap_err();
+    assert!(e.contains("tls_cert and tls_key"), "{e}");
+}

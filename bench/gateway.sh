@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Gateway overhead and throughput: Keyward beside LiteLLM's proxy, same mock, same
+# load, one run, using the shared harness (../shared/bench/gateway, read-only).
+#
+#   bench/gateway.sh [RATE ...]          default rates: 100 300 1000
+#
+# Needs nginx (mock), oha, and for the peer a LiteLLM venv (see the harness README).
+# PEER=0 measures Keyward only. Results land under ${BENCH_HOME:-~/.cache/keyward-bench}.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+harness=${HARNESS:-$here/../shared/bench/gateway}
+bench_home=${BENCH_HOME:-$HOME/.cache/keyward-bench}
+rates=${*:-100 300 1000}
+port=${KEYWARD_PORT:-4100}
+
+(cd "$here" && cargo build --release -q -p keyward)
+kw=$here/target/release/keyward
+work=$(mktemp -d)
+cleanup() {
+  [ -n "${kw_pid:-}" ] && kill "$kw_pid" 2>/dev/null || true
+  "$harness/stop-mock.sh" >/dev/null 2>&1 || true
+  [ "${PEER:-1}" = 1 ] && "$harness/stop-litellm.sh" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$harness/start-mock.sh"
+
+cat > "$work/keyward.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+[store]
+url = "sqlite://keyward.db"
+[vault]
+master_key_file = "master.key"
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "http://127.0.0.1:18080/v1"
+credential = "mock-upstream"
+models = ["gpt-4o-mini", "gpt-4o-mini-sse"]
+TOML
+printf 'sk-mock-upstream-dummy' | "$kw" vault put mock-upstream --config "$work/keyward.toml" 2>/dev/null
+key=$("$kw" keys create --config "$work/keyward.toml" --name bench --env prod --models '*' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+"$kw" serve --config "$work/keyward.toml" 2>"$work/serve.log" &
+kw_pid=$!
+for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null && break; sleep 0.1; done
+
+GATEWAY_URL=http://127.0.0.1:$port GATEWAY_KEY=$key GATEWAY_PIDS=$kw_pid "$harness/run.sh" keyward $rates
+kill "$kw_pid"; kw_pid=
+
+if [ "${PEER:-1}" = 1 ]; then
+  "$harness/start-litellm.sh"
+  GATEWAY_URL=http://127.0.0.1:4000 GATEWAY_KEY=sk-bench-master-key "$harness/run.sh" litellm-1w $rates
+fi
