@@ -176,6 +176,159 @@ pub fn admin(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Check the whole log: exits 1 and names the first entry that was changed,
+    /// removed or reordered.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The newest entries.
+    Tail {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        count: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Entries matching every filter given.
+    Search {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        actor: Option<String>,
+        /// Action, e.g. keys.create, keys.revoke, vault.put, request.refused.
+        #[arg(long)]
+        action: Option<String>,
+        /// Target: a key id, secret name or path.
+        #[arg(long)]
+        target: Option<String>,
+        /// Only entries at or after this Unix time.
+        #[arg(long)]
+        since: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every entry as JSON lines, oldest first.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Reads the whole log in order, calling `f` for each entry.
+async fn each_entry(
+    backend: &Backend,
+    mut f: impl FnMut(&keyward_store::AuditRow),
+) -> anyhow::Result<()> {
+    let mut after = 0;
+    loop {
+        let batch = backend.store.audit_entries(after, 1000).await?;
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        after = last.seq;
+        batch.iter().for_each(&mut f);
+    }
+}
+
+fn print_entry(r: &keyward_store::AuditRow, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).expect("serialisable"));
+    } else {
+        println!(
+            "{:>6} {} {:<24} {:<20} {:<8} {:<28} {}",
+            r.seq, r.at, r.actor, r.action, r.outcome, r.target, r.details
+        );
+    }
+}
+
+pub fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    match cmd {
+        AuditCmd::Verify { config, json } => {
+            let cfg = config.load()?;
+            let report = rt.block_on(async {
+                let b = open(&cfg).await?;
+                Ok::<_, anyhow::Error>(
+                    keyward_gateway::audit::verify(&b.store, b.audit_key()).await?,
+                )
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+            match &report.first_broken {
+                None => {
+                    if !json {
+                        println!("audit log intact: {} entries verified", report.entries);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some((seq, why)) => {
+                    eprintln!(
+                        "audit log BROKEN at entry {seq}: {why} ({} entries before it verify)",
+                        report.entries
+                    );
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        AuditCmd::Tail {
+            config,
+            count,
+            json,
+        } => {
+            let cfg = config.load()?;
+            rt.block_on(async {
+                let b = open(&cfg).await?;
+                let last = b.store.audit_last_seq().await?;
+                for r in b.store.audit_entries((last - count).max(0), count).await? {
+                    print_entry(&r, json);
+                }
+                Ok::<_, anyhow::Error>(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Search {
+            config,
+            actor,
+            action,
+            target,
+            since,
+            json,
+        } => {
+            let cfg = config.load()?;
+            rt.block_on(async {
+                let b = open(&cfg).await?;
+                each_entry(&b, |r| {
+                    let keep = actor.as_ref().is_none_or(|a| &r.actor == a)
+                        && action.as_ref().is_none_or(|a| &r.action == a)
+                        && target.as_ref().is_none_or(|t| &r.target == t)
+                        && since.is_none_or(|s| r.at >= s);
+                    if keep {
+                        print_entry(r, json);
+                    }
+                })
+                .await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Export { config } => {
+            let cfg = config.load()?;
+            rt.block_on(async {
+                let b = open(&cfg).await?;
+                each_entry(&b, |r| print_entry(r, true)).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct CreateArgs {
     #[command(flatten)]

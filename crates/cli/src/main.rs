@@ -47,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         cmd: gateway_cmd::AdminCmd,
     },
+    /// Read and verify the tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: gateway_cmd::AuditCmd,
+    },
     /// Manage the git pre-commit hook.
     Hook {
         #[command(subcommand)]
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         Command::Vault { cmd } => gateway_cmd::vault(cmd),
         Command::Keys { cmd } => gateway_cmd::keys(cmd),
         Command::Admin { cmd } => gateway_cmd::admin(cmd),
+        Command::Audit { cmd } => gateway_cmd::audit(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,7 @@
 //! The admin HTTP API, for automation: the same operations as `keyward keys` and
 //! `keyward vault`, authenticated with admin keys (`kw_admin_…`, created with
-//! `keyward admin create`) that are distinct from client keys. Every call is
-//! recorded on the `keyward::audit` log target with the admin key's id.
+//! `keyward admin create`) that are distinct from client keys. Every call, and
+//! every refused one, is an entry in the audit log naming the admin key's id.
 //!
 //! ```text
 //! GET  /admin/v1/keys                 list client keys
@@ -69,14 +69,31 @@ fn authenticate(
     {
         Some(rec) if is_admin_format => Ok(rec.clone()),
         _ => {
-            tracing::warn!(target: "keyward::audit", request_id = rid, "admin API: refused an invalid admin key");
+            gw.audit.record(crate::audit::Event::new(
+                "anonymous",
+                "admin.refused",
+                "admin-api",
+                "denied",
+                json!({"request_id": rid, "reason": "invalid_admin_key"}),
+            ));
             Err((StatusCode::UNAUTHORIZED, "invalid admin key"))
         }
     }
 }
 
-fn audit(admin: &AdminKeyRecord, action: &str, target: &str, rid: &str) {
-    tracing::info!(target: "keyward::audit", request_id = rid, admin_key_id = admin.id.as_str(), action, target, "admin action");
+/// Records an admin read in the audit log (writes are audited by the backend).
+fn audit(gw: &Gateway, admin: &AdminKeyRecord, action: &str, target: &str, rid: &str) {
+    gw.audit.record(crate::audit::Event::new(
+        &actor(admin),
+        action,
+        target,
+        "ok",
+        json!({"request_id": rid}),
+    ));
+}
+
+fn actor(admin: &AdminKeyRecord) -> String {
+    format!("admin-api:{}", admin.id)
 }
 
 async fn list_keys(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
@@ -85,7 +102,7 @@ async fn list_keys(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respon
         Ok(a) => a,
         Err((status, message)) => return error(status, message, &rid),
     };
-    audit(&admin, "keys.list", "-", &rid);
+    audit(&gw, &admin, "keys.list", "-", &rid);
     match gw.backend.store.keys().await {
         Ok(keys) => Json(keys).into_response(),
         Err(e) => {
@@ -164,9 +181,8 @@ async fn create_key(
         source_cidrs: req.cidrs,
         expires_in,
     };
-    match gw.backend.create_key(spec).await {
+    match gw.backend.as_actor(&actor(&admin)).create_key(spec).await {
         Ok((rec, key)) => {
-            audit(&admin, "keys.create", &rec.id, &rid);
             (StatusCode::CREATED, Json(json!({"id": rec.id, "key": key}))).into_response()
         }
         Err(crate::state::StateError::Invalid(m)) => error(StatusCode::BAD_REQUEST, &m, &rid),
@@ -211,11 +227,13 @@ async fn revoke_key(
     let reason = req
         .reason
         .unwrap_or_else(|| format!("revoked through the admin API by {}", admin.id));
-    match gw.backend.revoke_key(&id, &reason).await {
-        Ok(true) => {
-            audit(&admin, "keys.revoke", &id, &rid);
-            Json(json!({"id": id, "revoked": true})).into_response()
-        }
+    match gw
+        .backend
+        .as_actor(&actor(&admin))
+        .revoke_key(&id, &reason)
+        .await
+    {
+        Ok(true) => Json(json!({"id": id, "revoked": true})).into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, "no such key", &rid),
         Err(e) => {
             tracing::error!(request_id = rid, "admin keys.revoke: {e}");
@@ -230,7 +248,7 @@ async fn list_vault(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
         Ok(a) => a,
         Err((status, message)) => return error(status, message, &rid),
     };
-    audit(&admin, "vault.list", "-", &rid);
+    audit(&gw, &admin, "vault.list", "-", &rid);
     match gw.backend.store.current_secrets().await {
         Ok(s) => Json(
             s.iter()
@@ -274,11 +292,13 @@ async fn put_secret(
         }
     };
     let value = zeroize::Zeroizing::new(req.value);
-    match gw.backend.vault_put(&name, &value).await {
-        Ok(version) => {
-            audit(&admin, "vault.put", &name, &rid);
-            Json(json!({"name": name, "version": version})).into_response()
-        }
+    match gw
+        .backend
+        .as_actor(&actor(&admin))
+        .vault_put(&name, &value)
+        .await
+    {
+        Ok(version) => Json(json!({"name": name, "version": version})).into_response(),
         Err(crate::state::StateError::Invalid(m)) => error(StatusCode::BAD_REQUEST, &m, &rid),
         Err(e) => {
             tracing::error!(request_id = rid, "admin vault.put: {e}");

@@ -69,6 +69,21 @@ impl Denial {
         }
     }
 
+    /// A short stable code for the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::MissingKey => "missing_key",
+            Denial::InvalidKey => "invalid_key",
+            Denial::Revoked => "revoked",
+            Denial::Expired => "expired",
+            Denial::SourceNotAllowed => "source_not_allowed",
+            Denial::ModelNotAllowed(_) => "model_not_allowed",
+            Denial::ProviderNotAllowed(_) => "provider_not_allowed",
+            Denial::EndpointNotAllowed(_) => "endpoint_not_allowed",
+            Denial::NoCredentialForEnvironment(_) => "no_credential_for_environment",
+        }
+    }
+
     /// The message clients see: names what was refused, never a secret.
     pub fn message(&self) -> String {
         match self {

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod keys;
 pub mod proxy;
@@ -90,6 +91,7 @@ pub async fn serve(
     let gw = Arc::new(proxy::Gateway {
         live,
         backend: backend.clone(),
+        audit: audit::Sink::spawn(backend.store.clone(), backend.audit_key().clone()),
         hash_key: backend.hash_key().clone(),
         providers: config
             .providers

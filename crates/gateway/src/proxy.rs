@@ -122,6 +122,8 @@ pub struct Gateway {
     pub live: Arc<Live>,
     /// For admin API writes.
     pub backend: crate::state::Backend,
+    /// Refused requests and admin reads go to the audit log through here.
+    pub audit: crate::audit::Sink,
     pub hash_key: HashKey,
     pub providers: Vec<Provider>,
     pub client: reqwest::Client,
@@ -198,7 +200,19 @@ pub async fn handle(
             break 'done api::error_response(fam, ErrorKind::NotFound, "Unknown endpoint", &rid);
         };
         let family = endpoint.family();
-        let deny = |d: Denial| api::error_response(family, d.kind(), &d.message(), &rid);
+        let deny = |d: Denial, key_id: Option<&str>| {
+            gw.audit.record(crate::audit::Event::new(
+                key_id.unwrap_or("anonymous"),
+                "request.refused",
+                &path,
+                "denied",
+                serde_json::json!({
+                    "request_id": rid, "source": peer.ip().to_string(), "reason": d.code(),
+                    "status": d.kind().status().as_u16(),
+                }),
+            ));
+            api::error_response(family, d.kind(), &d.message(), &rid)
+        };
         if !gw.live.fresh() {
             break 'done api::error_response(
                 family,
@@ -208,21 +222,24 @@ pub async fn handle(
             );
         }
         let Some(key) = client_key(req.headers(), req.uri().query()) else {
-            break 'done deny(Denial::MissingKey);
+            break 'done deny(Denial::MissingKey, None);
         };
         if checksum::keyward_key_env(key.as_bytes()).is_none() {
-            break 'done deny(Denial::InvalidKey);
+            break 'done deny(Denial::InvalidKey, None);
         }
         snapshot = gw.live.snapshot.load_full();
         let Some(entry) = snapshot.keys.get(&gw.hash_key.hash_hex(key.as_bytes())) else {
-            break 'done deny(Denial::InvalidKey);
+            break 'done deny(Denial::InvalidKey, None);
         };
         outcome.key_id = Some(&entry.record.id);
         if let Err(d) = entry.check_usable(now(), peer.ip()) {
-            break 'done deny(d);
+            break 'done deny(d, Some(&entry.record.id));
         }
         if !entry.allows_endpoint(endpoint.scope_name()) {
-            break 'done deny(Denial::EndpointNotAllowed(endpoint.scope_name()));
+            break 'done deny(
+                Denial::EndpointNotAllowed(endpoint.scope_name()),
+                Some(&entry.record.id),
+            );
         }
         if matches!(
             endpoint,
@@ -287,7 +304,7 @@ pub async fn handle(
             }
         };
         if !entry.allows_model(&model) {
-            break 'done deny(Denial::ModelNotAllowed(model));
+            break 'done deny(Denial::ModelNotAllowed(model), Some(&entry.record.id));
         }
         let Some(provider) = gw.providers.iter().find(|p| p.serves(&endpoint, &model)) else {
             break 'done api::error_response(
@@ -299,16 +316,20 @@ pub async fn handle(
         };
         outcome.provider = Some(&provider.config.name);
         if !entry.allows_provider(&provider.config.name) {
-            break 'done deny(Denial::ProviderNotAllowed(provider.config.name.clone()));
+            break 'done deny(
+                Denial::ProviderNotAllowed(provider.config.name.clone()),
+                Some(&entry.record.id),
+            );
         }
         let Some(cred_name) = provider
             .config
             .credential
             .for_env(&entry.record.environment)
         else {
-            break 'done deny(Denial::NoCredentialForEnvironment(
-                entry.record.environment.clone(),
-            ));
+            break 'done deny(
+                Denial::NoCredentialForEnvironment(entry.record.environment.clone()),
+                Some(&entry.record.id),
+            );
         };
         let Some(secret) = snapshot.credentials.get(cred_name) else {
             tracing::error!(request_id = %rid, credential = cred_name, "vault has no secret `{cred_name}`: add it with `keyward vault put {cred_name}`");

@@ -31,6 +31,9 @@ pub struct Backend {
     pub store: Store,
     master: MasterKey,
     hash_key: HashKey,
+    audit_key: HashKey,
+    /// Who changes made through this handle are attributed to in the audit log.
+    actor: String,
 }
 
 impl std::fmt::Debug for Backend {
@@ -79,41 +82,59 @@ impl Backend {
                 "the master key does not match the one this store was created with; point [vault] at the right key".into(),
             ));
         }
-        let sealed = {
-            let fresh = keyward_vault::seal(
-                &master,
-                "client-key-hash-key",
-                HashKey::generate().as_bytes(),
-            );
-            let text = format!(
-                "{}.{}",
-                B64.encode(&fresh.wrapped_key),
-                B64.encode(&fresh.ciphertext)
-            );
-            store.meta_init("client_key_hash_key", &text).await?
-        };
-        let (wk, ct) = sealed
-            .split_once('.')
-            .ok_or(StateError::Invalid("malformed client key hash key".into()))?;
-        let sealed = Sealed {
-            wrapped_key: B64
-                .decode(wk)
-                .map_err(|_| StateError::Invalid("malformed client key hash key".into()))?,
-            ciphertext: B64
-                .decode(ct)
-                .map_err(|_| StateError::Invalid("malformed client key hash key".into()))?,
-        };
-        let hk_bytes = keyward_vault::open_bytes(&master, "client-key-hash-key", &sealed)?;
-        let hash_key = HashKey::from_bytes(&hk_bytes)
-            .ok_or(StateError::Invalid("malformed client key hash key".into()))?;
+        let hash_key = sealed_meta_key(&store, &master, "client_key_hash_key").await?;
+        let audit_key = sealed_meta_key(&store, &master, "audit_key").await?;
+        let actor = format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        );
         Ok((
             Backend {
                 store,
                 master,
                 hash_key,
+                audit_key,
+                actor,
             },
             created,
         ))
+    }
+
+    /// The same store and keys, with changes attributed to `actor`.
+    pub fn as_actor(&self, actor: &str) -> Backend {
+        Backend {
+            actor: actor.to_string(),
+            ..self.clone()
+        }
+    }
+
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    pub fn audit_key(&self) -> &HashKey {
+        &self.audit_key
+    }
+
+    /// Records events durably in the audit log.
+    pub async fn audit(&self, events: &[crate::audit::Event]) -> Result<(), StateError> {
+        Ok(crate::audit::append(&self.store, &self.audit_key, events).await?)
+    }
+
+    async fn audit_one(
+        &self,
+        action: &str,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<(), StateError> {
+        self.audit(&[crate::audit::Event::new(
+            &self.actor,
+            action,
+            target,
+            "ok",
+            details,
+        )])
+        .await
     }
 
     /// Stores a new version of a provider credential and makes it current.
@@ -129,10 +150,13 @@ impl Backend {
             ));
         }
         let sealed = keyward_vault::seal(&self.master, &secret_context(name), value.as_bytes());
-        Ok(self
+        let version = self
             .store
             .put_secret(name, &sealed.wrapped_key, &sealed.ciphertext, now())
-            .await?)
+            .await?;
+        self.audit_one("vault.put", name, serde_json::json!({"version": version}))
+            .await?;
+        Ok(version)
     }
 
     /// Issues a key. Returns the record and the plaintext, which is not kept.
@@ -170,6 +194,12 @@ impl Backend {
             revoke_reason: None,
         };
         self.store.insert_key(&record).await?;
+        let details = serde_json::json!({
+            "name": record.name, "environment": record.environment, "models": record.models,
+            "providers": record.providers, "endpoints": record.endpoints,
+            "source_cidrs": record.source_cidrs, "expires_at": record.expires_at,
+        });
+        self.audit_one("keys.create", &record.id, details).await?;
         Ok((record, plaintext))
     }
 
@@ -188,11 +218,31 @@ impl Backend {
             revoked_at: None,
         };
         self.store.insert_admin_key(&record).await?;
+        self.audit_one(
+            "admin_keys.create",
+            &record.id,
+            serde_json::json!({"name": record.name}),
+        )
+        .await?;
         Ok((record, plaintext))
     }
 
     pub async fn revoke_key(&self, id: &str, reason: &str) -> Result<bool, StateError> {
-        Ok(self.store.revoke_key(id, reason, now()).await?)
+        let found = self.store.revoke_key(id, reason, now()).await?;
+        if found {
+            self.audit_one("keys.revoke", id, serde_json::json!({"reason": reason}))
+                .await?;
+        }
+        Ok(found)
+    }
+
+    pub async fn revoke_admin_key(&self, id: &str) -> Result<bool, StateError> {
+        let found = self.store.revoke_admin_key(id, now()).await?;
+        if found {
+            self.audit_one("admin_keys.revoke", id, serde_json::json!({}))
+                .await?;
+        }
+        Ok(found)
     }
 
     pub fn hash_key(&self) -> &HashKey {
@@ -230,6 +280,30 @@ impl Backend {
             credentials,
         })
     }
+}
+
+/// A random 256-bit key kept in `meta.<name>`, sealed under the master key; made
+/// on first use (first writer wins when several processes start at once).
+async fn sealed_meta_key(
+    store: &Store,
+    master: &MasterKey,
+    name: &str,
+) -> Result<HashKey, StateError> {
+    let malformed = || StateError::Invalid(format!("malformed {name} in the store"));
+    let fresh = keyward_vault::seal(master, name, HashKey::generate().as_bytes());
+    let text = format!(
+        "{}.{}",
+        B64.encode(&fresh.wrapped_key),
+        B64.encode(&fresh.ciphertext)
+    );
+    let stored = store.meta_init(name, &text).await?;
+    let (wk, ct) = stored.split_once('.').ok_or_else(malformed)?;
+    let sealed = Sealed {
+        wrapped_key: B64.decode(wk).map_err(|_| malformed())?,
+        ciphertext: B64.decode(ct).map_err(|_| malformed())?,
+    };
+    let bytes = keyward_vault::open_bytes(master, name, &sealed)?;
+    HashKey::from_bytes(&bytes).ok_or_else(malformed)
 }
 
 /// What `keys create` asks for.
