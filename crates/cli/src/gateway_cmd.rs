@@ -523,9 +523,13 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
 pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
         .unwrap_or_else(|_| "info".into());
+    // Log lines are written by a background thread, never on the request path.
+    // Lines beyond its buffer are dropped (and counted by the appender) rather than
+    // slowing requests.
+    let (writer, _log_guard) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();

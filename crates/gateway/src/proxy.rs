@@ -133,7 +133,17 @@ pub struct Gateway {
 
 /// A request id: unique, unguessable, safe to show.
 pub(crate) fn request_id() -> String {
-    format!("req_{}", keyward_vault::random_base62(20))
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    // A random per-process prefix and a counter: unique across replicas and
+    // restarts, and no system call on the request path.
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| keyward_vault::random_base62(10));
+    format!(
+        "req_{prefix}{:010x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The client key from wherever its SDK put it.
