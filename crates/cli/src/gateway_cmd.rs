@@ -141,13 +141,7 @@ pub fn admin(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
         AdminCmd::Revoke { id, config } => {
             let cfg = config.load()?;
             let found = rt.block_on(async {
-                Ok::<_, anyhow::Error>(
-                    open(&cfg)
-                        .await?
-                        .store
-                        .revoke_admin_key(&id, keyward_gateway::state::now())
-                        .await?,
-                )
+                Ok::<_, anyhow::Error>(open(&cfg).await?.revoke_admin_key(&id).await?)
             })?;
             if !found {
                 bail!("no admin key with id `{id}` (see `keyward admin list`)");
@@ -163,11 +157,7 @@ pub fn admin(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&keys)?);
             } else {
                 for k in &keys {
-                    let state = if k.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    };
+                    let state = state_label(k.revoked_at);
                     println!("{:<26} {:<8} {:<20} {}", k.id, state, k.name, k.hint);
                 }
             }
@@ -379,6 +369,14 @@ fn parse_lifetime(s: &str) -> anyhow::Result<Option<Duration>> {
         .with_context(|| format!("`{s}` is not a lifetime; use e.g. 30d, 12h, 45m or never"))
 }
 
+fn state_label(revoked_at: Option<i64>) -> &'static str {
+    if revoked_at.is_some() {
+        "revoked"
+    } else {
+        "active"
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -504,11 +502,7 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&keys)?);
             } else {
                 for k in &keys {
-                    let state = if k.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    };
+                    let state = state_label(k.revoked_at);
                     println!(
                         "{:<26} {:<8} {:<6} {:<20} {}",
                         k.id, state, k.environment, k.name, k.hint

@@ -66,3 +66,89 @@ fn audit_verify_passes_then_names_the_entry_changed_by_sql() {
     let msg = String::from_utf8_lossy(&bad.stderr);
     assert!(msg.contains("entry 2"), "{msg}");
 }
+
+#[test]
+fn every_admin_command_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("keyward.toml");
+    fs::write(
+        &cfg,
+        "[store]\nurl = \"sqlite://k.db\"\n[vault]\nmaster_key_file = \"master.key\"\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let admin = json(&run_in(
+        dir.path(),
+        &["admin", "create", "--config", c, "--name", "ops", "--json"],
+        None,
+    ));
+    let key = json(&run_in(
+        dir.path(),
+        &[
+            "keys", "create", "--config", c, "--name", "k", "--env", "dev", "--models", "*",
+            "--json",
+        ],
+        None,
+    ));
+    assert!(run_in(
+        dir.path(),
+        &["vault", "put", "cred", "--config", c],
+        Some(b"s3cr3t-value-for-audit\n")
+    )
+    .status
+    .success());
+    assert!(run_in(
+        dir.path(),
+        &["keys", "revoke", key["id"].as_str().unwrap(), "--config", c],
+        None
+    )
+    .status
+    .success());
+    assert!(run_in(
+        dir.path(),
+        &[
+            "admin",
+            "revoke",
+            admin["id"].as_str().unwrap(),
+            "--config",
+            c
+        ],
+        None
+    )
+    .status
+    .success());
+    let out = run_in(dir.path(), &["audit", "export", "--config", c], None);
+    let actions: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "admin_keys.create",
+            "keys.create",
+            "vault.put",
+            "keys.revoke",
+            "admin_keys.revoke"
+        ]
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("s3cr3t")
+            && !text.contains(key["key"].as_str().unwrap())
+            && !text.contains(admin["key"].as_str().unwrap())
+    );
+}
