@@ -81,6 +81,28 @@ fn authenticate(
     }
 }
 
+/// An authenticated admin API caller and the request id. Extracting it
+/// authenticates the request; a failure answers with the error at once.
+struct Caller {
+    admin: AdminKeyRecord,
+    rid: String,
+}
+
+impl axum::extract::FromRequestParts<Arc<Gateway>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        gw: &Arc<Gateway>,
+    ) -> Result<Self, Response> {
+        let rid = request_id();
+        match authenticate(gw, &parts.headers, &rid) {
+            Ok(admin) => Ok(Caller { admin, rid }),
+            Err((status, message)) => Err(error(status, message, &rid)),
+        }
+    }
+}
+
 /// Records an admin read in the audit log (writes are audited by the backend).
 fn audit(gw: &Gateway, admin: &AdminKeyRecord, action: &str, target: &str, rid: &str) {
     gw.audit.record(crate::audit::Event::new(
@@ -96,12 +118,7 @@ fn actor(admin: &AdminKeyRecord) -> String {
     format!("admin-api:{}", admin.id)
 }
 
-async fn list_keys(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let rid = request_id();
-    let admin = match authenticate(&gw, &headers, &rid) {
-        Ok(a) => a,
-        Err((status, message)) => return error(status, message, &rid),
-    };
+async fn list_keys(State(gw): State<Arc<Gateway>>, Caller { admin, rid }: Caller) -> Response {
     audit(&gw, &admin, "keys.list", "-", &rid);
     match gw.backend.store.keys().await {
         Ok(keys) => Json(keys).into_response(),
@@ -147,14 +164,9 @@ pub fn parse_lifetime(s: &str) -> Option<Option<Duration>> {
 
 async fn create_key(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    Caller { admin, rid }: Caller,
     body: axum::body::Bytes,
 ) -> Response {
-    let rid = request_id();
-    let admin = match authenticate(&gw, &headers, &rid) {
-        Ok(a) => a,
-        Err((status, message)) => return error(status, message, &rid),
-    };
     let req: CreateKey = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -201,15 +213,10 @@ struct Revoke {
 
 async fn revoke_key(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    Caller { admin, rid }: Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let rid = request_id();
-    let admin = match authenticate(&gw, &headers, &rid) {
-        Ok(a) => a,
-        Err((status, message)) => return error(status, message, &rid),
-    };
     let req: Revoke = if body.is_empty() {
         Revoke::default()
     } else {
@@ -242,12 +249,7 @@ async fn revoke_key(
     }
 }
 
-async fn list_vault(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let rid = request_id();
-    let admin = match authenticate(&gw, &headers, &rid) {
-        Ok(a) => a,
-        Err((status, message)) => return error(status, message, &rid),
-    };
+async fn list_vault(State(gw): State<Arc<Gateway>>, Caller { admin, rid }: Caller) -> Response {
     audit(&gw, &admin, "vault.list", "-", &rid);
     match gw.backend.store.current_secrets().await {
         Ok(s) => Json(
@@ -271,15 +273,10 @@ struct PutSecret {
 
 async fn put_secret(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    Caller { admin, rid }: Caller,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let rid = request_id();
-    let admin = match authenticate(&gw, &headers, &rid) {
-        Ok(a) => a,
-        Err((status, message)) => return error(status, message, &rid),
-    };
     // Never echo the body: it holds the secret.
     let req: PutSecret = match serde_json::from_slice(&body) {
         Ok(r) => r,
