@@ -74,6 +74,18 @@ pub enum VaultCmd {
 pub enum KeysCmd {
     /// Issue a client key. The key is printed once and never stored.
     Create(CreateArgs),
+    /// Give a key a new secret under the same id. The old secret keeps working for
+    /// the grace period, then fails.
+    Rotate {
+        id: String,
+        /// How long the old secret stays valid: 24h, 30m, 0s…
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke a key by id: every running server refuses it within a second.
     Revoke {
         id: String,
@@ -476,6 +488,36 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                 println!(
                     "id:  {}\nkey: {key}\n\nThis is the only time the key is shown: store it now.",
                     record.id
+                );
+            }
+        }
+        KeysCmd::Rotate {
+            id,
+            grace,
+            config,
+            json,
+        } => {
+            let grace = match grace.as_str() {
+                "0" | "0s" | "none" => Duration::ZERO,
+                g => parse_lifetime(g)?.context("a grace period cannot be `never`")?,
+            };
+            let cfg = config.load()?;
+            let key = rt.block_on(async {
+                open(&cfg)
+                    .await?
+                    .rotate_key(&id, grace)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
+            let Some(key) = key else {
+                bail!("no key with id `{id}` (see `keyward keys list`)");
+            };
+            if json {
+                println!("{}", serde_json::json!({"id": id, "key": key}));
+            } else {
+                println!(
+                    "id:  {id}\nkey: {key}\n\nThe previous secret works for {}s more. This is the only time the new key is shown.",
+                    grace.as_secs()
                 );
             }
         }

@@ -51,6 +51,8 @@ pub enum Denial {
     InvalidKey,
     Revoked,
     Expired,
+    /// The key's previous secret, presented after its rotation grace window.
+    RotatedOut,
     SourceNotAllowed,
     ModelNotAllowed(String),
     ProviderNotAllowed(String),
@@ -62,10 +64,16 @@ impl Denial {
     pub fn kind(&self) -> crate::api::ErrorKind {
         use crate::api::ErrorKind;
         match self {
-            Denial::MissingKey | Denial::InvalidKey | Denial::Revoked | Denial::Expired => {
-                ErrorKind::Authentication
-            }
-            _ => ErrorKind::Permission,
+            Denial::MissingKey
+            | Denial::InvalidKey
+            | Denial::Revoked
+            | Denial::Expired
+            | Denial::RotatedOut => ErrorKind::Authentication,
+            Denial::SourceNotAllowed
+            | Denial::ModelNotAllowed(_)
+            | Denial::ProviderNotAllowed(_)
+            | Denial::EndpointNotAllowed(_)
+            | Denial::NoCredentialForEnvironment(_) => ErrorKind::Permission,
         }
     }
 
@@ -76,6 +84,7 @@ impl Denial {
             Denial::InvalidKey => "invalid_key",
             Denial::Revoked => "revoked",
             Denial::Expired => "expired",
+            Denial::RotatedOut => "rotated_out",
             Denial::SourceNotAllowed => "source_not_allowed",
             Denial::ModelNotAllowed(_) => "model_not_allowed",
             Denial::ProviderNotAllowed(_) => "provider_not_allowed",
@@ -91,6 +100,7 @@ impl Denial {
             Denial::InvalidKey => "Invalid Keyward key".into(),
             Denial::Revoked => "This Keyward key has been revoked".into(),
             Denial::Expired => "This Keyward key has expired".into(),
+            Denial::RotatedOut => "This Keyward key was rotated and its grace period is over; use the new key".into(),
             Denial::SourceNotAllowed => "This Keyward key may not be used from this address".into(),
             Denial::ModelNotAllowed(m) => format!("This Keyward key may not use model `{m}`"),
             Denial::ProviderNotAllowed(p) => format!("This Keyward key may not use provider `{p}`"),
@@ -176,6 +186,8 @@ mod tests {
             expires_at: Some(100),
             revoked_at: None,
             revoke_reason: None,
+            prev_key_hash: None,
+            prev_valid_until: None,
         })
     }
 

@@ -238,9 +238,13 @@ pub async fn handle(
             break 'done deny(Denial::InvalidKey, None);
         }
         snapshot = gw.live.snapshot.load_full();
-        let Some(entry) = snapshot.keys.get(&gw.hash_key.hash_hex(key.as_bytes())) else {
+        let Some(found) = snapshot.keys.get(&gw.hash_key.hash_hex(key.as_bytes())) else {
             break 'done deny(Denial::InvalidKey, None);
         };
+        let entry = &found.entry;
+        if found.previous_until.is_some_and(|until| now() >= until) {
+            break 'done deny(Denial::RotatedOut, Some(&entry.record.id));
+        }
         outcome.key_id = Some(&entry.record.id);
         if let Err(d) = entry.check_usable(now(), peer.ip()) {
             break 'done deny(d, Some(&entry.record.id));

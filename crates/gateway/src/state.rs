@@ -192,6 +192,8 @@ impl Backend {
             expires_at: spec.expires_in.map(|d| created_at + d.as_secs() as i64),
             revoked_at: None,
             revoke_reason: None,
+            prev_key_hash: None,
+            prev_valid_until: None,
         };
         self.store.insert_key(&record).await?;
         let details = serde_json::json!({
@@ -227,6 +229,37 @@ impl Backend {
         Ok((record, plaintext))
     }
 
+    /// Gives key `id` a new secret under the same id; the old secret keeps working
+    /// for `grace`, then fails. Returns the new plaintext (shown once), or `None`
+    /// when no such key exists.
+    pub async fn rotate_key(
+        &self,
+        id: &str,
+        grace: Duration,
+    ) -> Result<Option<String>, StateError> {
+        let Some(rec) = self.store.keys().await?.into_iter().find(|k| k.id == id) else {
+            return Ok(None);
+        };
+        if rec.revoked_at.is_some() {
+            return Err(StateError::Invalid(format!(
+                "key `{id}` is revoked; create a new key instead"
+            )));
+        }
+        let (plaintext, hint) = keys::generate(&rec.environment);
+        let until = now() + grace.as_secs() as i64;
+        let hash = self.hash_key.hash_hex(plaintext.as_bytes());
+        if !self.store.rotate_key(id, &hash, &hint, until).await? {
+            return Ok(None);
+        }
+        self.audit_one(
+            "keys.rotate",
+            id,
+            serde_json::json!({"previous_valid_until": until}),
+        )
+        .await?;
+        Ok(Some(plaintext))
+    }
+
     pub async fn revoke_key(&self, id: &str, reason: &str) -> Result<bool, StateError> {
         let found = self.store.revoke_key(id, reason, now()).await?;
         if found {
@@ -254,7 +287,24 @@ impl Backend {
         let generation = self.store.generation().await?;
         let mut keys = HashMap::new();
         for r in self.store.keys().await? {
-            keys.insert(r.key_hash.clone(), Arc::new(KeyEntry::new(r)));
+            let prev = r.prev_key_hash.clone().zip(r.prev_valid_until);
+            let entry = Arc::new(KeyEntry::new(r));
+            if let Some((hash, until)) = prev {
+                keys.insert(
+                    hash,
+                    KeyMatch {
+                        entry: entry.clone(),
+                        previous_until: Some(until),
+                    },
+                );
+            }
+            keys.insert(
+                entry.record.key_hash.clone(),
+                KeyMatch {
+                    entry,
+                    previous_until: None,
+                },
+            );
         }
         let admin_keys = self
             .store
@@ -319,11 +369,20 @@ pub struct NewKey {
     pub expires_in: Option<Duration>,
 }
 
+/// A client key found by the hash of the secret presented.
+#[derive(Clone)]
+pub struct KeyMatch {
+    pub entry: Arc<KeyEntry>,
+    /// Set when the secret is the key's previous one: accepted until then.
+    pub previous_until: Option<i64>,
+}
+
 /// Everything the request path needs from the store, as of one generation.
 pub struct Snapshot {
     pub generation: i64,
-    /// Keyed hash of the client key → entry.
-    pub keys: HashMap<String, Arc<KeyEntry>>,
+    /// Keyed hash of a client key (current or, during a grace window, previous
+    /// secret) → entry.
+    pub keys: HashMap<String, KeyMatch>,
     /// Keyed hash of an admin key → its record (revoked ones left out).
     pub admin_keys: HashMap<String, AdminKeyRecord>,
     /// Vault secret name → decrypted credential.

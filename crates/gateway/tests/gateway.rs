@@ -661,3 +661,59 @@ models = ["*"]
     let e = Config::parse(&text.replace("tls_key = \"key.pem\"\n", ""), dir.path()).unwrap_err();
     assert!(e.contains("tls_cert and tls_key"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_keeps_the_old_secret_for_the_grace_window_only() {
+    let r = start(None).await;
+    let (rec, old) = r.backend.create_key(new_key("dev", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    assert_eq!(
+        chat(&c, &r.url, &old, r#"{"model":"gpt-4o-mini"}"#).await.0,
+        200
+    );
+    let new = r
+        .backend
+        .rotate_key(&rec.id, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(new, old);
+    assert!(new.starts_with("kw_dev_"));
+    settle().await;
+    // Both work inside the grace window, under the same stable id.
+    assert_eq!(
+        chat(&c, &r.url, &old, r#"{"model":"gpt-4o-mini"}"#).await.0,
+        200
+    );
+    assert_eq!(
+        chat(&c, &r.url, &new, r#"{"model":"gpt-4o-mini"}"#).await.0,
+        200
+    );
+    let keys = r.backend.store.keys().await.unwrap();
+    assert_eq!(keys.iter().filter(|k| k.id == rec.id).count(), 1);
+    // After it, only the new one.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (s, body) = chat(&c, &r.url, &old, r#"{"model":"gpt-4o-mini"}"#).await;
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("rotated"), "{body}");
+    assert_eq!(
+        chat(&c, &r.url, &new, r#"{"model":"gpt-4o-mini"}"#).await.0,
+        200
+    );
+    // Revoking the id kills the new secret too; a revoked key cannot be rotated.
+    r.backend.revoke_key(&rec.id, "done").await.unwrap();
+    settle().await;
+    assert_eq!(
+        chat(&c, &r.url, &new, r#"{"model":"gpt-4o-mini"}"#).await.0,
+        401
+    );
+    assert!(r.backend.rotate_key(&rec.id, Duration::ZERO).await.is_err());
+    assert_eq!(
+        r.backend
+            .rotate_key("key_missing", Duration::ZERO)
+            .await
+            .unwrap(),
+        None
+    );
+}

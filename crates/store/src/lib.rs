@@ -61,6 +61,11 @@ pub struct KeyRecord {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub revoke_reason: Option<String>,
+    /// Hash of the secret this key had before its last rotation.
+    #[serde(skip)]
+    pub prev_key_hash: Option<String>,
+    /// Until when (Unix time) the previous secret is still accepted.
+    pub prev_valid_until: Option<i64>,
 }
 
 /// A key for the admin HTTP API: only its keyed hash is stored.
@@ -272,12 +277,40 @@ impl Store {
     /// Every client key, oldest first.
     pub async fn keys(&self) -> Result<Vec<KeyRecord>> {
         let rows = sqlx::query(
-            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason \
+            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until \
              FROM client_keys ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(key_from_row).collect()
+    }
+
+    /// Gives a key a new secret (hash and hint); the old hash stays valid until
+    /// `prev_valid_until`. Returns false when no such key exists.
+    pub async fn rotate_key(
+        &self,
+        id: &str,
+        new_hash: &str,
+        new_hint: &str,
+        prev_valid_until: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE client_keys SET prev_key_hash = key_hash, prev_valid_until = $1, key_hash = $2, hint = $3 WHERE id = $4",
+        )
+        .bind(prev_valid_until)
+        .bind(new_hash)
+        .bind(new_hint)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Marks a key revoked. Returns false when no such key exists; revoking a
@@ -528,6 +561,8 @@ fn key_from_row(r: &AnyRow) -> Result<KeyRecord> {
         expires_at: r.try_get("expires_at")?,
         revoked_at: r.try_get("revoked_at")?,
         revoke_reason: r.try_get("revoke_reason")?,
+        prev_key_hash: r.try_get("prev_key_hash")?,
+        prev_valid_until: r.try_get("prev_valid_until")?,
     })
 }
 

@@ -53,6 +53,8 @@ fn record(id: &str, hash: &str) -> KeyRecord {
         expires_at: Some(200),
         revoked_at: None,
         revoke_reason: None,
+        prev_key_hash: None,
+        prev_valid_until: None,
     }
 }
 
@@ -85,6 +87,20 @@ async fn exercise(store: Store) {
     );
     let keys = store.keys().await.unwrap();
     assert_eq!(keys, vec![record("key_a", "h1")]);
+    assert!(store
+        .rotate_key("key_a", "h2", "kw_dev_Cd", 180)
+        .await
+        .unwrap());
+    assert!(!store.rotate_key("missing", "h3", "x", 180).await.unwrap());
+    let k = &store.keys().await.unwrap()[0];
+    assert_eq!(
+        (
+            k.key_hash.as_str(),
+            k.prev_key_hash.as_deref(),
+            k.prev_valid_until
+        ),
+        ("h2", Some("h1"), Some(180))
+    );
     assert!(store.revoke_key("key_a", "leaked", 150).await.unwrap());
     assert!(!store.revoke_key("missing", "x", 150).await.unwrap());
     let k = &store.keys().await.unwrap()[0];
