@@ -358,6 +358,10 @@ pub struct CreateArgs {
     /// Lifetime: 30d, 12h, 45m or `never`. Default 90d.
     #[arg(long, default_value = "90d")]
     expires: String,
+    /// A decoy: looks like any key, reaches no provider, and any use raises a
+    /// critical alert (source address, user agent, path, time).
+    #[arg(long)]
+    canary: bool,
     #[arg(long)]
     json: bool,
 }
@@ -474,6 +478,7 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                 endpoints: a.endpoints,
                 source_cidrs: a.cidrs,
                 expires_in: parse_lifetime(&a.expires)?,
+                canary: a.canary,
             };
             let (record, key) = rt.block_on(async {
                 open(&cfg)

@@ -9,6 +9,7 @@
 //! POST /admin/v1/keys/{id}/revoke     {"reason"}
 //! GET  /admin/v1/vault                list credential names and versions
 //! PUT  /admin/v1/vault/{name}         {"value"}
+//! POST /admin/v1/leaks                {"tokens": [...], "location"}: revoke every Keyward key found
 //! ```
 
 use crate::proxy::{request_id, Gateway};
@@ -28,6 +29,7 @@ pub fn router() -> Router<Arc<Gateway>> {
     Router::new()
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}/revoke", post(revoke_key))
+        .route("/leaks", post(report_leak))
         .route("/vault", get(list_vault))
         .route("/vault/{name}", put(put_secret))
 }
@@ -143,6 +145,8 @@ struct CreateKey {
     cidrs: Vec<String>,
     #[serde(default)]
     expires: Option<String>,
+    #[serde(default)]
+    canary: bool,
 }
 
 /// `30d`, `12h`, `45m`, `10s` or `never`.
@@ -192,6 +196,7 @@ async fn create_key(
         endpoints: req.endpoints,
         source_cidrs: req.cidrs,
         expires_in,
+        canary: req.canary,
     };
     match gw.backend.as_actor(&actor(&admin)).create_key(spec).await {
         Ok((rec, key)) => {
@@ -299,6 +304,70 @@ async fn put_secret(
         Err(crate::state::StateError::Invalid(m)) => error(StatusCode::BAD_REQUEST, &m, &rid),
         Err(e) => {
             tracing::error!(request_id = rid, "admin vault.put: {e}");
+            error(StatusCode::SERVICE_UNAVAILABLE, "store error", &rid)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeakReport {
+    tokens: Vec<String>,
+    location: String,
+}
+
+/// Most tokens one report may carry.
+const MAX_LEAK_TOKENS: usize = 1000;
+
+/// A self-hosted secret-scanning partner endpoint: found tokens in, revocations out.
+async fn report_leak(
+    State(gw): State<Arc<Gateway>>,
+    Caller { admin, rid }: Caller,
+    body: axum::body::Bytes,
+) -> Response {
+    // Never echo the body: it holds the tokens.
+    let Ok(req) = serde_json::from_slice::<LeakReport>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "body must be {\"tokens\": [\"kw_…\"], \"location\": \"…\"}",
+            &rid,
+        );
+    };
+    if req.tokens.len() > MAX_LEAK_TOKENS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "at most 1000 tokens per report",
+            &rid,
+        );
+    }
+    let location: String = req
+        .location
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(500)
+        .collect();
+    match gw
+        .backend
+        .as_actor(&actor(&admin))
+        .report_leak(&req.tokens, &location)
+        .await
+    {
+        Ok(out) => {
+            for (id, env) in &out.revoked {
+                gw.alerts.send(json!({
+                    "kind": "leaked_key_revoked", "severity": "high", "key_id": id, "environment": env,
+                    "location": location, "reported_by": admin.id, "request_id": rid,
+                }));
+            }
+            Json(json!({
+                "revoked": out.revoked.iter().map(|(id, env)| json!({"id": id, "environment": env})).collect::<Vec<_>>(),
+                "already_revoked": out.already_revoked,
+                "unknown": out.unknown,
+            }))
+            .into_response()
+        }
+        Err(e) => {
+            tracing::error!(request_id = rid, "admin leaks: {e}");
             error(StatusCode::SERVICE_UNAVAILABLE, "store error", &rid)
         }
     }

@@ -144,6 +144,14 @@ pub struct StoreSection {
     pub url: String,
 }
 
+/// Where alerts go (they are always logged too).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    /// URL that receives each alert as a JSON POST.
+    pub webhook_url: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultSection {
@@ -162,6 +170,8 @@ pub struct Config {
     pub vault: VaultSection,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub alerts: AlertsSection,
     /// Directory relative paths resolve against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -193,6 +203,7 @@ impl Config {
                 ..Default::default()
             },
             providers: Vec::new(),
+            alerts: AlertsSection::default(),
             base_dir: dir.to_path_buf(),
         }
     }

@@ -53,6 +53,8 @@ pub enum Denial {
     Expired,
     /// The key's previous secret, presented after its rotation grace window.
     RotatedOut,
+    /// A canary key: answered like an unknown key, so its user learns nothing.
+    Canary,
     SourceNotAllowed,
     ModelNotAllowed(String),
     ProviderNotAllowed(String),
@@ -68,7 +70,8 @@ impl Denial {
             | Denial::InvalidKey
             | Denial::Revoked
             | Denial::Expired
-            | Denial::RotatedOut => ErrorKind::Authentication,
+            | Denial::RotatedOut
+            | Denial::Canary => ErrorKind::Authentication,
             Denial::SourceNotAllowed
             | Denial::ModelNotAllowed(_)
             | Denial::ProviderNotAllowed(_)
@@ -85,6 +88,7 @@ impl Denial {
             Denial::Revoked => "revoked",
             Denial::Expired => "expired",
             Denial::RotatedOut => "rotated_out",
+            Denial::Canary => "canary",
             Denial::SourceNotAllowed => "source_not_allowed",
             Denial::ModelNotAllowed(_) => "model_not_allowed",
             Denial::ProviderNotAllowed(_) => "provider_not_allowed",
@@ -97,7 +101,7 @@ impl Denial {
     pub fn message(&self) -> String {
         match self {
             Denial::MissingKey => "No Keyward key: send it as `Authorization: Bearer kw_…`, `x-api-key`, `x-goog-api-key` or `?key=`".into(),
-            Denial::InvalidKey => "Invalid Keyward key".into(),
+            Denial::InvalidKey | Denial::Canary => "Invalid Keyward key".into(),
             Denial::Revoked => "This Keyward key has been revoked".into(),
             Denial::Expired => "This Keyward key has expired".into(),
             Denial::RotatedOut => "This Keyward key was rotated and its grace period is over; use the new key".into(),
@@ -188,6 +192,7 @@ mod tests {
             revoke_reason: None,
             prev_key_hash: None,
             prev_valid_until: None,
+            canary: false,
         })
     }
 

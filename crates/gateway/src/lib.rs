@@ -9,6 +9,7 @@
 //! redirects are never followed, and provider errors are scrubbed of credentials.
 
 pub mod admin;
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod config;
@@ -92,6 +93,7 @@ pub async fn serve(
         live,
         backend: backend.clone(),
         audit: audit::Sink::spawn(backend.store.clone(), backend.audit_key().clone()),
+        alerts: alerts::Alerter::new(upstream_client()?, config.alerts.webhook_url.clone()),
         hash_key: backend.hash_key().clone(),
         providers: config
             .providers

@@ -124,6 +124,7 @@ pub struct Gateway {
     pub backend: crate::state::Backend,
     /// Refused requests and admin reads go to the audit log through here.
     pub audit: crate::audit::Sink,
+    pub alerts: crate::alerts::Alerter,
     pub hash_key: HashKey,
     pub providers: Vec<Provider>,
     pub client: reqwest::Client,
@@ -242,6 +243,20 @@ pub async fn handle(
             break 'done deny(Denial::InvalidKey, None);
         };
         let entry = &found.entry;
+        if entry.record.canary {
+            let ua = req
+                .headers()
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            gw.alerts.send(serde_json::json!({
+                "kind": "canary_key_used", "severity": "critical", "key_id": entry.record.id,
+                "key_name": entry.record.name, "source": peer.ip().to_string(), "user_agent": ua,
+                "path": path, "at": now(), "request_id": rid,
+            }));
+            break 'done deny(Denial::Canary, Some(&entry.record.id));
+        }
         if found.previous_until.is_some_and(|until| now() >= until) {
             break 'done deny(Denial::RotatedOut, Some(&entry.record.id));
         }

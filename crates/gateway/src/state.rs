@@ -194,12 +194,13 @@ impl Backend {
             revoke_reason: None,
             prev_key_hash: None,
             prev_valid_until: None,
+            canary: spec.canary,
         };
         self.store.insert_key(&record).await?;
         let details = serde_json::json!({
             "name": record.name, "environment": record.environment, "models": record.models,
             "providers": record.providers, "endpoints": record.endpoints,
-            "source_cidrs": record.source_cidrs, "expires_at": record.expires_at,
+            "source_cidrs": record.source_cidrs, "expires_at": record.expires_at, "canary": record.canary,
         });
         self.audit_one("keys.create", &record.id, details).await?;
         Ok((record, plaintext))
@@ -267,6 +268,42 @@ impl Backend {
                 .await?;
         }
         Ok(found)
+    }
+
+    /// Handles a leak report: every Keyward key among `tokens` (current or
+    /// previous secret) is revoked with the location as reason, and audited.
+    /// Returns the ids revoked now and the number of tokens that matched no key.
+    /// Token values are never stored or logged.
+    pub async fn report_leak(
+        &self,
+        tokens: &[String],
+        location: &str,
+    ) -> Result<LeakOutcome, StateError> {
+        let keys = self.store.keys().await?;
+        let mut out = LeakOutcome::default();
+        for t in tokens {
+            let hash = self.hash_key.hash_hex(t.trim().as_bytes());
+            let found = keys
+                .iter()
+                .find(|k| k.key_hash == hash || k.prev_key_hash.as_deref() == Some(hash.as_str()));
+            match found {
+                Some(k) if k.revoked_at.is_some() => out.already_revoked.push(k.id.clone()),
+                Some(k) => {
+                    self.store
+                        .revoke_key(&k.id, &format!("leak reported at {location}"), now())
+                        .await?;
+                    self.audit_one(
+                        "keys.leak_reported",
+                        &k.id,
+                        serde_json::json!({"location": location, "environment": k.environment}),
+                    )
+                    .await?;
+                    out.revoked.push((k.id.clone(), k.environment.clone()));
+                }
+                None => out.unknown += 1,
+            }
+        }
+        Ok(out)
     }
 
     pub async fn revoke_admin_key(&self, id: &str) -> Result<bool, StateError> {
@@ -356,6 +393,15 @@ async fn sealed_meta_key(
     HashKey::from_bytes(&bytes).ok_or_else(malformed)
 }
 
+/// What a leak report did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LeakOutcome {
+    /// (key id, environment) revoked by this report.
+    pub revoked: Vec<(String, String)>,
+    pub already_revoked: Vec<String>,
+    pub unknown: usize,
+}
+
 /// What `keys create` asks for.
 #[derive(Debug, Clone)]
 pub struct NewKey {
@@ -367,6 +413,8 @@ pub struct NewKey {
     pub source_cidrs: Vec<String>,
     /// `None`: never expires (only when asked for explicitly).
     pub expires_in: Option<Duration>,
+    /// A decoy key: reaches no provider; any use raises an alert.
+    pub canary: bool,
 }
 
 /// A client key found by the hash of the secret presented.

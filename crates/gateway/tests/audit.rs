@@ -28,6 +28,7 @@ fn key_spec() -> NewKey {
         endpoints: vec![],
         source_cidrs: vec![],
         expires_in: Some(Duration::from_secs(60)),
+        canary: false,
     }
 }
 

@@ -133,6 +133,8 @@ listen = "127.0.0.1:0"
 url = "{store}"
 [vault]
 master_key_file = "master.key"
+[alerts]
+webhook_url = "http://{fake_addr}/alerts"
 [[providers]]
 name = "openai"
 kind = "openai"
@@ -177,6 +179,7 @@ fn new_key(env: &str, models: &[&str]) -> NewKey {
         endpoints: vec![],
         source_cidrs: vec![],
         expires_in: Some(Duration::from_secs(3600)),
+        canary: false,
     }
 }
 
@@ -716,4 +719,129 @@ async fn rotation_keeps_the_old_secret_for_the_grace_window_only() {
             .unwrap(),
         None
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_use_is_refused_like_an_unknown_key_and_alerts_the_webhook() {
+    let r = start(None).await;
+    let (rec, canary) = r
+        .backend
+        .create_key(NewKey {
+            canary: true,
+            ..new_key("prod", &["*"])
+        })
+        .await
+        .unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    let (s, body) = c
+        .post(format!("{}/v1/chat/completions", r.url))
+        .bearer_auth(&canary)
+        .header("user-agent", "stolen-key-tester/1.0")
+        .body(r#"{"model":"gpt-4o-mini"}"#)
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    let body = body.text().await.unwrap();
+    assert_eq!(s, 401);
+    assert!(
+        body.contains("Invalid Keyward key"),
+        "a canary answers like any unknown key: {body}"
+    );
+    let mut alert = None;
+    for _ in 0..30 {
+        alert = r
+            .fake
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.path_and_query == "/alerts")
+            .cloned();
+        if alert.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alert: serde_json::Value =
+        serde_json::from_str(&alert.expect("alert delivered").body).unwrap();
+    assert_eq!(alert["kind"], "canary_key_used");
+    assert_eq!(alert["severity"], "critical");
+    assert_eq!(alert["key_id"], rec.id.as_str());
+    assert_eq!(alert["user_agent"], "stolen-key-tester/1.0");
+    assert_eq!(alert["source"], "127.0.0.1");
+    assert_eq!(alert["path"], "/v1/chat/completions");
+    assert!(alert["at"].as_i64().unwrap() > 0);
+    assert!(
+        !alert.to_string().contains(&canary),
+        "alerts never carry the key"
+    );
+    let upstream = r
+        .fake
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path_and_query.starts_with("/v1/"))
+        .count();
+    assert_eq!(upstream, 0, "nothing was sent upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leak_report_revokes_the_key_and_the_next_call_gets_401() {
+    let r = start(None).await;
+    let (_, admin) = r.backend.create_admin_key("scanner").await.unwrap();
+    let (rec, key) = r.backend.create_key(new_key("prod", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    assert_eq!(
+        chat(&c, &r.url, &key, r#"{"model":"gpt-4o-mini"}"#).await.0,
+        200
+    );
+    let resp = c
+        .post(format!("{}/admin/v1/leaks", r.url))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"tokens": [key, "kw_prod_notarealkey", "ghp_other"], "location": "https://git.example/acme/app/blob/main/.env#L3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let out: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(out["revoked"][0]["id"], rec.id.as_str());
+    assert_eq!(out["revoked"][0]["environment"], "prod");
+    assert_eq!(out["unknown"], 2);
+    assert!(!out.to_string().contains(&key));
+    settle().await;
+    let (s, body) = chat(&c, &r.url, &key, r#"{"model":"gpt-4o-mini"}"#).await;
+    assert_eq!(s, 401, "{body}");
+    let k = r
+        .backend
+        .store
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.id == rec.id)
+        .unwrap();
+    assert!(
+        k.revoke_reason.unwrap().contains("git.example/acme/app"),
+        "the location is recorded"
+    );
+    let audit = r.backend.store.audit_entries(0, 1000).await.unwrap();
+    assert!(audit
+        .iter()
+        .any(|e| e.action == "keys.leak_reported" && e.target == rec.id));
+    // Reporting again changes nothing.
+    let again: serde_json::Value = c
+        .post(format!("{}/admin/v1/leaks", r.url))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"tokens": [key], "location": "x"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["already_revoked"][0], rec.id.as_str());
 }

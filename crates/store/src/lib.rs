@@ -66,6 +66,8 @@ pub struct KeyRecord {
     pub prev_key_hash: Option<String>,
     /// Until when (Unix time) the previous secret is still accepted.
     pub prev_valid_until: Option<i64>,
+    /// A decoy: any use is refused and alerted.
+    pub canary: bool,
 }
 
 /// A key for the admin HTTP API: only its keyed hash is stored.
@@ -251,8 +253,8 @@ impl Store {
     pub async fn insert_key(&self, k: &KeyRecord) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, canary) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&k.id)
         .bind(&k.key_hash)
@@ -267,6 +269,7 @@ impl Store {
         .bind(k.expires_at)
         .bind(k.revoked_at)
         .bind(k.revoke_reason.clone())
+        .bind(i64::from(k.canary))
         .execute(&mut *tx)
         .await?;
         bump_generation(&mut tx).await?;
@@ -277,7 +280,7 @@ impl Store {
     /// Every client key, oldest first.
     pub async fn keys(&self) -> Result<Vec<KeyRecord>> {
         let rows = sqlx::query(
-            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until \
+            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary \
              FROM client_keys ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
@@ -563,6 +566,7 @@ fn key_from_row(r: &AnyRow) -> Result<KeyRecord> {
         revoke_reason: r.try_get("revoke_reason")?,
         prev_key_hash: r.try_get("prev_key_hash")?,
         prev_valid_until: r.try_get("prev_valid_until")?,
+        canary: r.try_get::<i64, _>("canary")? != 0,
     })
 }
 

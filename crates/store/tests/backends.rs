@@ -55,6 +55,7 @@ fn record(id: &str, hash: &str) -> KeyRecord {
         revoke_reason: None,
         prev_key_hash: None,
         prev_valid_until: None,
+        canary: false,
     }
 }
 
