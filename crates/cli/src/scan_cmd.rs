@@ -71,6 +71,11 @@ pub struct ScanArgs {
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Send every Keyward client key found to this leak report endpoint
+    /// (`https://gateway/admin/v1/leaks`), which revokes it. The admin key is read
+    /// from the KEYWARD_ADMIN_KEY environment variable.
+    #[arg(long, value_name = "URL")]
+    report_to: Option<String>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -130,6 +135,9 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
         done.store(true, Ordering::Relaxed);
         r
     })?;
+    if let Some(url) = &a.report_to {
+        report_leaks(url, &outcome.findings)?;
+    }
     for f in &mut outcome.findings {
         f.set_secret_visibility(a.show_secrets);
     }
@@ -192,4 +200,48 @@ fn progress(stats: &Stats, done: &std::sync::atomic::AtomicBool) {
         std::thread::sleep(Duration::from_millis(100));
     }
     bar.finish_and_clear();
+}
+
+/// Reports each Keyward key found, with where it was found, to a gateway's leak
+/// endpoint. Fails (exit 2) if the endpoint refuses, so CI notices.
+fn report_leaks(url: &str, findings: &[keyward_scan::Finding]) -> anyhow::Result<()> {
+    let admin_key = std::env::var("KEYWARD_ADMIN_KEY")
+        .context("--report-to needs an admin key in the KEYWARD_ADMIN_KEY environment variable")?;
+    let leaks: Vec<_> = findings
+        .iter()
+        .filter(|f| f.rule_id == "keyward-client-key")
+        .collect();
+    if leaks.is_empty() {
+        return Ok(());
+    }
+    let client = keyward_gateway::upstream_client()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        for f in leaks {
+            let location = match &f.commit {
+                Some(c) => format!("{}:{} (commit {})", f.path, f.line, c.commit),
+                None => format!("{}:{}", f.path, f.line),
+            };
+            let body = serde_json::json!({"tokens": [f.raw_secret()], "location": location});
+            let resp = client
+                .post(url)
+                .bearer_auth(&admin_key)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach {url}: {}", e.without_url()))?;
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            if !status.is_success() {
+                anyhow::bail!("{url} refused the leak report ({status}): {text}");
+            }
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let revoked = v["revoked"].as_array().map_or(0, Vec::len);
+            eprintln!("reported the Keyward key at {location}: {revoked} key(s) revoked");
+        }
+        Ok(())
+    })
 }

@@ -56,6 +56,12 @@ impl Finding {
         self.severity_rank
     }
 
+    /// The secret itself, for handing to a revocation endpoint (`--report-to`).
+    /// Never print it.
+    pub fn raw_secret(&self) -> &str {
+        &self.raw_secret
+    }
+
     /// Sets the `secret` field to the plain secret (`show == true`) or a redacted form.
     pub fn set_secret_visibility(&mut self, show: bool) {
         self.secret = if show {
