@@ -528,17 +528,24 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
         }
         KeysCmd::Revoke { id, reason, config } => {
             let cfg = config.load()?;
-            let found = rt.block_on(async {
-                open(&cfg)
-                    .await?
-                    .revoke_key(&id, &reason)
-                    .await
-                    .map_err(anyhow::Error::from)
+            let (found, confirmed, behind) = rt.block_on(async {
+                let b = open(&cfg).await?;
+                if !b.revoke_key(&id, &reason).await? {
+                    return Ok::<_, anyhow::Error>((false, 0, Vec::new()));
+                }
+                let (confirmed, behind) = b.await_replicas(Duration::from_secs(2)).await?;
+                Ok((true, confirmed, behind))
             })?;
             if !found {
                 bail!("no key with id `{id}` (see `keyward keys list`)");
             }
-            eprintln!("revoked {id}");
+            eprintln!("revoked {id}; applied by {confirmed} running server(s)");
+            if !behind.is_empty() {
+                eprintln!(
+                    "warning: not yet confirmed by {}: they refuse it once they reach the store",
+                    behind.join(", ")
+                );
+            }
         }
         KeysCmd::List { config, json } => {
             let cfg = config.load()?;

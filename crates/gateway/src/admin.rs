@@ -245,7 +245,16 @@ async fn revoke_key(
         .revoke_key(&id, &reason)
         .await
     {
-        Ok(true) => Json(json!({"id": id, "revoked": true})).into_response(),
+        Ok(true) => {
+            // Answer once every running server refuses the key.
+            let confirmed = gw
+                .backend
+                .await_replicas(std::time::Duration::from_secs(2))
+                .await
+                .map(|(n, _)| n)
+                .unwrap_or(0);
+            Json(json!({"id": id, "revoked": true, "servers_confirmed": confirmed})).into_response()
+        }
         Ok(false) => error(StatusCode::NOT_FOUND, "no such key", &rid),
         Err(e) => {
             tracing::error!(request_id = rid, "admin keys.revoke: {e}");
@@ -353,6 +362,12 @@ async fn report_leak(
         .await
     {
         Ok(out) => {
+            if !out.revoked.is_empty() {
+                let _ = gw
+                    .backend
+                    .await_replicas(std::time::Duration::from_secs(2))
+                    .await;
+            }
             for (id, env) in &out.revoked {
                 gw.alerts.send(json!({
                     "kind": "leaked_key_revoked", "severity": "high", "key_id": id, "environment": env,

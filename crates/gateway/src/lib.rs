@@ -88,6 +88,16 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (backend, _) = Backend::open(&config).await?;
     let live = Arc::new(state::Live::new(backend.load_snapshot().await?));
+    let replica_id = live.replica_id.clone();
+    backend
+        .store
+        .replica_heartbeat(
+            &replica_id,
+            live.snapshot.load().generation,
+            state::now_ms(),
+        )
+        .await
+        .map_err(state::StateError::from)?;
     tokio::spawn(live.clone().follow(backend.clone()));
     let gw = Arc::new(proxy::Gateway {
         live,
@@ -136,6 +146,7 @@ pub async fn serve(
         addr,
         reason: e.to_string(),
     })?;
+    let _ = backend.store.replica_gone(&replica_id).await;
     backend.store.close().await;
     Ok(())
 }

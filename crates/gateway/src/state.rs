@@ -306,6 +306,32 @@ impl Backend {
         Ok(out)
     }
 
+    /// Waits until every running server (heard from in the last few seconds) serves
+    /// from the store's current generation or later, up to `timeout`. Returns how
+    /// many confirmed, and the ids of those that did not.
+    pub async fn await_replicas(
+        &self,
+        timeout: Duration,
+    ) -> Result<(usize, Vec<String>), StateError> {
+        let target = self.store.generation().await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let live = self
+                .store
+                .live_replicas(now_ms() - STALE_AFTER.as_millis() as i64)
+                .await?;
+            let behind: Vec<String> = live
+                .iter()
+                .filter(|(_, g)| *g < target)
+                .map(|(id, _)| id.clone())
+                .collect();
+            if behind.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok((live.len() - behind.len(), behind));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn revoke_admin_key(&self, id: &str) -> Result<bool, StateError> {
         let found = self.store.revoke_admin_key(id, now()).await?;
         if found {
@@ -440,6 +466,8 @@ pub struct Snapshot {
 /// The current snapshot plus freshness tracking, shared by all requests.
 pub struct Live {
     pub snapshot: ArcSwap<Snapshot>,
+    /// This server's id in the `replicas` table.
+    pub replica_id: String,
     /// Unix time (ms) of the last successful check against the store.
     last_ok_ms: AtomicI64,
 }
@@ -450,7 +478,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// a revocation might have been missed.
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -461,6 +489,7 @@ impl Live {
     pub fn new(s: Snapshot) -> Live {
         Live {
             snapshot: ArcSwap::from_pointee(s),
+            replica_id: format!("rep_{}", keyward_vault::random_base62(12)),
             last_ok_ms: AtomicI64::new(now_ms()),
         }
     }
@@ -471,24 +500,44 @@ impl Live {
     }
 
     /// Polls the store forever, swapping in a new snapshot on every change.
+    /// Polls the store forever, swapping in a new snapshot on every change, and
+    /// reports the generation it serves from (see [`Backend::await_replicas`]): the
+    /// report follows the swap, so once it is seen, every request this server
+    /// authenticates uses the new state.
     pub async fn follow(self: Arc<Self>, backend: Backend) {
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match backend.store.generation().await {
-                Ok(g) if g == self.snapshot.load().generation => {
-                    self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
-                }
+            let current = self.snapshot.load().generation;
+            let serving = match backend.store.generation().await {
+                Ok(g) if g == current => Some(g),
                 Ok(_) => match backend.load_snapshot().await {
                     Ok(s) => {
+                        let g = s.generation;
                         self.snapshot.store(Arc::new(s));
-                        self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
                         tracing::info!("reloaded keys and credentials");
+                        Some(g)
                     }
-                    Err(e) => tracing::error!("cannot reload from the store: {e}"),
+                    Err(e) => {
+                        tracing::error!("cannot reload from the store: {e}");
+                        None
+                    }
                 },
-                Err(e) => tracing::warn!("cannot reach the store: {e}"),
+                Err(e) => {
+                    tracing::warn!("cannot reach the store: {e}");
+                    None
+                }
+            };
+            if let Some(g) = serving {
+                self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+                if let Err(e) = backend
+                    .store
+                    .replica_heartbeat(&self.replica_id, g, now_ms())
+                    .await
+                {
+                    tracing::warn!("cannot record this server's state in the store: {e}");
+                }
             }
         }
     }

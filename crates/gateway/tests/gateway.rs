@@ -845,3 +845,55 @@ async fn leak_report_revokes_the_key_and_the_next_call_gets_401() {
         .unwrap();
     assert_eq!(again["already_revoked"][0], rec.id.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_is_accepted_after_a_revocation_is_acknowledged() {
+    let r = start(None).await;
+    let (rec, key) = r.backend.create_key(new_key("dev", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Concurrent traffic: (sent at, status) for every request.
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (c, url, key, stop) = (c.clone(), r.url.clone(), key.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = Instant::now();
+                let (s, _) = chat(&c, &url, &key, r#"{"model":"gpt-4o-mini"}"#).await;
+                seen.push((sent, s));
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(r.backend.revoke_key(&rec.id, "incident").await.unwrap());
+    let (confirmed, behind) = r
+        .backend
+        .await_replicas(Duration::from_secs(2))
+        .await
+        .unwrap();
+    let acknowledged = Instant::now();
+    assert_eq!(
+        (confirmed, behind.len()),
+        (1, 0),
+        "the running server confirmed"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut before_ok = 0;
+    for w in workers {
+        for (sent, status) in w.await.unwrap() {
+            if sent >= acknowledged {
+                assert_eq!(
+                    status, 401,
+                    "a request sent after the acknowledgement was accepted"
+                );
+            } else if status == 200 {
+                before_ok += 1;
+            }
+        }
+    }
+    assert!(before_ok > 0, "traffic flowed before the revocation");
+}
