@@ -158,6 +158,20 @@ impl Store {
         Ok(Store { pool, backend })
     }
 
+    /// Begins a transaction that will write. On SQLite it takes the write lock
+    /// first (waiting up to the busy timeout): a transaction that reads first and
+    /// writes later can fail at once with "database is locked" when another
+    /// writer commits in between, since SQLite cannot upgrade it.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Sqlite {
+            sqlx::query("UPDATE meta SET value = value WHERE name = 'generation'")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -209,7 +223,7 @@ impl Store {
         ciphertext: &[u8],
         now: i64,
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let max: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM secrets WHERE name = $1")
                 .bind(name)
@@ -251,7 +265,7 @@ impl Store {
     }
 
     pub async fn insert_key(&self, k: &KeyRecord) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, canary) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
@@ -297,7 +311,7 @@ impl Store {
         new_hint: &str,
         prev_valid_until: i64,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "UPDATE client_keys SET prev_key_hash = key_hash, prev_valid_until = $1, key_hash = $2, hint = $3 WHERE id = $4",
         )
@@ -319,7 +333,7 @@ impl Store {
     /// Marks a key revoked. Returns false when no such key exists; revoking a
     /// revoked key keeps the first revocation.
     pub async fn revoke_key(&self, id: &str, reason: &str, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let exists: Option<String> = sqlx::query_scalar("SELECT id FROM client_keys WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -341,7 +355,7 @@ impl Store {
 
 impl Store {
     pub async fn insert_admin_key(&self, k: &AdminKeyRecord) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO admin_keys (id, key_hash, hint, name, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&k.id)
             .bind(&k.key_hash)
@@ -376,7 +390,7 @@ impl Store {
 
     /// Revokes an admin key; false when no such key exists.
     pub async fn revoke_admin_key(&self, id: &str, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "UPDATE admin_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
         )
@@ -428,7 +442,7 @@ impl Store {
     where
         F: FnMut(i64, Option<&str>) -> (Vec<AuditRow>, String),
     {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let last: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *tx)
