@@ -61,6 +61,19 @@ pub enum VaultCmd {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Store a new version of NAME (value on stdin) and switch traffic to it at
+    /// once; earlier versions are kept for `vault rollback`.
+    Rotate {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Switch NAME back to its previous version.
+    Rollback {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// List stored credentials (names and versions, never values).
     List {
         #[command(flatten)]
@@ -414,7 +427,18 @@ use keyward_vault::MasterKeySource as keyward_vault_source;
 pub fn vault(cmd: VaultCmd) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     match cmd {
-        VaultCmd::Put { name, config } => {
+        VaultCmd::Rollback { name, config } => {
+            let cfg = config.load()?;
+            let version = rt.block_on(async {
+                open(&cfg)
+                    .await?
+                    .vault_rollback(&name)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
+            eprintln!("`{name}` now serves version {version}");
+        }
+        VaultCmd::Put { name, config } | VaultCmd::Rotate { name, config } => {
             let cfg = config.load()?;
             let mut value = String::new();
             std::io::stdin()

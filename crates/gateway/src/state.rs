@@ -159,6 +159,23 @@ impl Backend {
         Ok(version)
     }
 
+    /// Switches `name` back to its previous version; traffic follows within the
+    /// poll interval. Returns the version now current.
+    pub async fn vault_rollback(&self, name: &str) -> Result<i64, StateError> {
+        let Some(version) = self.store.rollback_secret(name).await? else {
+            return Err(StateError::Invalid(format!(
+                "`{name}` has no earlier version to roll back to"
+            )));
+        };
+        self.audit_one(
+            "vault.rollback",
+            name,
+            serde_json::json!({"version": version}),
+        )
+        .await?;
+        Ok(version)
+    }
+
     /// Issues a key. Returns the record and the plaintext, which is not kept.
     pub async fn create_key(&self, spec: NewKey) -> Result<(KeyRecord, String), StateError> {
         if !keys::valid_environment(&spec.environment)

@@ -897,3 +897,41 @@ async fn no_request_is_accepted_after_a_revocation_is_acknowledged() {
     }
     assert!(before_ok > 0, "traffic flowed before the revocation");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_rotation_switches_traffic_and_rollback_switches_it_back() {
+    let r = start(None).await;
+    let (_, key) = r.backend.create_key(new_key("prod", &["*"])).await.unwrap();
+    let rotated = "sk-fakeprov-prod-v2-9a8b7c6d5e4f";
+    r.backend.vault_put("openai-prod", rotated).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    let last_auth = || {
+        r.fake
+            .seen
+            .lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
+    assert_eq!(last_auth(), format!("Bearer {rotated}"));
+    assert_eq!(r.backend.vault_rollback("openai-prod").await.unwrap(), 1);
+    settle().await;
+    assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
+    assert_eq!(last_auth(), format!("Bearer {PROD_CRED}"));
+    assert!(
+        r.backend.vault_rollback("openai-prod").await.is_err(),
+        "nothing older than version 1"
+    );
+    let audit = r.backend.store.audit_entries(0, 100).await.unwrap();
+    assert!(audit
+        .iter()
+        .any(|e| e.action == "vault.rollback" && e.target == "openai-prod"));
+}

@@ -247,6 +247,54 @@ impl Store {
         Ok(version)
     }
 
+    /// Makes the newest version older than the current one current again (the
+    /// current one is kept, marked `rolled_back`). Returns the version now current,
+    /// or `None` when there is nothing to roll back to.
+    pub async fn rollback_secret(&self, name: &str) -> Result<Option<i64>> {
+        let mut tx = self.begin_write().await?;
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM secrets WHERE name = $1 AND state = 'current'")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else {
+            return Ok(None);
+        };
+        let target: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(version) FROM secrets WHERE name = $1 AND state = 'previous' AND version < $2",
+        )
+        .bind(name)
+        .bind(current)
+        .fetch_one(&mut *tx)
+        .await?;
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE secrets SET state = 'rolled_back' WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(current)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE secrets SET state = 'current' WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(target)
+            .execute(&mut *tx)
+            .await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Some(target))
+    }
+
+    /// `(version, state, created_at)` of every version of `name`, oldest first.
+    pub async fn secret_versions(&self, name: &str) -> Result<Vec<(i64, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT version, state, created_at FROM secrets WHERE name = $1 ORDER BY version",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The version of `name` that serves traffic.
     pub async fn current_secret(&self, name: &str) -> Result<Option<StoredSecret>> {
         let row = sqlx::query("SELECT name, version, wrapped_key, ciphertext, created_at FROM secrets WHERE name = $1 AND state = 'current'")

@@ -79,6 +79,46 @@ async fn exercise(store: Store) {
     let cur = store.current_secret("openai-prod").await.unwrap().unwrap();
     assert_eq!((cur.version, cur.ciphertext.as_slice()), (2, &b"ct2"[..]));
     assert!(store.current_secret("nope").await.unwrap().is_none());
+    assert_eq!(store.rollback_secret("openai-prod").await.unwrap(), Some(1));
+    assert_eq!(
+        store
+            .current_secret("openai-prod")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+    assert_eq!(
+        store.rollback_secret("openai-prod").await.unwrap(),
+        None,
+        "nothing older to roll back to"
+    );
+    let states: Vec<String> = store
+        .secret_versions("openai-prod")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.1)
+        .collect();
+    assert_eq!(states, ["current", "rolled_back"]);
+    assert_eq!(
+        store
+            .put_secret("openai-prod", b"wk3", b"ct3", 12)
+            .await
+            .unwrap(),
+        3,
+        "versions keep counting up"
+    );
+    assert_eq!(
+        store
+            .current_secret("openai-prod")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        3
+    );
     assert_eq!(store.current_secrets().await.unwrap().len(), 1);
     // Keys.
     store.insert_key(&record("key_a", "h1")).await.unwrap();
