@@ -116,6 +116,12 @@ fn audit(gw: &Gateway, admin: &AdminKeyRecord, action: &str, target: &str, rid: 
     ));
 }
 
+/// A store failure: logged with the request id, answered without internals.
+fn store_failure(action: &str, e: &dyn std::fmt::Display, rid: &str) -> Response {
+    tracing::error!(request_id = rid, "admin {action}: {e}");
+    error(StatusCode::SERVICE_UNAVAILABLE, "store error", rid)
+}
+
 fn actor(admin: &AdminKeyRecord) -> String {
     format!("admin-api:{}", admin.id)
 }
@@ -124,10 +130,7 @@ async fn list_keys(State(gw): State<Arc<Gateway>>, Caller { admin, rid }: Caller
     audit(&gw, &admin, "keys.list", "-", &rid);
     match gw.backend.store.keys().await {
         Ok(keys) => Json(keys).into_response(),
-        Err(e) => {
-            tracing::error!(request_id = rid, "admin keys.list: {e}");
-            error(StatusCode::SERVICE_UNAVAILABLE, "store error", &rid)
-        }
+        Err(e) => store_failure("keys.list", &e, &rid),
     }
 }
 
@@ -203,10 +206,7 @@ async fn create_key(
             (StatusCode::CREATED, Json(json!({"id": rec.id, "key": key}))).into_response()
         }
         Err(crate::state::StateError::Invalid(m)) => error(StatusCode::BAD_REQUEST, &m, &rid),
-        Err(e) => {
-            tracing::error!(request_id = rid, "admin keys.create: {e}");
-            error(StatusCode::SERVICE_UNAVAILABLE, "store error", &rid)
-        }
+        Err(e) => store_failure("keys.create", &e, &rid),
     }
 }
 
@@ -256,10 +256,7 @@ async fn revoke_key(
             Json(json!({"id": id, "revoked": true, "servers_confirmed": confirmed})).into_response()
         }
         Ok(false) => error(StatusCode::NOT_FOUND, "no such key", &rid),
-        Err(e) => {
-            tracing::error!(request_id = rid, "admin keys.revoke: {e}");
-            error(StatusCode::SERVICE_UNAVAILABLE, "store error", &rid)
-        }
+        Err(e) => store_failure("keys.revoke", &e, &rid),
     }
 }
 
@@ -272,10 +269,7 @@ async fn list_vault(State(gw): State<Arc<Gateway>>, Caller { admin, rid }: Calle
                 .collect::<Vec<_>>(),
         )
         .into_response(),
-        Err(e) => {
-            tracing::error!(request_id = rid, "admin vault.list: {e}");
-            error(StatusCode::SERVICE_UNAVAILABLE, "store error", &rid)
-        }
+        Err(e) => store_failure("vault.list", &e, &rid),
     }
 }
 
@@ -311,10 +305,7 @@ async fn put_secret(
     {
         Ok(version) => Json(json!({"name": name, "version": version})).into_response(),
         Err(crate::state::StateError::Invalid(m)) => error(StatusCode::BAD_REQUEST, &m, &rid),
-        Err(e) => {
-            tracing::error!(request_id = rid, "admin vault.put: {e}");
-            error(StatusCode::SERVICE_UNAVAILABLE, "store error", &rid)
-        }
+        Err(e) => store_failure("vault.put", &e, &rid),
     }
 }
 
@@ -381,9 +372,6 @@ async fn report_leak(
             }))
             .into_response()
         }
-        Err(e) => {
-            tracing::error!(request_id = rid, "admin leaks: {e}");
-            error(StatusCode::SERVICE_UNAVAILABLE, "store error", &rid)
-        }
+        Err(e) => store_failure("leaks", &e, &rid),
     }
 }
