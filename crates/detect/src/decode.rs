@@ -71,10 +71,13 @@ static BASE64_CLASS: [u8; 256] = {
 };
 
 /// Calls `f` with every decodable region of `hay`.
-pub(crate) fn for_each_region(hay: &[u8], mut f: impl FnMut(Decoded)) {
+/// JSON escapes are skipped when `json_escapes` is false (text already unescaped).
+pub(crate) fn for_each_region(hay: &[u8], json_escapes: bool, mut f: impl FnMut(Decoded)) {
     base64_regions(hay, &mut f);
     percent_regions(hay, &mut f);
-    json_escape_regions(hay, &mut f);
+    if json_escapes {
+        json_escape_regions(hay, &mut f);
+    }
 }
 
 fn base64_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
@@ -157,6 +160,12 @@ fn mostly_text(b: &[u8]) -> bool {
         .filter(|&&c| (0x20..0x7f).contains(&c) || c == b'\n' || c == b'\r' || c == b'\t')
         .count();
     printable * 20 >= b.len() * 19
+}
+
+/// Whether `b` can be part of a base64 or percent-encoded region. A region reaching
+/// the end of a growing text can still grow only through such bytes.
+pub(crate) fn may_extend_region(b: u8) -> bool {
+    is_url_char(b)
 }
 
 fn is_url_char(b: u8) -> bool {
@@ -282,7 +291,7 @@ mod tests {
 
     fn regions(s: &str) -> Vec<(Encoding, String, (usize, usize))> {
         let mut v = Vec::new();
-        for_each_region(s.as_bytes(), |d| {
+        for_each_region(s.as_bytes(), true, |d| {
             v.push((
                 d.encoding,
                 String::from_utf8_lossy(&d.bytes).into_owned(),
@@ -306,7 +315,7 @@ mod tests {
     fn percent_and_json_map_bytes_back() {
         let text = "u=https://a:p%40ss%2Fw0rd@host/x"; // keyward:allow (test fixture)
         let mut got = None;
-        for_each_region(text.as_bytes(), |d| {
+        for_each_region(text.as_bytes(), true, |d| {
             if d.encoding == Encoding::Percent {
                 let s = String::from_utf8_lossy(&d.bytes).into_owned();
                 let i = s.find("p@ss/w0rd").unwrap();

@@ -39,6 +39,8 @@ pub struct Detector {
     /// For each prefilter pattern, the rules whose keyword it is.
     keyword_rules: Vec<Vec<u32>>,
     decode: bool,
+    /// For streaming redaction; built on first use.
+    prefixes: OnceLock<crate::stream::Prefixes>,
 }
 
 /// Why a detector could not be built.
@@ -193,7 +195,19 @@ impl Detector {
             prefilter,
             keyword_rules,
             decode,
+            prefixes: OnceLock::new(),
         }
+    }
+
+    /// Whether base64 and percent-encoded regions are decoded and searched.
+    pub(crate) fn decodes(&self) -> bool {
+        self.decode
+    }
+
+    /// The prefix automaton for streaming redaction.
+    pub(crate) fn prefixes(&self) -> &crate::stream::Prefixes {
+        self.prefixes
+            .get_or_init(|| crate::stream::Prefixes::build(&self.rules))
     }
 
     /// Heap bytes used by the keyword automaton.
@@ -214,13 +228,29 @@ impl Detector {
     /// Finds every secret in `hay`, sorted by position, overlaps resolved in favour
     /// of the more specific rule.
     pub fn find(&self, hay: &[u8]) -> Vec<Finding> {
+        self.find_with(hay, 0, true)
+    }
+
+    /// Like [`Detector::find`] for text already taken out of JSON strings (a chat
+    /// message, a streamed delta): JSON escape sequences are not decoded again.
+    pub fn find_unescaped(&self, hay: &[u8]) -> Vec<Finding> {
+        self.find_with(hay, 0, false)
+    }
+
+    /// Findings that start at or after `from`; the bytes before it are context only
+    /// (look-behind for `\b` and the like). Matches starting earlier are dropped
+    /// before overlaps are resolved, so they cannot shadow later ones.
+    pub(crate) fn find_with(&self, hay: &[u8], from: usize, json_escapes: bool) -> Vec<Finding> {
         let mut out = Vec::new();
-        self.find_into(hay, 0, &mut out);
+        self.find_into(hay, 0, json_escapes, &mut out);
+        if from > 0 {
+            out.retain(|f| f.start >= from);
+        }
         resolve_overlaps(&self.rules, &mut out);
         out
     }
 
-    fn find_into(&self, hay: &[u8], depth: u8, out: &mut Vec<Finding>) {
+    fn find_into(&self, hay: &[u8], depth: u8, json_escapes: bool, out: &mut Vec<Finding>) {
         // Keyword occurrences per rule, in order: (start, end).
         let mut hits: Vec<Vec<(usize, usize)>> = Vec::new();
         for m in self.prefilter.find_overlapping_iter(hay) {
@@ -293,9 +323,9 @@ impl Detector {
             }
         }
         if self.decode && depth < MAX_DECODE_DEPTH {
-            decode::for_each_region(hay, |d| {
+            decode::for_each_region(hay, json_escapes, |d| {
                 let mut inner = Vec::new();
-                self.find_into(&d.bytes, depth + 1, &mut inner);
+                self.find_into(&d.bytes, depth + 1, json_escapes, &mut inner);
                 for f in inner {
                     let (start, end) = d.original_span(f.start, f.end);
                     out.push(Finding {
@@ -312,13 +342,45 @@ impl Detector {
     /// Returns `text` with every secret replaced by `[REDACTED:<rule-id>]`.
     /// Text without secrets is returned unchanged (and unallocated).
     pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        let findings = self.find(text.as_bytes());
+        self.redact_findings(text, &self.find(text.as_bytes()))
+    }
+
+    /// [`Detector::redact`] for text already taken out of JSON strings: JSON escape
+    /// sequences are not decoded again. The streaming redactor matches this.
+    pub fn redact_unescaped<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        self.redact_findings(text, &self.find_unescaped(text.as_bytes()))
+    }
+
+    /// `text` with the given findings (sorted, non-overlapping, from a search of
+    /// `text`) replaced by markers.
+    pub(crate) fn redact_findings<'a>(
+        &self,
+        text: &'a str,
+        findings: &[Finding],
+    ) -> std::borrow::Cow<'a, str> {
         if findings.is_empty() {
             return std::borrow::Cow::Borrowed(text);
         }
         let mut out = String::with_capacity(text.len());
-        let mut pos = 0;
-        for f in &findings {
+        let end = self.write_redacted(text, 0, text.len(), findings, &mut out);
+        out.push_str(&text[end..]);
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// Appends `text[from..upto]` to `out` with findings replaced by markers, and
+    /// returns where copying stopped: `upto`, or later when the last finding (widened
+    /// to char boundaries) ends past it. Findings must be sorted and start at or
+    /// after `from`; those starting at or after `upto` are ignored.
+    pub(crate) fn write_redacted(
+        &self,
+        text: &str,
+        from: usize,
+        upto: usize,
+        findings: &[Finding],
+        out: &mut String,
+    ) -> usize {
+        let mut pos = from;
+        for f in findings.iter().filter(|f| f.start < upto) {
             // Spans come from byte regexes over UTF-8 text; widen to char boundaries
             // so the result stays valid UTF-8.
             let mut start = f.start.max(pos);
@@ -338,8 +400,11 @@ impl Detector {
             out.push(']');
             pos = end;
         }
-        out.push_str(&text[pos..]);
-        std::borrow::Cow::Owned(out)
+        if pos < upto {
+            out.push_str(&text[pos..upto]);
+            pos = upto;
+        }
+        pos
     }
 }
 

@@ -13,8 +13,10 @@ pub mod checksum;
 mod decode;
 mod engine;
 pub mod rule;
+mod stream;
 pub mod validate;
 
 pub use decode::Encoding;
 pub use engine::{builtin_specs, parse_rules, BuildError, Detector, DetectorBuilder, Finding};
 pub use rule::{Rule, RuleSpec, Severity};
+pub use stream::{StreamRedactor, MAX_HOLD};

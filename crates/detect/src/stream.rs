@@ -1,0 +1,334 @@
+//! Redaction of text that arrives in pieces, such as model output streamed as
+//! server-sent events.
+//!
+//! A [`StreamRedactor`] releases text as soon as nothing after it can change how
+//! it is redacted, and holds back only the tail that could still become part of
+//! a secret. Whatever the chunking, the concatenated output equals
+//! [`Detector::redact_unescaped`] of the whole text (see the property tests), with
+//! one documented exception: an unbroken run of URL or base64 characters longer
+//! than [`MAX_HOLD`] is released in pieces rather than held without bound.
+//!
+//! Deciding "could still become part of a secret" uses a prefix automaton: one
+//! lazy DFA over every rule's pattern, run anchored at each candidate start. A
+//! start whose automaton dies can never begin a match, whatever comes next, so
+//! everything before the first start still alive is settled.
+
+use crate::decode;
+use crate::engine::{Detector, Finding};
+use crate::rule::Rule;
+use regex_automata::hybrid::dfa::{Cache, DFA};
+use regex_automata::hybrid::LazyStateID;
+use regex_automata::nfa::thompson;
+use regex_automata::util::start;
+use regex_automata::{Anchored, MatchKind};
+use regex_syntax::hir::{Hir, HirKind, Repetition};
+use std::sync::Mutex;
+
+/// Bytes of released text kept before the pending text, so that look-behind
+/// (`\b`, `^`) and regexes starting at the boundary see what came before.
+const CONTEXT: usize = 64;
+
+/// Longest tail held back for a run that decoding (base64, percent) might still
+/// extend, and for rules whose patterns have no length bound.
+pub const MAX_HOLD: usize = 64 << 10;
+
+/// Counted repetitions longer than this are widened to unbounded ones in the prefix
+/// automaton. The language only grows, so the hold-back stays safe, and private-key
+/// patterns with bounds in the thousands do not unroll into huge automata.
+const WIDEN_OVER: u32 = 32;
+
+/// The prefix automaton of a detector's rules, built on first use.
+pub(crate) struct Prefixes {
+    dfa: DFA,
+    /// Lazy-DFA caches are a few hundred KB each: shared between streams.
+    caches: Mutex<Vec<Cache>>,
+    /// Longest match of any rule (or [`MAX_HOLD`]): a start further back than this
+    /// cannot begin a match that is still growing.
+    max_len: usize,
+}
+
+impl std::fmt::Debug for Prefixes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prefixes")
+            .field("max_len", &self.max_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prefixes {
+    pub(crate) fn build(rules: &[Rule]) -> Prefixes {
+        let hirs: Vec<Hir> = rules
+            .iter()
+            .map(|r| {
+                let hir = regex_syntax::ParserBuilder::new()
+                    .utf8(false)
+                    .unicode(false)
+                    .build()
+                    .parse(&r.spec.pattern)
+                    .expect("rule patterns parsed when the rule was compiled");
+                widen(&hir)
+            })
+            .collect();
+        let nfa = thompson::Compiler::new()
+            .configure(thompson::Config::new().utf8(false).shrink(true))
+            .build_many_from_hir(&hirs)
+            .expect("widened rule patterns compile");
+        // `All` keeps every thread alive, also those a leftmost-first search would
+        // drop after an earlier match: a superset again, so still safe.
+        let dfa = DFA::builder()
+            .configure(
+                DFA::config()
+                    .match_kind(MatchKind::All)
+                    .starts_for_each_pattern(false)
+                    .cache_capacity(4 << 20),
+            )
+            .build_from_nfa(nfa)
+            .expect("prefix automaton builds");
+        let max_len = rules
+            .iter()
+            .map(|r| r.max_len.unwrap_or(MAX_HOLD))
+            .max()
+            .unwrap_or(0)
+            .min(MAX_HOLD);
+        Prefixes {
+            dfa,
+            caches: Mutex::new(Vec::new()),
+            max_len,
+        }
+    }
+
+    fn take_cache(&self) -> Cache {
+        self.caches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_else(|| self.dfa.create_cache())
+    }
+
+    fn return_cache(&self, cache: Cache) {
+        let mut pool = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        // Enough for the streams of a busy server; more are dropped.
+        if pool.len() < 64 {
+            pool.push(cache);
+        }
+    }
+}
+
+/// `hir` with long counted repetitions made unbounded and captures removed.
+fn widen(hir: &Hir) -> Hir {
+    match hir.kind() {
+        HirKind::Repetition(r) => {
+            let sub = Box::new(widen(&r.sub));
+            let long = r.max.is_none_or(|m| m > WIDEN_OVER);
+            Hir::repetition(Repetition {
+                min: if long { r.min.min(WIDEN_OVER) } else { r.min },
+                max: if long { None } else { r.max },
+                greedy: r.greedy,
+                sub,
+            })
+        }
+        HirKind::Capture(c) => widen(&c.sub),
+        HirKind::Concat(v) => Hir::concat(v.iter().map(widen).collect()),
+        HirKind::Alternation(v) => Hir::alternation(v.iter().map(widen).collect()),
+        _ => hir.clone(),
+    }
+}
+
+/// Redacts a text that arrives in chunks. Feed chunks with [`push`](Self::push),
+/// end with [`finish`](Self::finish); each call returns the text released so far,
+/// already redacted.
+pub struct StreamRedactor<'d> {
+    detector: &'d Detector,
+    prefixes: &'d Prefixes,
+    cache: Option<Cache>,
+    /// Released context (`..released`) followed by the pending text.
+    buf: String,
+    released: usize,
+    /// Earliest start in `buf` that may still begin a match.
+    cand: usize,
+    /// Prefix-automaton state after reading `buf[cand..fed]`, once started.
+    state: Option<LazyStateID>,
+    fed: usize,
+    /// Rule indices of the secrets redacted so far.
+    hits: Vec<usize>,
+}
+
+impl<'d> StreamRedactor<'d> {
+    pub fn new(detector: &'d Detector) -> StreamRedactor<'d> {
+        let prefixes = detector.prefixes();
+        StreamRedactor {
+            detector,
+            prefixes,
+            cache: Some(prefixes.take_cache()),
+            buf: String::new(),
+            released: 0,
+            cand: 0,
+            state: None,
+            fed: 0,
+            hits: Vec::new(),
+        }
+    }
+
+    /// Adds a chunk; returns the redacted text that can now be released (often all
+    /// of it, sometimes nothing).
+    pub fn push(&mut self, chunk: &str) -> String {
+        let mut out = String::new();
+        self.push_into(chunk, &mut out);
+        out
+    }
+
+    /// [`push`](Self::push), appending to `out`.
+    pub fn push_into(&mut self, chunk: &str, out: &mut String) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.buf.push_str(chunk);
+        self.advance();
+        self.release(out);
+    }
+
+    /// Ends the text: returns everything still held, redacted. The redactor is
+    /// empty afterwards and may be reused for a new text.
+    pub fn finish(&mut self) -> String {
+        let mut out = String::new();
+        let findings = self
+            .detector
+            .find_with(self.buf.as_bytes(), self.released, false);
+        let len = self.buf.len();
+        self.write(&findings, len, &mut out);
+        self.buf.clear();
+        self.released = 0;
+        self.cand = 0;
+        self.fed = 0;
+        self.state = None;
+        out
+    }
+
+    /// Bytes received but not yet released.
+    pub fn held(&self) -> usize {
+        self.buf.len() - self.released
+    }
+
+    /// Ids of the rules whose secrets were redacted since the last call, one entry
+    /// per secret.
+    pub fn take_hits(&mut self) -> Vec<&'d str> {
+        let rules = self.detector.rules();
+        self.hits.drain(..).map(|r| rules[r].id()).collect()
+    }
+
+    /// Moves `cand` to the first start that may still begin a match.
+    fn advance(&mut self) {
+        let bytes = self.buf.as_bytes();
+        let n = bytes.len();
+        // A base64 or percent region touching the end may still grow.
+        let mut limit = n;
+        if self.detector.decodes() {
+            let run = bytes[self.released..]
+                .iter()
+                .rev()
+                .take_while(|&&b| decode::may_extend_region(b))
+                .count();
+            if run <= MAX_HOLD {
+                limit = n - run;
+            }
+        }
+        let dfa = &self.prefixes.dfa;
+        let cache = self.cache.as_mut().expect("cache is present until drop");
+        while self.cand < limit {
+            if n - self.cand > self.prefixes.max_len {
+                self.cand = n - self.prefixes.max_len;
+                self.state = None;
+                continue;
+            }
+            let mut sid = match self.state {
+                Some(s) => s,
+                None => {
+                    let look_behind = self.cand.checked_sub(1).map(|i| bytes[i]);
+                    let cfg = start::Config::new()
+                        .anchored(Anchored::Yes)
+                        .look_behind(look_behind);
+                    match dfa.start_state(cache, &cfg) {
+                        Ok(s) => s,
+                        // The automaton gave up: assume a match may start here.
+                        Err(_) => return,
+                    }
+                }
+            };
+            let from = if self.state.is_some() {
+                self.fed
+            } else {
+                self.cand
+            };
+            let mut dead = sid.is_dead();
+            for &b in &bytes[from..n] {
+                if dead {
+                    break;
+                }
+                sid = match dfa.next_state(cache, sid, b) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+                dead = sid.is_dead();
+            }
+            if dead {
+                self.cand += 1;
+                self.state = None;
+            } else {
+                self.state = Some(sid);
+                self.fed = n;
+                return;
+            }
+        }
+    }
+
+    /// Releases the settled text before `cand`, keeping a little as context.
+    fn release(&mut self, out: &mut String) {
+        if self.cand <= self.released {
+            return;
+        }
+        let findings = self
+            .detector
+            .find_with(self.buf.as_bytes(), self.released, false);
+        let mut cut = self.cand;
+        if let Some(f) = findings.iter().find(|f| f.start < cut && f.end > cut) {
+            cut = f.start;
+        }
+        while !self.buf.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if cut <= self.released {
+            return;
+        }
+        self.write(&findings, cut, out);
+        let mut keep_from = cut.saturating_sub(CONTEXT);
+        while !self.buf.is_char_boundary(keep_from) {
+            keep_from += 1;
+        }
+        self.buf.drain(..keep_from);
+        self.released -= keep_from;
+        self.cand -= keep_from;
+        self.fed = self.fed.saturating_sub(keep_from);
+    }
+
+    /// Writes `buf[released..upto]` redacted to `out` and marks it released.
+    fn write(&mut self, findings: &[Finding], upto: usize, out: &mut String) {
+        let end = self
+            .detector
+            .write_redacted(&self.buf, self.released, upto, findings, out);
+        self.hits
+            .extend(findings.iter().filter(|f| f.start < upto).map(|f| f.rule));
+        self.released = end;
+        self.cand = self.cand.max(end);
+        if self.fed < self.cand {
+            self.state = None;
+        }
+    }
+}
+
+impl Drop for StreamRedactor<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.cache.take() {
+            self.prefixes.return_cache(c);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The streaming redactor: for any text and any way of cutting it into chunks, the
+//! streamed output equals redacting the whole text, and no secret survives.
+
+use keyward_detect::{builtin_specs, checksum, Detector, StreamRedactor};
+use proptest::prelude::*;
+
+/// Secrets that every built-in rule's own positive examples hold, plus tokens built
+/// at run time (no real-looking secret is written in this file).
+fn secrets() -> Vec<String> {
+    let seed = "Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc7Jd0Fa";
+    let gh = format!(
+        "ghp_{seed}{}",
+        std::str::from_utf8(&checksum::crc32_base62(seed.as_bytes())).unwrap()
+    );
+    let kw = checksum::keyward_key_seal("kw_prod_Q7mZx2Lp9Vt4Rk8Nw3Hs6Bc1Df5Gj0Ya");
+    let body = "Xq7Lm2Vt9Rk4Nw8Hs3Bc6Df1Gj5Ya0Zp".repeat(3);
+    let anthropic = format!("sk-ant-api03-{}AA", &body[..93]);
+    let aws = ["AKIA", "Q7MZX2LP3VT4RK6N"].concat();
+    vec![gh, kw, anthropic, aws]
+}
+
+/// Examples from the rule files: realistic neighbours of secrets, with context.
+fn rule_examples() -> Vec<String> {
+    builtin_specs()
+        .into_iter()
+        .flat_map(|s| s.examples.into_iter().chain(s.negative_examples))
+        .filter(|e| e.len() < 400)
+        .collect()
+}
+
+fn pieces() -> Vec<String> {
+    let mut v: Vec<String> = [
+        " ",
+        "\n",
+        "the ",
+        "key ",
+        "is ",
+        "token=",
+        "password: ",
+        "\"",
+        "'",
+        "é",
+        "日本",
+        "api_key = ",
+        "Bearer ",
+        "aGVsbG8gd29ybGQgdGhpcyBpcyBiYXNlNjQ=",
+        "%2F",
+        "ghp_",
+        "sk-",
+        "AKIA",
+        "-----BEGIN",
+        "\\u0041",
+        "abc",
+        "xyz123",
+        "_",
+        "-",
+        ".",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(secrets());
+    v.extend(rule_examples().into_iter().step_by(3));
+    v
+}
+
+fn stream(d: &Detector, text: &str, cuts: &[usize]) -> String {
+    let mut r = StreamRedactor::new(d);
+    let mut out = String::new();
+    let mut pos = 0;
+    for &c in cuts {
+        let mut c = pos + c % (text.len() - pos + 1);
+        while !text.is_char_boundary(c) {
+            c += 1;
+        }
+        r.push_into(&text[pos..c], &mut out);
+        pos = c;
+    }
+    r.push_into(&text[pos..], &mut out);
+    out.push_str(&r.finish());
+    out
+}
+
+proptest! {
+    // PROPTEST_CASES raises the count for a longer run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn streaming_equals_whole_text(
+        picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..40),
+        cuts in proptest::collection::vec(0usize..64, 0..30),
+    ) {
+        let pieces = pieces();
+        let text: String = picks.iter().map(|i| i.get(&pieces).as_str()).collect();
+        let d = Detector::builtin();
+        let whole = d.redact_unescaped(&text).into_owned();
+        let streamed = stream(d, &text, &cuts);
+        prop_assert_eq!(&streamed, &whole);
+        for s in secrets() {
+            // A secret standing alone (between spaces) is always caught.
+            if text.contains(&format!(" {s} ")) {
+                prop_assert!(!streamed.contains(&s));
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_text_streams_like_whole_text(
+        text in "[ -~\n]{0,300}",
+        cuts in proptest::collection::vec(0usize..40, 0..20),
+    ) {
+        let d = Detector::builtin();
+        prop_assert_eq!(stream(d, &text, &cuts), d.redact_unescaped(&text).into_owned());
+    }
+}
+
+#[test]
+fn a_secret_split_byte_by_byte_is_redacted_and_nothing_else_waits() {
+    let d = Detector::builtin();
+    for s in secrets() {
+        let text = format!("here it is: {s} and more words follow.");
+        let mut r = StreamRedactor::new(d);
+        let mut out = String::new();
+        for ch in text.chars() {
+            r.push_into(ch.encode_utf8(&mut [0; 4]), &mut out);
+            assert!(!out.contains(&s), "secret released: {out}");
+        }
+        out.push_str(&r.finish());
+        assert_eq!(out, d.redact_unescaped(&text));
+        assert!(out.contains("[REDACTED:"), "{out}");
+    }
+}
+
+#[test]
+fn plain_prose_is_released_up_to_the_last_word() {
+    let d = Detector::builtin();
+    let mut r = StreamRedactor::new(d);
+    let out = r.push("The quick brown fox jumps over the lazy dog. ");
+    // Some rules begin with a separator, so the final space may wait.
+    assert!(out.starts_with("The quick brown fox jumps over the lazy dog."));
+    assert!(r.held() <= 1, "held {}", r.held());
+    let more = r.push("Then it sl");
+    // Only a word that could still grow is held.
+    assert!(more.contains("Then it"), "{more:?}");
+    assert!(r.held() <= 3, "held {}", r.held());
+    let all = format!("{out}{more}{}", r.finish());
+    assert_eq!(
+        all,
+        "The quick brown fox jumps over the lazy dog. Then it sl"
+    );
+}
+
+#[test]
+fn hits_name_the_rules() {
+    let d = Detector::builtin();
+    let mut r = StreamRedactor::new(d);
+    let s = &secrets()[0];
+    r.push(&format!("x {s} y"));
+    r.finish();
+    assert_eq!(r.take_hits(), vec!["github-classic-pat"]);
+    assert!(r.take_hits().is_empty());
+}
