@@ -375,6 +375,13 @@ pub struct CreateArgs {
     /// critical alert (source address, user agent, path, time).
     #[arg(long)]
     canary: bool,
+    /// What to do with secrets in this key's requests: redact (default), block,
+    /// alert or off. Unset: the provider's, then the server's `[redaction]`.
+    #[arg(long, value_name = "ACTION")]
+    redact_inbound: Option<keyward_gateway::redact::Action>,
+    /// The same for responses (streamed ones included).
+    #[arg(long, value_name = "ACTION")]
+    redact_outbound: Option<keyward_gateway::redact::Action>,
     #[arg(long)]
     json: bool,
 }
@@ -503,6 +510,10 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                 source_cidrs: a.cidrs,
                 expires_in: parse_lifetime(&a.expires)?,
                 canary: a.canary,
+                redaction: keyward_gateway::redact::PolicyConfig {
+                    inbound: a.redact_inbound,
+                    outbound: a.redact_outbound,
+                },
             };
             let (record, key) = rt.block_on(async {
                 open(&cfg)

@@ -32,6 +32,17 @@ pub fn router() -> Router<Arc<Gateway>> {
         .route("/leaks", post(report_leak))
         .route("/vault", get(list_vault))
         .route("/vault/{name}", put(put_secret))
+        .route("/redactions", get(list_redactions))
+}
+
+/// Secrets found in traffic since this server started, per key, rule, direction
+/// and action (counts only).
+async fn list_redactions(
+    State(gw): State<Arc<Gateway>>,
+    Caller { admin, rid }: Caller,
+) -> Response {
+    audit(&gw, &admin, "redactions.list", "-", &rid);
+    Json(gw.redactions.snapshot()).into_response()
 }
 
 fn error(status: StatusCode, message: &str, rid: &str) -> Response {
@@ -150,6 +161,10 @@ struct CreateKey {
     expires: Option<String>,
     #[serde(default)]
     canary: bool,
+    /// `{"inbound": "block", "outbound": "redact"}`; unset directions defer to
+    /// the provider's and the server's policy.
+    #[serde(default)]
+    redaction: crate::redact::PolicyConfig,
 }
 
 /// `30d`, `12h`, `45m`, `10s` or `never`.
@@ -200,6 +215,7 @@ async fn create_key(
         source_cidrs: req.cidrs,
         expires_in,
         canary: req.canary,
+        redaction: req.redaction,
     };
     match gw.backend.as_actor(&actor(&admin)).create_key(spec).await {
         Ok((rec, key)) => {

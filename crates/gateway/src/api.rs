@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// A provider API family (wire format).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,9 +203,25 @@ pub fn error_response(
     message: &str,
     request_id: &str,
 ) -> Response {
+    let body = error_body(family, kind, message, request_id);
+    let mut resp = (
+        kind.status(),
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    if let Ok(v) = request_id.parse() {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// The JSON body of [`error_response`] (also sent as the last event of a stream
+/// that is cut short).
+pub fn error_body(family: Family, kind: ErrorKind, message: &str, request_id: &str) -> Value {
     let status = kind.status();
     let text = format!("{message} (request id: {request_id})");
-    let body = match family {
+    match family {
         Family::OpenAi => {
             let (ty, code) = match kind {
                 ErrorKind::Authentication => ("invalid_request_error", "invalid_api_key"),
@@ -242,17 +258,7 @@ pub fn error_response(
             };
             json!({"error": {"code": status.as_u16(), "message": text, "status": st}})
         }
-    };
-    let mut resp = (
-        status,
-        [("content-type", "application/json")],
-        body.to_string(),
-    )
-        .into_response();
-    if let Ok(v) = request_id.parse() {
-        resp.headers_mut().insert("x-request-id", v);
     }
-    resp
 }
 
 /// The family to answer in when a request could not be classified: guessed from

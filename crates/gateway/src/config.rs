@@ -13,6 +13,10 @@
 //! base_url = "https://api.openai.com/v1"
 //! credential = { prod = "openai-prod", dev = "openai-dev" }   # or one vault name for all
 //! models = ["gpt-4o-mini", "gpt-4o"]
+//! redaction = { inbound = "block" }    # optional, per provider
+//! [redaction]                          # optional: redact | block | alert | off
+//! inbound = "redact"
+//! outbound = "redact"
 //! ```
 //! Relative paths (store file, master key file) resolve against the config file's
 //! directory, so a config works from any working directory.
@@ -101,6 +105,10 @@ pub struct ProviderConfig {
     /// Upstream timeout in seconds for the whole response (default 600).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Redaction policy for traffic to and from this provider; overrides the
+    /// server's `[redaction]`, overridden by a key's own.
+    #[serde(default)]
+    pub redaction: crate::redact::PolicyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +180,10 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub alerts: AlertsSection,
+    /// What to do with secrets in traffic (`inbound`, `outbound`: redact, block,
+    /// alert or off); redact both ways when absent.
+    #[serde(default)]
+    pub redaction: crate::redact::PolicyConfig,
     /// Directory relative paths resolve against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -204,6 +216,7 @@ impl Config {
             },
             providers: Vec::new(),
             alerts: AlertsSection::default(),
+            redaction: Default::default(),
             base_dir: dir.to_path_buf(),
         }
     }

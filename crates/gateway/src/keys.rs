@@ -121,6 +121,8 @@ impl Denial {
 pub struct KeyEntry {
     pub record: KeyRecord,
     pub cidrs: Vec<IpNet>,
+    /// The key's own redaction settings, parsed.
+    pub redaction: crate::redact::PolicyConfig,
 }
 
 impl KeyEntry {
@@ -135,7 +137,23 @@ impl KeyEntry {
                     .unwrap_or_else(|_| "255.255.255.255/32".parse().expect("valid"))
             })
             .collect();
-        KeyEntry { record, cidrs }
+        // Values were validated at creation; one edited by hand into nonsense
+        // means redact, the default.
+        let action = |v: &Option<String>| {
+            v.as_deref().map(|s| {
+                s.parse::<crate::redact::Action>()
+                    .unwrap_or(crate::redact::Action::Redact)
+            })
+        };
+        let redaction = crate::redact::PolicyConfig {
+            inbound: action(&record.redact_inbound),
+            outbound: action(&record.redact_outbound),
+        };
+        KeyEntry {
+            record,
+            cidrs,
+            redaction,
+        }
     }
 
     /// Checks that do not depend on what is being called.
@@ -193,6 +211,8 @@ mod tests {
             prev_key_hash: None,
             prev_valid_until: None,
             canary: false,
+            redact_inbound: None,
+            redact_outbound: None,
         })
     }
 

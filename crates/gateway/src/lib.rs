@@ -15,6 +15,8 @@ pub mod audit;
 pub mod config;
 pub mod keys;
 pub mod proxy;
+pub mod redact;
+pub mod screen;
 pub mod state;
 pub mod tls;
 
@@ -99,6 +101,8 @@ pub async fn serve(
         .await
         .map_err(state::StateError::from)?;
     tokio::spawn(live.clone().follow(backend.clone()));
+    // Off the start-up path; a stream arriving first waits for it.
+    tokio::task::spawn_blocking(|| keyward_detect::Detector::builtin().prepare_streaming());
     let gw = Arc::new(proxy::Gateway {
         live,
         backend: backend.clone(),
@@ -114,6 +118,8 @@ pub async fn serve(
         client: upstream_client()?,
         max_body: config.server.max_body_bytes,
         detector: keyward_detect::Detector::builtin(),
+        redaction: config.redaction,
+        redactions: Default::default(),
     });
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(c), Some(k)) => Some(tls::server_config(c, k).map_err(ServeError::Tls)?),

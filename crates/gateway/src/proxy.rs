@@ -130,6 +130,10 @@ pub struct Gateway {
     pub client: reqwest::Client,
     pub max_body: usize,
     pub detector: &'static Detector,
+    /// The server's `[redaction]` policy.
+    pub redaction: crate::redact::PolicyConfig,
+    /// Secrets found in traffic since start, per key and rule.
+    pub redactions: crate::redact::Counters,
 }
 
 /// A request id: unique, unguessable, safe to show.
@@ -369,8 +373,25 @@ pub async fn handle(
                 &rid,
             );
         };
+        let policy = crate::redact::Policy::resolve(
+            entry.redaction,
+            provider.config.redaction,
+            gw.redaction,
+        );
+        let screen = crate::screen::Screen {
+            gw: gw.clone(),
+            key_id: entry.record.id.clone(),
+            request_id: rid.clone(),
+            path: path.clone(),
+            family,
+        };
+        let body = match screen.inbound(policy.inbound, body) {
+            Ok(b) => b,
+            Err(resp) => break 'done resp,
+        };
         let resp = forward(
-            &gw,
+            &screen,
+            policy.outbound,
             provider,
             &endpoint,
             &model,
@@ -439,7 +460,8 @@ fn with_request_id(mut resp: Response, rid: &str) -> Response {
 
 #[allow(clippy::too_many_arguments)]
 async fn forward(
-    gw: &Gateway,
+    screen: &crate::screen::Screen,
+    outbound: crate::redact::Action,
     provider: &Provider,
     endpoint: &Endpoint,
     model: &str,
@@ -450,6 +472,7 @@ async fn forward(
     client_key: &str,
     rid: &str,
 ) -> Response {
+    let gw = &screen.gw;
     let family = endpoint.family();
     let url = provider.url(endpoint, model, alt);
     let mut headers = HeaderMap::new();
@@ -499,7 +522,24 @@ async fn forward(
         }
     }
     if status.is_success() {
-        let mut resp = Response::new(Body::from_stream(upstream.bytes_stream()));
+        use crate::redact::Action;
+        let is_sse = upstream
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let stream = Box::pin(upstream.bytes_stream());
+        let body = if outbound == Action::Off {
+            Body::from_stream(stream)
+        } else if is_sse {
+            screen.clone().outbound_stream(outbound, stream)
+        } else {
+            match screen.outbound_whole(outbound, stream).await {
+                Ok(b) => Body::from(b),
+                Err(resp) => return resp,
+            }
+        };
+        let mut resp = Response::new(body);
         *resp.status_mut() = status;
         *resp.headers_mut() = out_headers;
         return resp;

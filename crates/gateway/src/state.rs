@@ -212,12 +212,15 @@ impl Backend {
             prev_key_hash: None,
             prev_valid_until: None,
             canary: spec.canary,
+            redact_inbound: spec.redaction.inbound.map(|a| a.as_str().to_string()),
+            redact_outbound: spec.redaction.outbound.map(|a| a.as_str().to_string()),
         };
         self.store.insert_key(&record).await?;
         let details = serde_json::json!({
             "name": record.name, "environment": record.environment, "models": record.models,
             "providers": record.providers, "endpoints": record.endpoints,
             "source_cidrs": record.source_cidrs, "expires_at": record.expires_at, "canary": record.canary,
+            "redact_inbound": record.redact_inbound, "redact_outbound": record.redact_outbound,
         });
         self.audit_one("keys.create", &record.id, details).await?;
         Ok((record, plaintext))
@@ -458,6 +461,8 @@ pub struct NewKey {
     pub expires_in: Option<Duration>,
     /// A decoy key: reaches no provider; any use raises an alert.
     pub canary: bool,
+    /// This key's redaction policy; unset directions defer to provider and server.
+    pub redaction: crate::redact::PolicyConfig,
 }
 
 /// A client key found by the hash of the secret presented.

@@ -29,6 +29,7 @@ fn key_spec() -> NewKey {
         source_cidrs: vec![],
         expires_in: Some(Duration::from_secs(60)),
         canary: false,
+        redaction: Default::default(),
     }
 }
 

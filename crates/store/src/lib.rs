@@ -68,6 +68,11 @@ pub struct KeyRecord {
     pub prev_valid_until: Option<i64>,
     /// A decoy: any use is refused and alerted.
     pub canary: bool,
+    /// Redaction policy for requests (`redact`, `block`, `alert`, `off`); `None`
+    /// defers to the provider's and the server's.
+    pub redact_inbound: Option<String>,
+    /// Redaction policy for responses, likewise.
+    pub redact_outbound: Option<String>,
 }
 
 /// A key for the admin HTTP API: only its keyed hash is stored.
@@ -315,8 +320,8 @@ impl Store {
     pub async fn insert_key(&self, k: &KeyRecord) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, canary) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, canary, redact_inbound, redact_outbound) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&k.id)
         .bind(&k.key_hash)
@@ -332,6 +337,8 @@ impl Store {
         .bind(k.revoked_at)
         .bind(k.revoke_reason.clone())
         .bind(i64::from(k.canary))
+        .bind(k.redact_inbound.clone())
+        .bind(k.redact_outbound.clone())
         .execute(&mut *tx)
         .await?;
         bump_generation(&mut tx).await?;
@@ -342,7 +349,7 @@ impl Store {
     /// Every client key, oldest first.
     pub async fn keys(&self) -> Result<Vec<KeyRecord>> {
         let rows = sqlx::query(
-            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary \
+            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary, redact_inbound, redact_outbound \
              FROM client_keys ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
@@ -666,6 +673,8 @@ fn key_from_row(r: &AnyRow) -> Result<KeyRecord> {
         prev_key_hash: r.try_get("prev_key_hash")?,
         prev_valid_until: r.try_get("prev_valid_until")?,
         canary: r.try_get::<i64, _>("canary")? != 0,
+        redact_inbound: r.try_get("redact_inbound")?,
+        redact_outbound: r.try_get("redact_outbound")?,
     })
 }
 

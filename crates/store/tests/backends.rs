@@ -56,6 +56,8 @@ fn record(id: &str, hash: &str) -> KeyRecord {
         prev_key_hash: None,
         prev_valid_until: None,
         canary: false,
+        redact_inbound: None,
+        redact_outbound: None,
     }
 }
 
