@@ -2,6 +2,7 @@
 
 mod gateway_cmd;
 mod hook;
+mod log_redact;
 mod scan_cmd;
 
 use clap::{Parser, Subcommand};
