@@ -127,6 +127,7 @@ class Gateway:
     creds: dict = field(default_factory=dict)  # vault name -> plaintext
     keys: dict = field(default_factory=dict)  # our label -> {"id":..., "key":...}
     cli_outputs: list = field(default_factory=list)  # every CLI stdout/stderr, for leak checks
+    traffic_secrets: list = field(default_factory=list)  # secrets tests sent through, for leak checks
     _clients: list = field(default_factory=list)
 
     # -- CLI ------------------------------------------------------------
@@ -140,7 +141,7 @@ class Gateway:
         return r
 
     def create_key(self, label: str, *, env: str = "prod", models: str | None = "*", providers=None, endpoints=None,
-                   cidrs=None, expires=None) -> dict:
+                   cidrs=None, expires=None, redact_inbound=None, redact_outbound=None) -> dict:
         args = ["keys", "create", "--name", label, "--env", env]
         if models is not None:
             args += ["--models", models]
@@ -152,6 +153,10 @@ class Gateway:
             args += ["--cidrs", cidrs]
         if expires:
             args += ["--expires", expires]
+        if redact_inbound:
+            args += ["--redact-inbound", redact_inbound]
+        if redact_outbound:
+            args += ["--redact-outbound", redact_outbound]
         args.append("--json")
         r = self.cli(*args)
         try:
@@ -182,7 +187,7 @@ class Gateway:
         return [k["key"] for k in self.keys.values()]
 
     def all_secrets(self) -> list[str]:
-        return self.all_client_keys() + list(self.creds.values())
+        return self.all_client_keys() + list(self.creds.values()) + self.traffic_secrets
 
     # -- process ----------------------------------------------------------
     def start(self, timeout: float = 20.0):
@@ -362,6 +367,13 @@ def gateway(keyward_bin, fake, tmp_path_factory) -> Gateway:
     gw.create_key("chat-endpoint-only", env="prod", models="*", endpoints="chat.completions")
     gw.create_key("cidr-local", env="prod", models="*", cidrs="127.0.0.1/32")
     gw.create_key("cidr-elsewhere", env="prod", models="*", cidrs="192.0.2.0/24")  # TEST-NET-1: never contacted
+    gw.create_key("block-in", env="prod", models="*", redact_inbound="block")
+    gw.create_key("block-out", env="prod", models="*", redact_outbound="block")
+    gw.create_key("alert-in", env="prod", models="*", redact_inbound="alert")
+    gw.create_key("redact-off", env="prod", models="*", redact_inbound="off", redact_outbound="off")
+    import fake_provider
+
+    gw.traffic_secrets.append(fake_provider.LEAK_SECRET)
 
     gw.start()
     yield gw

@@ -9,6 +9,10 @@ Magic words in a request body change the reply:
                   the credential the fake received (to test error scrubbing)
   SLOW_STREAM  -> streaming replies wait SLOW_DELAY seconds between chunks
   FAIL_500     -> 500 in the provider's error format
+  LEAK_BACK    -> the reply text holds LEAK_SECRET (a credential the client never
+                  sent), streamed in 7-character pieces so it spans many events
+  ECHO_PROMPT  -> the reply text is the prompt string as the fake received it,
+                  streamed in 5-character pieces
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import secrets
+import string
 import struct
 import threading
 import time
@@ -27,6 +33,37 @@ from urllib.parse import parse_qs, urlsplit
 FAST_DELAY = 0.02
 SLOW_DELAY = 0.25
 STREAM_PIECES = ["Hello", " from", " the", " fake", " stream"]
+
+# An Anthropic-format API key made up per run: what a model might repeat from its
+# context. Tests assert that no client ever receives it through the gateway.
+LEAK_SECRET = "sk-ant-api03-" + "".join(
+    secrets.choice(string.ascii_letters + string.digits) for _ in range(93)
+) + "AA"
+
+
+def _strings(v):
+    if isinstance(v, str):
+        yield v
+    elif isinstance(v, list):
+        for x in v:
+            yield from _strings(x)
+    elif isinstance(v, dict):
+        for x in v.values():
+            yield from _strings(x)
+
+
+def scripted_pieces(body_text: str, req) -> list[str] | None:
+    """The streamed reply pieces a magic word asks for, else None."""
+
+    def split(s: str, n: int) -> list[str]:
+        return [s[i:i + n] for i in range(0, len(s), n)] or [""]
+
+    if "LEAK_BACK" in body_text:
+        return split(f"Sure. The deploy key is {LEAK_SECRET} and that is all.", 7)
+    if "ECHO_PROMPT" in body_text:
+        prompt = next((s for s in _strings(req) if "ECHO_PROMPT" in s), "")
+        return split(prompt, 5)
+    return None
 
 
 @dataclass
@@ -144,7 +181,7 @@ def gemini_error(status: int, gstatus: str, message: str):
     return status, {"error": {"code": status, "message": message, "status": gstatus}}
 
 
-def chat_completion(model: str, kind: str = "openai"):
+def chat_completion(model: str, kind: str = "openai", text: str | None = None):
     return {
         "id": "chatcmpl-" + uuid.uuid4().hex[:16],
         "object": "chat.completion",
@@ -154,7 +191,7 @@ def chat_completion(model: str, kind: str = "openai"):
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply_text(kind, model), "refusal": None},
+                "message": {"role": "assistant", "content": text if text is not None else reply_text(kind, model), "refusal": None},
                 "logprobs": None,
                 "finish_reason": "stop",
             }
@@ -163,11 +200,11 @@ def chat_completion(model: str, kind: str = "openai"):
     }
 
 
-def chat_chunks(model: str, kind: str, include_usage: bool):
+def chat_chunks(model: str, kind: str, include_usage: bool, pieces: list[str] | None = None):
     cid = "chatcmpl-" + uuid.uuid4().hex[:16]
     base = {"id": cid, "object": "chat.completion.chunk", "created": _now(), "model": model, "system_fingerprint": "fp_fake"}
     out = [dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}])]
-    pieces = STREAM_PIECES + [f" model={model}"]
+    pieces = pieces if pieces is not None else STREAM_PIECES + [f" model={model}"]
     for p in pieces:
         out.append(dict(base, choices=[{"index": 0, "delta": {"content": p}, "logprobs": None, "finish_reason": None}]))
     out.append(dict(base, choices=[{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]))
@@ -251,16 +288,16 @@ def _response_obj(rid: str, model: str, status: str, output: list, usage: bool):
     return obj
 
 
-def response_nonstream(model: str):
+def response_nonstream(model: str, text: str | None = None):
     rid = "resp_" + uuid.uuid4().hex
-    item = _response_message("msg_" + uuid.uuid4().hex, reply_text("openai", model), "completed")
+    item = _response_message("msg_" + uuid.uuid4().hex, text if text is not None else reply_text("openai", model), "completed")
     return _response_obj(rid, model, "completed", [item], True)
 
 
-def response_events(model: str):
+def response_events(model: str, pieces: list[str] | None = None):
     rid = "resp_" + uuid.uuid4().hex
     iid = "msg_" + uuid.uuid4().hex
-    pieces = STREAM_PIECES + [f" model={model}"]
+    pieces = pieces if pieces is not None else STREAM_PIECES + [f" model={model}"]
     full = "".join(pieces)
     seq = iter(range(10_000))
     ev = []
@@ -325,22 +362,22 @@ def response_events(model: str):
     return ev
 
 
-def anthropic_message(model: str):
+def anthropic_message(model: str, text: str | None = None):
     return {
         "id": "msg_" + uuid.uuid4().hex[:24],
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": reply_text("anthropic", model)}],
+        "content": [{"type": "text", "text": text if text is not None else reply_text("anthropic", model)}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
         "usage": {"input_tokens": 12, "output_tokens": 8},
     }
 
 
-def anthropic_events(model: str):
+def anthropic_events(model: str, pieces: list[str] | None = None):
     mid = "msg_" + uuid.uuid4().hex[:24]
-    pieces = STREAM_PIECES + [f" model={model}"]
+    pieces = pieces if pieces is not None else STREAM_PIECES + [f" model={model}"]
     ev = [
         (
             "message_start",
@@ -509,6 +546,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(req, dict):
             req = {}
         delay = SLOW_DELAY if "SLOW_STREAM" in text else FAST_DELAY
+        script = scripted_pieces(text, req)
+        whole = "".join(script) if script is not None else None
 
         # --- Gemini (checked first: its paths contain a colon) ---------
         m = _GEMINI_RE.match(path)
@@ -523,8 +562,8 @@ class _Handler(BaseHTTPRequestHandler):
             if action == "countTokens":
                 return self._send_json(200, {"totalTokens": 6})
             if action == "generateContent":
-                return self._send_json(200, gemini_response(model, reply_text("gemini", model), True))
-            pieces = STREAM_PIECES + [f" model={model}"]
+                return self._send_json(200, gemini_response(model, whole if whole is not None else reply_text("gemini", model), True))
+            pieces = script if script is not None else STREAM_PIECES + [f" model={model}"]
             frames = []
             for i, p in enumerate(pieces):
                 last = i == len(pieces) - 1
@@ -548,7 +587,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             if "api-version" not in rec.query:
                 return self._send_json(*openai_error(404, "Resource not found (missing api-version)", "invalid_request_error", "404"))
-            return self._openai_op(rec, op, req, deployment, "azure", delay)
+            return self._openai_op(rec, op, req, deployment, "azure", delay, script)
 
         # --- Anthropic --------------------------------------------------
         if method == "POST" and path in ("/v1/messages", "/v1/messages/count_tokens"):
@@ -564,9 +603,9 @@ class _Handler(BaseHTTPRequestHandler):
             if path.endswith("count_tokens"):
                 return self._send_json(200, {"input_tokens": 12})
             if req.get("stream"):
-                frames = [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in anthropic_events(model)]
+                frames = [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in anthropic_events(model, script)]
                 return self._stream(rec, frames, delay)
-            return self._send_json(200, anthropic_message(model))
+            return self._send_json(200, anthropic_message(model, whole))
 
         # --- OpenAI and OpenAI-compatible -----------------------------
         if method == "GET" and path == "/v1/models":
@@ -587,12 +626,13 @@ class _Handler(BaseHTTPRequestHandler):
                         "invalid_api_key",
                     )
                 )
-            return self._openai_op(rec, op, req, req.get("model", ""), "openai", delay)
+            return self._openai_op(rec, op, req, req.get("model", ""), "openai", delay, script)
 
         rec.route = "unknown"
         return self._send_json(404, {"error": {"message": f"fake provider: no route for {method} {path}", "type": "not_found"}})
 
-    def _openai_op(self, rec: Recorded, op: str, req: dict, model: str, kind: str, delay: float):
+    def _openai_op(self, rec: Recorded, op: str, req: dict, model: str, kind: str, delay: float, script=None):
+        whole = "".join(script) if script is not None else None
         text = rec.body.decode("utf-8", "replace")
         if "FAIL_500" in text:
             return self._send_json(*openai_error(500, "fake internal error", "server_error", None))
@@ -601,19 +641,19 @@ class _Handler(BaseHTTPRequestHandler):
         if op == "chat/completions":
             if req.get("stream"):
                 include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
-                frames = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chat_chunks(model, kind, include_usage)]
+                frames = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chat_chunks(model, kind, include_usage, script)]
                 frames.append(b"data: [DONE]\n\n")
                 return self._stream(rec, frames, delay)
-            return self._send_json(200, chat_completion(model, kind))
+            return self._send_json(200, chat_completion(model, kind, whole))
         if op == "completions":
             return self._send_json(200, completion(model))
         if op == "embeddings":
             return self._send_json(200, embeddings(model, req.get("input"), req.get("encoding_format")))
         if op == "responses":
             if req.get("stream"):
-                frames = [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in response_events(model)]
+                frames = [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in response_events(model, script)]
                 return self._stream(rec, frames, delay)
-            return self._send_json(200, response_nonstream(model))
+            return self._send_json(200, response_nonstream(model, whole))
         return self._send_json(404, {"error": {"message": "no such op"}})
 
 

@@ -609,12 +609,11 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     // Log lines are written by a background thread, never on the request path.
     // Lines beyond its buffer are dropped (and counted by the appender) rather than
     // slowing requests. Every line is redacted on that thread.
-    let (writer, _log_guard) = tracing_appender::non_blocking(
-        crate::log_redact::RedactingWriter::new(
+    let (writer, _log_guard) =
+        tracing_appender::non_blocking(crate::log_redact::RedactingWriter::new(
             std::io::stderr(),
             keyward_detect::Detector::builtin(),
-        ),
-    );
+        ));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

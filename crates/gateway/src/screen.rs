@@ -110,6 +110,16 @@ impl Screen {
             upstream: S,
             redactor: SseRedactor,
             done: bool,
+            /// Reported once, when the stream ends or the client goes away.
+            hits: Vec<&'static str>,
+        }
+        impl<S> Drop for St<S> {
+            fn drop(&mut self) {
+                if !self.hits.is_empty() {
+                    self.screen
+                        .report(Direction::Outbound, self.action, &self.hits);
+                }
+            }
         }
         let st = St {
             redactor: SseRedactor::new(self.gw.detector),
@@ -117,6 +127,7 @@ impl Screen {
             action,
             upstream,
             done: false,
+            hits: Vec::new(),
         };
         let stream = futures_util::stream::unfold(st, |mut st| async move {
             if st.done {
@@ -144,10 +155,10 @@ impl Screen {
             st.done = ended;
             let hits = st.redactor.take_hits();
             if !hits.is_empty() {
-                st.screen.report(Direction::Outbound, st.action, &hits);
+                st.hits.extend(hits);
                 if st.action == Action::Block {
                     st.done = true;
-                    out = st.screen.error_event(&hits);
+                    out = st.screen.error_event(&st.hits);
                 }
             }
             Some((Ok::<_, reqwest::Error>(Bytes::from(out)), st))

@@ -142,8 +142,15 @@ impl SseRedactor {
         let mut fields = Vec::new();
         let mut changed = false;
         let finishing = has_finish(&value);
+        // Typed events carry streamed text only when they are deltas; others
+        // (`response.output_text.done`, `message_start`) repeat whole texts.
+        let deltas = value
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(|t| t.contains("delta"));
         collect(
             self.detector,
+            deltas,
             &mut value,
             &mut Vec::new(),
             String::new(),
@@ -251,8 +258,10 @@ fn has_finish(v: &Value) -> bool {
 
 /// Walks `v`: streamed-text fields are recorded as `(stream key, path)`; every
 /// other string is redacted in place.
+#[allow(clippy::too_many_arguments)]
 fn collect(
     detector: &'static Detector,
+    deltas: bool,
     v: &mut Value,
     path: &mut Vec<Step>,
     key: String,
@@ -270,10 +279,10 @@ fn collect(
             for (k, x) in o.iter_mut() {
                 path.push(Step::Key(k.clone()));
                 let here = format!("{key}/{k}");
-                if x.is_string() && STREAM_FIELDS.contains(&k.as_str()) {
+                if deltas && x.is_string() && STREAM_FIELDS.contains(&k.as_str()) {
                     fields.push((here, path.clone()));
                 } else {
-                    collect(detector, x, path, here, fields, hits, changed);
+                    collect(detector, deltas, x, path, here, fields, hits, changed);
                 }
                 path.pop();
             }
@@ -283,6 +292,7 @@ fn collect(
                 path.push(Step::Index(i));
                 collect(
                     detector,
+                    deltas,
                     x,
                     path,
                     format!("{key}[{i}]"),
