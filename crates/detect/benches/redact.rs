@@ -1,0 +1,88 @@
+//! Redaction throughput (`cargo bench -p keyward-detect --bench redact`).
+//!
+//! - `whole/chat-request`: a typical chat request body (system prompt, a few turns,
+//!   a pasted config file), as the gateway screens it before forwarding;
+//! - `whole/with-secret`: the same with one GitHub token in it;
+//! - `stream/model-output`: 64 KiB of model prose fed to the streaming redactor in
+//!   the 4-to-16-byte pieces a model streams.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use keyward_detect::{checksum, Detector, StreamRedactor};
+
+fn chat_request() -> String {
+    let turn = "Could you review this deployment script and tell me why the health check \
+                fails after the rollout? It worked yesterday on staging with the same image.";
+    let config =
+        "server:\n  port: 8080\n  host: 0.0.0.0\nlogging:\n  level: info\n  format: json\n\
+                  database:\n  url: postgres://app@db.internal:5432/app\n  pool: 20\n";
+    let mut messages = vec![
+        serde_json::json!({"role": "system", "content": "You are a careful SRE assistant. Answer briefly."}),
+    ];
+    for i in 0..6 {
+        messages.push(
+            serde_json::json!({"role": "user", "content": format!("{turn} (turn {i})\n{config}")}),
+        );
+        messages.push(serde_json::json!({"role": "assistant", "content": format!("Looking at turn {i}: the probe path and the port differ; check the readiness probe.")}));
+    }
+    serde_json::json!({"model": "gpt-4o-mini", "messages": messages, "temperature": 0.2})
+        .to_string()
+}
+
+fn token() -> String {
+    let seed = "Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc7Jd0Fa";
+    format!(
+        "ghp_{seed}{}",
+        std::str::from_utf8(&checksum::crc32_base62(seed.as_bytes())).unwrap()
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let d = Detector::builtin();
+    d.prepare_streaming();
+    let clean = chat_request();
+    let dirty = clean.replacen("pool: 20", &format!("pool: 20\\ntoken: {}", token()), 1);
+    assert!(d.find(dirty.as_bytes()).len() == 1 && d.find(clean.as_bytes()).is_empty());
+
+    let mut g = c.benchmark_group("whole");
+    for (name, body) in [("chat-request", &clean), ("with-secret", &dirty)] {
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(name), body, |b, body| {
+            b.iter(|| d.redact(body).len())
+        });
+    }
+    g.finish();
+
+    let prose = "The rollout failed because the readiness probe targets /healthz on port 8080 \
+                 while the container listens on 9090; align the two and redeploy. "
+        .repeat(512);
+    let text = &prose[..64 << 10];
+    let pieces: Vec<&str> = {
+        let mut v = Vec::new();
+        let mut i = 0;
+        let mut n = 4;
+        while i < text.len() {
+            let end = (i + n).min(text.len());
+            v.push(&text[i..end]);
+            i = end;
+            n = 4 + (n * 7) % 13;
+        }
+        v
+    };
+    let mut g = c.benchmark_group("stream");
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    g.bench_function("model-output", |b| {
+        b.iter(|| {
+            let mut r = StreamRedactor::new(d);
+            let mut out = String::with_capacity(text.len());
+            for p in &pieces {
+                r.push_into(p, &mut out);
+            }
+            out.push_str(&r.finish());
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
