@@ -5,7 +5,7 @@
 #   bench/gateway.sh [RATE ...]          default rates: 100 300 1000
 #
 # Needs nginx (mock), oha, and for the peer a LiteLLM venv (see the harness README).
-# PEER=0 measures Keyward only. Results land under ${BENCH_HOME:-~/.cache/keyward-bench}.
+# PEER=0 measures Keyward only; REDACTION_COMPARE=1 adds a run with redaction off. Results land under ${BENCH_HOME:-~/.cache/keyward-bench}.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 harness=${HARNESS:-$here/../shared/bench/gateway}
@@ -25,7 +25,13 @@ cleanup() {
 trap cleanup EXIT
 "$harness/start-mock.sh"
 
-cat > "$work/keyward.toml" <<TOML
+# run_keyward LABEL [REDACTION]: one harness run of Keyward; REDACTION=off turns
+# secret screening off both ways (the default screens and redacts both ways).
+run_keyward() {
+  local label=$1 redaction=${2:-}
+  local dir=$work/$label
+  mkdir -p "$dir"
+  cat > "$dir/keyward.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
 [store]
@@ -39,14 +45,24 @@ base_url = "http://127.0.0.1:18080/v1"
 credential = "mock-upstream"
 models = ["gpt-4o-mini", "gpt-4o-mini-sse"]
 TOML
-printf 'sk-mock-upstream-dummy' | "$kw" vault put mock-upstream --config "$work/keyward.toml" 2>/dev/null
-key=$("$kw" keys create --config "$work/keyward.toml" --name bench --env prod --models '*' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-"$kw" serve --config "$work/keyward.toml" 2>"$work/serve.log" &
-kw_pid=$!
-for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null && break; sleep 0.1; done
+  if [ "$redaction" = off ]; then
+    printf '[redaction]\ninbound = "off"\noutbound = "off"\n' >> "$dir/keyward.toml"
+  fi
+  printf 'sk-mock-upstream-dummy' | "$kw" vault put mock-upstream --config "$dir/keyward.toml" 2>/dev/null
+  local key
+  key=$("$kw" keys create --config "$dir/keyward.toml" --name bench --env prod --models '*' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+  "$kw" serve --config "$dir/keyward.toml" 2>"$dir/serve.log" &
+  kw_pid=$!
+  for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null && break; sleep 0.1; done
+  GATEWAY_URL=http://127.0.0.1:$port GATEWAY_KEY=$key GATEWAY_PIDS=$kw_pid "$harness/run.sh" "$label" $rates
+  kill "$kw_pid"; wait "$kw_pid" 2>/dev/null || true; kw_pid=
+}
 
-GATEWAY_URL=http://127.0.0.1:$port GATEWAY_KEY=$key GATEWAY_PIDS=$kw_pid "$harness/run.sh" keyward $rates
-kill "$kw_pid"; kw_pid=
+run_keyward keyward
+# REDACTION_COMPARE=1: the same run with screening off, for the cost of redaction.
+if [ "${REDACTION_COMPARE:-0}" = 1 ]; then
+  run_keyward keyward-redaction-off off
+fi
 
 if [ "${PEER:-1}" = 1 ]; then
   "$harness/start-litellm.sh"

@@ -74,6 +74,15 @@ pub enum VaultCmd {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Rotate the master key: every stored data key is re-wrapped under a new
+    /// master key in one transaction, while servers keep running (they switch
+    /// within a second). With a key file, the new key is generated and replaces
+    /// the file; with `master_key_env` / `master_key_command`, give the new key
+    /// (base64) on stdin, then update that source.
+    Rekey {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// List stored credentials (names and versions, never values).
     List {
         #[command(flatten)]
@@ -434,6 +443,39 @@ use keyward_vault::MasterKeySource as keyward_vault_source;
 pub fn vault(cmd: VaultCmd) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     match cmd {
+        VaultCmd::Rekey { config } => {
+            let cfg = config.load()?;
+            let supplied = match cfg.master_key_source() {
+                keyward_vault::MasterKeySource::File(_) => None,
+                _ => {
+                    let mut text = zeroize::Zeroizing::new(String::new());
+                    std::io::stdin()
+                        .read_to_string(&mut text)
+                        .context("cannot read the new master key from standard input")?;
+                    Some(keyward_vault::MasterKey::from_base64(text.trim()).context(
+                        "the new master key on stdin must be base64 of 32 random bytes (e.g. `head -c32 /dev/urandom | base64`)",
+                    )?)
+                }
+            };
+            let report = rt
+                .block_on(keyward_gateway::rekey::rotate_master_key(&cfg, supplied))
+                .map_err(anyhow::Error::from)?;
+            match &report.key_file {
+                Some(p) => eprintln!(
+                    "re-wrapped {} data keys under a new master key, now in {} (the old key is gone: \
+                     keep a copy elsewhere only if you must restore older database backups); \
+                     running servers switch within a second",
+                    report.rewrapped,
+                    p.display()
+                ),
+                None => eprintln!(
+                    "re-wrapped {} data keys under the new master key; update the master key \
+                     variable or command to return it (servers using a command switch by \
+                     themselves; servers reading an environment variable need a restart)",
+                    report.rewrapped
+                ),
+            }
+        }
         VaultCmd::Rollback { name, config } => {
             let cfg = config.load()?;
             let version = rt.block_on(async {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod keys;
 pub mod proxy;
 pub mod redact;
+pub mod rekey;
 pub mod screen;
 pub mod state;
 pub mod tls;

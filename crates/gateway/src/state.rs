@@ -29,7 +29,9 @@ pub enum StateError {
 #[derive(Clone)]
 pub struct Backend {
     pub store: Store,
-    master: MasterKey,
+    /// Swapped when a `vault rekey` (here or in another process) changes it.
+    master: Arc<arc_swap::ArcSwap<MasterKey>>,
+    master_source: keyward_vault::MasterKeySource,
     hash_key: HashKey,
     audit_key: HashKey,
     /// Who changes made through this handle are attributed to in the audit log.
@@ -70,18 +72,29 @@ impl Backend {
     /// the value recorded at first use, so a wrong key fails here, not mid-request.
     pub async fn open(config: &Config) -> Result<(Backend, bool), StateError> {
         let store = Store::open(&config.store.url).await?;
-        let (master, created) = match config.master_key_source() {
-            keyward_vault::MasterKeySource::File(p) => MasterKey::load_or_create_file(&p)?,
-            other => (MasterKey::load(&other)?, false),
+        let master_source = config.master_key_source();
+        let (master, created) = match &master_source {
+            keyward_vault::MasterKeySource::File(p) => MasterKey::load_or_create_file(p)?,
+            other => (MasterKey::load(other)?, false),
         };
         let check = store
             .meta_init("master_key_check", &master.check_value())
             .await?;
-        if check != master.check_value() {
-            return Err(StateError::Invalid(
-                "the master key does not match the one this store was created with; point [vault] at the right key".into(),
-            ));
-        }
+        let master = if check == master.check_value() {
+            master
+        } else {
+            // A `vault rekey` interrupted after its commit left the new key beside
+            // the old one: finish it.
+            match crate::rekey::pending_key(&master_source, &check)? {
+                Some((key, pending)) => {
+                    crate::rekey::install_pending(&master_source, &pending)?;
+                    key
+                }
+                None => return Err(StateError::Invalid(
+                    "the master key does not match the one this store was created with; point [vault] at the right key".into(),
+                )),
+            }
+        };
         let hash_key = sealed_meta_key(&store, &master, "client_key_hash_key").await?;
         let audit_key = sealed_meta_key(&store, &master, "audit_key").await?;
         let actor = format!(
@@ -91,13 +104,84 @@ impl Backend {
         Ok((
             Backend {
                 store,
-                master,
+                master: Arc::new(arc_swap::ArcSwap::from_pointee(master)),
+                master_source,
                 hash_key,
                 audit_key,
                 actor,
             },
             created,
         ))
+    }
+
+    /// The master key the store is sealed under now. When a `vault rekey` has
+    /// changed it since this process loaded it, the new key is loaded from the
+    /// configured source (or the rekey's pending file) and used from then on.
+    pub async fn current_master(&self) -> Result<Arc<MasterKey>, StateError> {
+        let current = self.master.load_full();
+        let Some(check) = self.store.meta("master_key_check").await? else {
+            return Ok(current);
+        };
+        if check == current.check_value() {
+            return Ok(current);
+        }
+        let fresh = MasterKey::load(&self.master_source)
+            .ok()
+            .filter(|k| k.check_value() == check);
+        let fresh = match fresh {
+            Some(k) => k,
+            None => match crate::rekey::pending_key(&self.master_source, &check)? {
+                Some((k, _)) => k,
+                None => {
+                    return Err(StateError::Invalid(
+                        "the master key was rotated (vault rekey) and the configured source does not hold the new one; update [vault] and restart".into(),
+                    ))
+                }
+            },
+        };
+        let fresh = Arc::new(fresh);
+        self.master.store(fresh.clone());
+        tracing::info!("master key rotated by `vault rekey`: now using the new one");
+        Ok(fresh)
+    }
+
+    /// Master key rotation: re-wraps every data key (every version of every
+    /// secret, and the keys sealed in the store's metadata) under `new`, in one
+    /// transaction; no secret is decrypted. This process switches to `new` at
+    /// once, other running servers within a poll interval. Returns the number of
+    /// keys re-wrapped.
+    pub async fn rekey(&self, new: MasterKey) -> Result<usize, StateError> {
+        let old = self.current_master().await?;
+        let n = self
+            .store
+            .rekey(
+                &old.check_value(),
+                &new.check_value(),
+                &["client_key_hash_key", "audit_key"],
+                |kind, name, wrapped| {
+                    let context = if kind == "secret" {
+                        secret_context(name)
+                    } else {
+                        name.to_string()
+                    };
+                    let sealed = Sealed {
+                        wrapped_key: wrapped.to_vec(),
+                        ciphertext: Vec::new(),
+                    };
+                    keyward_vault::rewrap(&old, &new, &context, &sealed)
+                        .map(|s| s.wrapped_key)
+                        .map_err(|e| format!("{kind} {name}: {e}"))
+                },
+            )
+            .await?;
+        self.master.store(Arc::new(new));
+        self.audit_one(
+            "vault.rekey",
+            "master-key",
+            serde_json::json!({"rewrapped": n}),
+        )
+        .await?;
+        Ok(n)
     }
 
     /// The same store and keys, with changes attributed to `actor`.
@@ -149,11 +233,30 @@ impl Backend {
                 "the secret on standard input is empty; nothing stored".into(),
             ));
         }
-        let sealed = keyward_vault::seal(&self.master, &secret_context(name), value.as_bytes());
-        let version = self
-            .store
-            .put_secret(name, &sealed.wrapped_key, &sealed.ciphertext, now())
-            .await?;
+        let mut master = self.master.load_full();
+        let mut retried = false;
+        let version = loop {
+            let sealed = keyward_vault::seal(&master, &secret_context(name), value.as_bytes());
+            match self
+                .store
+                .put_secret(
+                    name,
+                    &sealed.wrapped_key,
+                    &sealed.ciphertext,
+                    now(),
+                    &master.check_value(),
+                )
+                .await
+            {
+                Ok(v) => break v,
+                // Rekeyed meanwhile by another process: seal again under the new key.
+                Err(keyward_store::Error::StaleMasterKey) if !retried => {
+                    retried = true;
+                    master = self.current_master().await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         self.audit_one("vault.put", name, serde_json::json!({"version": version}))
             .await?;
         Ok(version)
@@ -397,13 +500,14 @@ impl Backend {
             .filter(|k| k.revoked_at.is_none())
             .map(|k| (k.key_hash.clone(), k))
             .collect();
+        let master = self.current_master().await?;
         let mut credentials = HashMap::new();
         for s in self.store.current_secrets().await? {
             let sealed = Sealed {
                 wrapped_key: s.wrapped_key,
                 ciphertext: s.ciphertext,
             };
-            let value = keyward_vault::open(&self.master, &secret_context(&s.name), &sealed)?;
+            let value = keyward_vault::open(&master, &secret_context(&s.name), &sealed)?;
             credentials.insert(s.name, value);
         }
         Ok(Snapshot {

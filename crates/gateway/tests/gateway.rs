@@ -6,6 +6,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::Router;
 use keyward_gateway::{Backend, Config, NewKey};
+use keyward_vault::ExposeSecret;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -115,6 +116,7 @@ const DEV_CRED: &str = "sk-fakeprov-dev-0b1c2d3e4f5a6b7c8d9e";
 struct Running {
     url: String,
     backend: Backend,
+    config: Config,
     fake: Arc<Fake>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
@@ -149,9 +151,10 @@ models = ["gpt-4o-mini", "gpt-4o*"]
     backend.vault_put("openai-dev", DEV_CRED).await.unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let served = config.clone();
     tokio::spawn(async move {
         keyward_gateway::serve(
-            config,
+            served,
             async move {
                 let _ = rx.await;
             },
@@ -164,6 +167,7 @@ models = ["gpt-4o-mini", "gpt-4o*"]
     Running {
         url: format!("http://{addr}"),
         backend,
+        config,
         fake,
         _shutdown: tx,
         _dir: dir,
@@ -943,4 +947,112 @@ async fn credential_rotation_switches_traffic_and_rollback_switches_it_back() {
     assert!(audit
         .iter()
         .any(|e| e.action == "vault.rollback" && e.target == "openai-prod"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_rotation_while_serving_decrypts_nothing_to_disk() {
+    let r = start(None).await;
+    let (_, key) = r.backend.create_key(new_key("prod", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    let last_auth = || {
+        r.fake
+            .seen
+            .lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
+    let key_file = r.config.base_dir.join("master.key");
+    let old_key = std::fs::read_to_string(&key_file).unwrap();
+
+    let report = keyward_gateway::rekey::rotate_master_key(&r.config, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.rewrapped, 4,
+        "two secrets and the two sealed store keys"
+    );
+    let new_key_text = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(new_key_text, old_key);
+    assert!(!keyward_gateway::rekey::pending_path(&key_file).exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The server keeps serving the same credential, and traffic never stops.
+    for _ in 0..10 {
+        assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last_auth(), format!("Bearer {PROD_CRED}"));
+    // A handle opened before the rekey notices it and seals under the new key.
+    let rotated = "sk-fakeprov-prod-v3-1f2e3d4c5b6a";
+    r.backend.vault_put("openai-prod", rotated).await.unwrap();
+    settle().await;
+    assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
+    assert_eq!(last_auth(), format!("Bearer {rotated}"));
+    // A restart works with the new key file; the old key opens nothing.
+    let (reopened, _) = Backend::open(&r.config).await.unwrap();
+    let snap = reopened.load_snapshot().await.unwrap();
+    assert_eq!(snap.credentials["openai-dev"].expose_secret(), DEV_CRED);
+    let old_dir = tempfile::tempdir().unwrap();
+    let old_file = old_dir.path().join("old.key");
+    let mut cfg = r.config.clone();
+    cfg.vault.master_key_file = Some(old_file.clone());
+    keyward_vault::MasterKey::from_base64(&old_key)
+        .unwrap()
+        .write_new_file(&old_file)
+        .unwrap();
+    let err = Backend::open(&cfg).await.unwrap_err().to_string();
+    assert!(err.contains("does not match"), "{err}");
+    let audit = r.backend.store.audit_entries(0, 1000).await.unwrap();
+    assert!(audit.iter().any(|e| e.action == "vault.rekey"));
+    // Neither key, nor any credential, is in the database file.
+    let db = std::fs::read(r.config.base_dir.join("k.db")).unwrap();
+    for s in [
+        old_key.trim(),
+        new_key_text.trim(),
+        PROD_CRED,
+        DEV_CRED,
+        rotated,
+    ] {
+        assert!(!db.windows(s.len()).any(|w| w == s.as_bytes()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rekey_cut_short_after_its_commit_is_finished_on_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[store]\nurl = \"sqlite://{}\"\n[vault]\nmaster_key_file = \"master.key\"\n",
+        dir.path().join("k.db").display()
+    );
+    let config = Config::parse(&text, dir.path()).unwrap();
+    let (backend, _) = Backend::open(&config).await.unwrap();
+    backend.vault_put("openai-prod", PROD_CRED).await.unwrap();
+    // What `vault rekey` does, stopped before it replaces the key file.
+    let key_file = dir.path().join("master.key");
+    let pending = keyward_gateway::rekey::pending_path(&key_file);
+    let new = keyward_vault::MasterKey::generate();
+    new.write_new_file(&pending).unwrap();
+    let check = new.check_value();
+    backend.rekey(new).await.unwrap();
+    assert!(pending.exists());
+    let (reopened, _) = Backend::open(&config).await.unwrap();
+    assert!(!pending.exists(), "the pending key was moved into place");
+    let snap = reopened.load_snapshot().await.unwrap();
+    assert_eq!(snap.credentials["openai-prod"].expose_secret(), PROD_CRED);
+    let installed =
+        keyward_vault::MasterKey::load(&keyward_vault::MasterKeySource::File(key_file)).unwrap();
+    assert_eq!(installed.check_value(), check);
 }

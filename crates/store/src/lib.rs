@@ -22,6 +22,10 @@ pub enum Error {
     Db(#[from] sqlx::Error),
     #[error("store holds malformed data in {0}")]
     Malformed(&'static str),
+    #[error("the master key was changed (vault rekey) since this process loaded it; retry")]
+    StaleMasterKey,
+    #[error("rekey: {0}")]
+    Rekey(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -169,11 +173,14 @@ impl Store {
     /// writer commits in between, since SQLite cannot upgrade it.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         let mut tx = self.pool.begin().await?;
-        if self.backend == Backend::Sqlite {
-            sqlx::query("UPDATE meta SET value = value WHERE name = 'generation'")
-                .execute(&mut *tx)
-                .await?;
-        }
+        // Writers take one lock first, so that writes never interleave: SQLite's
+        // database write lock, PostgreSQL's lock on the generation row (which every
+        // write bumps anyway). A vault write therefore sees any rekey before it.
+        let lock = match self.backend {
+            Backend::Sqlite => "UPDATE meta SET value = value WHERE name = 'generation'",
+            Backend::Postgres => "SELECT value FROM meta WHERE name = 'generation' FOR UPDATE",
+        };
+        sqlx::query(lock).execute(&mut *tx).await?;
         Ok(tx)
     }
 
@@ -220,15 +227,25 @@ impl Store {
         self.meta(name).await?.ok_or(Error::Malformed("meta"))
     }
 
-    /// Adds a new version of a secret and makes it current, atomically.
+    /// Adds a new version of a secret and makes it current, atomically. The secret
+    /// must be sealed under the master key whose check value is `master_check`;
+    /// if the store's master key has changed since, nothing is written.
     pub async fn put_secret(
         &self,
         name: &str,
         wrapped_key: &[u8],
         ciphertext: &[u8],
         now: i64,
+        master_check: &str,
     ) -> Result<i64> {
         let mut tx = self.begin_write().await?;
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE name = 'master_key_check'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if stored.as_deref().is_some_and(|s| s != master_check) {
+            return Err(Error::StaleMasterKey);
+        }
         let max: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM secrets WHERE name = $1")
                 .bind(name)
@@ -250,6 +267,80 @@ impl Store {
         bump_generation(&mut tx).await?;
         tx.commit().await?;
         Ok(version)
+    }
+
+    /// Master key rotation, in one transaction: every wrapped data key (all
+    /// versions of all secrets, and the sealed keys kept in `meta` under the names
+    /// in `sealed_meta`) is replaced by `rewrap(kind, name, wrapped)`, where kind is
+    /// `"secret"` or `"meta"`, and the stored check value becomes `new_check`.
+    /// Ciphertexts are not touched. Fails, changing nothing, when the stored check
+    /// value is not `old_check` or `rewrap` fails. Returns how many keys changed.
+    pub async fn rekey<F>(
+        &self,
+        old_check: &str,
+        new_check: &str,
+        sealed_meta: &[&str],
+        mut rewrap: F,
+    ) -> Result<usize>
+    where
+        F: FnMut(&str, &str, &[u8]) -> std::result::Result<Vec<u8>, String>,
+    {
+        let mut tx = self.begin_write().await?;
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE name = 'master_key_check'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if stored.as_deref() != Some(old_check) {
+            return Err(Error::StaleMasterKey);
+        }
+        let rows = sqlx::query("SELECT name, version, wrapped_key FROM secrets")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut n = 0;
+        for r in &rows {
+            let name: String = r.try_get("name")?;
+            let version: i64 = r.try_get("version")?;
+            let wk: String = r.try_get("wrapped_key")?;
+            let wk = B64
+                .decode(wk)
+                .map_err(|_| Error::Malformed("secrets.wrapped_key"))?;
+            let new = rewrap("secret", &name, &wk).map_err(Error::Rekey)?;
+            sqlx::query("UPDATE secrets SET wrapped_key = $1 WHERE name = $2 AND version = $3")
+                .bind(B64.encode(new))
+                .bind(&name)
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            n += 1;
+        }
+        for &name in sealed_meta {
+            let value: Option<String> =
+                sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(value) = value else { continue };
+            let (wk, ct) = value
+                .split_once('.')
+                .ok_or(Error::Malformed("meta sealed key"))?;
+            let wk = B64
+                .decode(wk)
+                .map_err(|_| Error::Malformed("meta sealed key"))?;
+            let new = rewrap("meta", name, &wk).map_err(Error::Rekey)?;
+            sqlx::query("UPDATE meta SET value = $1 WHERE name = $2")
+                .bind(format!("{}.{ct}", B64.encode(new)))
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            n += 1;
+        }
+        sqlx::query("UPDATE meta SET value = $1 WHERE name = 'master_key_check'")
+            .bind(new_check)
+            .execute(&mut *tx)
+            .await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Makes the newest version older than the current one current again (the

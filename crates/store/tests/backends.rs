@@ -1,8 +1,11 @@
 //! The same store behaviour on SQLite and on a real PostgreSQL server
 //! (127.0.0.1:5432; `KEYWARD_TEST_POSTGRES` overrides the admin URL).
 
+use base64::Engine as _;
 use keyward_store::{Backend, KeyRecord, Store};
 use sqlx::Connection;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 fn pg_admin_url() -> String {
     std::env::var("KEYWARD_TEST_POSTGRES")
@@ -66,14 +69,14 @@ async fn exercise(store: Store) {
     // Secrets: versions, one current.
     assert_eq!(
         store
-            .put_secret("openai-prod", b"wk1", b"ct1", 10)
+            .put_secret("openai-prod", b"wk1", b"ct1", 10, "check")
             .await
             .unwrap(),
         1
     );
     assert_eq!(
         store
-            .put_secret("openai-prod", b"wk2", b"ct2", 11)
+            .put_secret("openai-prod", b"wk2", b"ct2", 11, "check")
             .await
             .unwrap(),
         2
@@ -106,7 +109,7 @@ async fn exercise(store: Store) {
     assert_eq!(states, ["current", "rolled_back"]);
     assert_eq!(
         store
-            .put_secret("openai-prod", b"wk3", b"ct3", 12)
+            .put_secret("openai-prod", b"wk3", b"ct3", 12, "check")
             .await
             .unwrap(),
         3,
@@ -174,6 +177,62 @@ async fn exercise(store: Store) {
         "abc",
         "first writer wins"
     );
+    // Master key rotation: every wrapped key changes, ciphertexts do not, and a
+    // writer still holding the old key is refused afterwards.
+    store.meta_init("master_key_check", "old").await.unwrap();
+    store
+        .meta_init("audit_key", &format!("{}.Y3Q", B64.encode(b"wk")))
+        .await
+        .unwrap();
+    let before = store.current_secret("openai-prod").await.unwrap().unwrap();
+    let failing = store
+        .rekey("old", "new", &["audit_key"], |kind, _, _| {
+            if kind == "meta" {
+                Err("cannot unwrap".into())
+            } else {
+                Ok(b"x".to_vec())
+            }
+        })
+        .await;
+    assert!(failing.is_err());
+    assert_eq!(
+        store
+            .current_secret("openai-prod")
+            .await
+            .unwrap()
+            .unwrap()
+            .wrapped_key,
+        before.wrapped_key,
+        "a failed rekey changes nothing"
+    );
+    let n = store
+        .rekey("old", "new", &["audit_key", "absent"], |kind, name, wk| {
+            Ok([kind.as_bytes(), b":", name.as_bytes(), b":", wk].concat())
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 4, "three secret versions and one meta key");
+    let after = store.current_secret("openai-prod").await.unwrap().unwrap();
+    assert_eq!(after.wrapped_key, b"secret:openai-prod:wk3");
+    assert_eq!(after.ciphertext, before.ciphertext);
+    assert_eq!(
+        store.meta("audit_key").await.unwrap().unwrap(),
+        format!("{}.Y3Q", B64.encode(b"meta:audit_key:wk"))
+    );
+    assert_eq!(
+        store.meta("master_key_check").await.unwrap().unwrap(),
+        "new"
+    );
+    assert!(matches!(
+        store.put_secret("openai-prod", b"w", b"c", 20, "old").await,
+        Err(keyward_store::Error::StaleMasterKey)
+    ));
+    assert!(matches!(
+        store
+            .rekey("old", "newer", &[], |_, _, w| Ok(w.to_vec()))
+            .await,
+        Err(keyward_store::Error::StaleMasterKey)
+    ));
 }
 
 #[tokio::test]

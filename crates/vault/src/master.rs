@@ -108,6 +108,13 @@ impl MasterKey {
             return read_key_file(path).map(|k| (k, false));
         }
         let key = MasterKey::generate();
+        key.write_new_file(path)?;
+        Ok((key, true))
+    }
+
+    /// Writes this key to a file that must not exist yet, readable by its owner
+    /// only (mode 0600), and syncs it to disk.
+    pub fn write_new_file(&self, path: &Path) -> Result<(), Error> {
         let err = |reason: String| Error::MasterKeyFile {
             path: path.display().to_string(),
             reason,
@@ -123,11 +130,11 @@ impl MasterKey {
             .open(path)
             .map_err(|e| err(format!("cannot create: {e}")))?;
         use std::io::Write;
-        f.write_all(format!("{}\n", key.to_base64().as_str()).as_bytes())
+        f.write_all(format!("{}\n", self.to_base64().as_str()).as_bytes())
             .map_err(|e| err(format!("cannot write: {e}")))?;
         f.sync_all()
             .map_err(|e| err(format!("cannot write: {e}")))?;
-        Ok((key, true))
+        Ok(())
     }
 }
 
