@@ -65,6 +65,19 @@ pub enum VaultCmd {
     /// once; earlier versions are kept for `vault rollback`.
     Rotate {
         name: String,
+        /// Add the new version to the live pool instead of replacing: requests
+        /// use every live version in turn (see `vault retire`).
+        #[arg(long)]
+        pool: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Take one live version of a pooled credential out of service (kept for
+    /// rollback). The last live version cannot be retired.
+    Retire {
+        name: String,
+        #[arg(long)]
+        version: i64,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -391,6 +404,17 @@ pub struct CreateArgs {
     /// The same for responses (streamed ones included).
     #[arg(long, value_name = "ACTION")]
     redact_outbound: Option<keyward_gateway::redact::Action>,
+    /// Rotate the key on a schedule (30d, 12h…): the owner's webhook is told
+    /// beforehand and receives the new key; the old one works for --rotation-grace.
+    #[arg(long, value_name = "PERIOD", requires = "notify")]
+    rotate_every: Option<String>,
+    /// How long the old secret keeps working after a scheduled rotation.
+    #[arg(long, value_name = "DURATION", requires = "rotate_every")]
+    rotation_grace: Option<String>,
+    /// Vault secret holding the owner's webhook URL (https; store it with
+    /// `keyward vault put NAME < url.txt`: such URLs are often credentials).
+    #[arg(long, value_name = "VAULT_NAME", requires = "rotate_every")]
+    notify: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -487,42 +511,119 @@ pub fn vault(cmd: VaultCmd) -> anyhow::Result<ExitCode> {
             })?;
             eprintln!("`{name}` now serves version {version}");
         }
-        VaultCmd::Put { name, config } | VaultCmd::Rotate { name, config } => {
+        VaultCmd::Retire {
+            name,
+            version,
+            config,
+        } => {
             let cfg = config.load()?;
-            let mut value = String::new();
-            std::io::stdin()
-                .read_to_string(&mut value)
-                .context("cannot read the secret from standard input")?;
-            let value = zeroize::Zeroizing::new(value);
-            let trimmed = value.trim_end_matches(['\n', '\r']);
-            let version = rt.block_on(async {
+            rt.block_on(async {
                 open(&cfg)
                     .await?
-                    .vault_put(&name, trimmed)
+                    .vault_retire(&name, version)
                     .await
                     .map_err(anyhow::Error::from)
             })?;
-            eprintln!("stored `{name}` (version {version})");
+            eprintln!(
+                "`{name}` v{version} retired: no longer used for requests (kept for rollback)"
+            );
         }
+        VaultCmd::Put { name, config } => put_secret(&rt, &name, &config, false)?,
+        VaultCmd::Rotate { name, pool, config } => put_secret(&rt, &name, &config, pool)?,
         VaultCmd::List { config, json } => {
             let cfg = config.load()?;
             let secrets = rt.block_on(async {
                 Ok::<_, anyhow::Error>(open(&cfg).await?.store.current_secrets().await?)
             })?;
+            let max_age = cfg.vault.max_age().map(|d| d.as_secs() as i64);
+            let now = keyward_gateway::state::now();
+            // Live versions per name, oldest first (the store orders them).
+            let mut names: Vec<(String, Vec<(i64, i64)>)> = Vec::new();
+            for s in &secrets {
+                match names.last_mut() {
+                    Some((n, v)) if *n == s.name => v.push((s.version, s.created_at)),
+                    _ => names.push((s.name.clone(), vec![(s.version, s.created_at)])),
+                }
+            }
+            let rows: Vec<_> = names
+                .iter()
+                .map(|(name, live)| {
+                    let (version, created_at) = *live.last().expect("at least one version");
+                    let age = now - created_at;
+                    serde_json::json!({
+                        "name": name, "version": version,
+                        "live_versions": live.iter().map(|v| v.0).collect::<Vec<_>>(),
+                        "created_at": created_at, "age_secs": age,
+                        "overdue": max_age.is_some_and(|m| age > m),
+                    })
+                })
+                .collect();
             if json {
-                let v: Vec<_> = secrets
-                    .iter()
-                    .map(|s| serde_json::json!({"name": s.name, "version": s.version, "created_at": s.created_at}))
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                for s in &secrets {
-                    println!("{:<32} v{:<4} created {}", s.name, s.version, s.created_at);
+                for r in &rows {
+                    let pooled = r["live_versions"].as_array().map_or(0, Vec::len);
+                    let pool = if pooled > 1 {
+                        format!(" (pool of {pooled})")
+                    } else {
+                        String::new()
+                    };
+                    let overdue = if r["overdue"] == true {
+                        "  ROTATION OVERDUE"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{:<32} v{:<4}{pool} age {}{overdue}",
+                        r["name"].as_str().unwrap_or_default(),
+                        r["version"],
+                        human_age(r["age_secs"].as_i64().unwrap_or(0)),
+                    );
                 }
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn human_age(secs: i64) -> String {
+    match secs {
+        s if s >= 86_400 => format!("{}d", s / 86_400),
+        s if s >= 3_600 => format!("{}h", s / 3_600),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// `vault put` / `vault rotate`: the value comes from stdin, never argv.
+fn put_secret(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    config: &ConfigArg,
+    pooled: bool,
+) -> anyhow::Result<()> {
+    let cfg = config.load()?;
+    let mut value = String::new();
+    std::io::stdin()
+        .read_to_string(&mut value)
+        .context("cannot read the secret from standard input")?;
+    let value = zeroize::Zeroizing::new(value);
+    let trimmed = value.trim_end_matches(['\n', '\r']);
+    let version = rt.block_on(async {
+        let backend = open(&cfg).await?;
+        if pooled {
+            backend.vault_pool_add(name, trimmed).await
+        } else {
+            backend.vault_put(name, trimmed).await
+        }
+        .map_err(anyhow::Error::from)
+    })?;
+    if pooled {
+        eprintln!("stored `{name}` (version {version}), added to the live pool");
+    } else {
+        eprintln!("stored `{name}` (version {version})");
+    }
+    Ok(())
 }
 
 pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
@@ -556,6 +657,12 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                     inbound: a.redact_inbound,
                     outbound: a.redact_outbound,
                 },
+                rotation: keyward_gateway::admin::rotation_schedule(
+                    a.rotate_every.as_deref(),
+                    a.rotation_grace.as_deref(),
+                    a.notify,
+                )
+                .map_err(anyhow::Error::msg)?,
             };
             let (record, key) = rt.block_on(async {
                 open(&cfg)

@@ -165,6 +165,51 @@ struct CreateKey {
     /// the provider's and the server's policy.
     #[serde(default)]
     redaction: crate::redact::PolicyConfig,
+    /// Scheduled rotation period (`30d`); needs `notify`.
+    #[serde(default)]
+    rotate_every: Option<String>,
+    /// How long the old secret works after a scheduled rotation (default 24h).
+    #[serde(default)]
+    rotation_grace: Option<String>,
+    /// Vault secret holding the owner's webhook URL.
+    #[serde(default)]
+    notify: Option<String>,
+}
+
+/// A rotation schedule from its request or command-line parts.
+pub fn rotation_schedule(
+    every: Option<&str>,
+    grace: Option<&str>,
+    notify: Option<String>,
+) -> Result<Option<crate::state::RotationSchedule>, String> {
+    let Some(every) = every else {
+        if notify.is_some() || grace.is_some() {
+            return Err(
+                "a rotation grace or notify webhook needs a rotation period (rotate_every)".into(),
+            );
+        }
+        return Ok(None);
+    };
+    let every = match parse_lifetime(every) {
+        Some(Some(d)) => d,
+        _ => {
+            return Err(format!(
+                "rotate_every `{every}`: use a period such as 30d or 12h"
+            ))
+        }
+    };
+    let grace = match parse_lifetime(grace.unwrap_or("24h")) {
+        Some(Some(d)) => d,
+        _ => return Err("rotation_grace: use a duration such as 24h or 30m".into()),
+    };
+    let notify_secret = notify.ok_or_else(|| {
+        "scheduled rotation needs the owner's webhook: store its URL in the vault and name it (notify)".to_string()
+    })?;
+    Ok(Some(crate::state::RotationSchedule {
+        every,
+        grace,
+        notify_secret,
+    }))
 }
 
 /// `30d`, `12h`, `45m`, `10s` or `never`.
@@ -206,6 +251,14 @@ async fn create_key(
             &rid,
         );
     };
+    let rotation = match rotation_schedule(
+        req.rotate_every.as_deref(),
+        req.rotation_grace.as_deref(),
+        req.notify,
+    ) {
+        Ok(r) => r,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, &msg, &rid),
+    };
     let spec = NewKey {
         name: req.name,
         environment: req.env,
@@ -216,6 +269,7 @@ async fn create_key(
         expires_in,
         canary: req.canary,
         redaction: req.redaction,
+        rotation,
     };
     match gw.backend.as_actor(&actor(&admin)).create_key(spec).await {
         Ok((rec, key)) => {

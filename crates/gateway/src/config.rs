@@ -166,6 +166,20 @@ pub struct VaultSection {
     pub master_key_file: Option<PathBuf>,
     pub master_key_env: Option<String>,
     pub master_key_command: Option<String>,
+    /// Rotation policy: a credential whose newest version is older than this
+    /// (`90d`, `12h`…) raises an alert and shows as overdue in `vault list`.
+    #[serde(default)]
+    pub max_age: Option<String>,
+}
+
+impl VaultSection {
+    /// `max_age` as a duration (validated when the config is loaded).
+    pub fn max_age(&self) -> Option<std::time::Duration> {
+        self.max_age
+            .as_deref()
+            .and_then(crate::admin::parse_lifetime)
+            .flatten()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,6 +273,13 @@ impl Config {
                 "[vault]: set only one of master_key_file, master_key_env, master_key_command"
                     .into(),
             );
+        }
+        if let Some(a) = &self.vault.max_age {
+            if !matches!(crate::admin::parse_lifetime(a), Some(Some(_))) {
+                return Err(format!(
+                    "[vault] max_age = \"{a}\": use a duration such as 90d, 12h or 30m"
+                ));
+            }
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err("[server]: set both tls_cert and tls_key, or neither".into());

@@ -213,6 +213,10 @@ mod tests {
             canary: false,
             redact_inbound: None,
             redact_outbound: None,
+            rotate_every: None,
+            rotation_grace: None,
+            next_rotation_at: None,
+            notify_secret: None,
         })
     }
 

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod proxy;
 pub mod redact;
 pub mod rekey;
+pub mod schedule;
 pub mod screen;
 pub mod state;
 pub mod tls;
@@ -122,6 +123,19 @@ pub async fn serve(
         redaction: config.redaction,
         redactions: Default::default(),
     });
+    tokio::spawn(schedule::run(
+        backend.clone(),
+        gw.live.clone(),
+        upstream_client()?,
+        gw.alerts.clone(),
+    ));
+    if let Some(max_age) = config.vault.max_age() {
+        tokio::spawn(alerts::watch_credential_age(
+            gw.live.clone(),
+            gw.alerts.clone(),
+            max_age,
+        ));
+    }
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(c), Some(k)) => Some(tls::server_config(c, k).map_err(ServeError::Tls)?),
         _ => None,

@@ -364,7 +364,7 @@ pub async fn handle(
                 Some(&entry.record.id),
             );
         };
-        let Some(secret) = snapshot.credentials.get(cred_name) else {
+        let Some(secret) = snapshot.credential(cred_name) else {
             tracing::error!(request_id = %rid, credential = cred_name, "vault has no secret `{cred_name}`: add it with `keyward vault put {cred_name}`");
             break 'done api::error_response(
                 family,

@@ -6,7 +6,7 @@ use crate::keys::{self, KeyEntry};
 use arc_swap::ArcSwap;
 use base64::Engine as _;
 use keyward_store::{AdminKeyRecord, KeyRecord, Store};
-use keyward_vault::{HashKey, MasterKey, Sealed, SecretString};
+use keyward_vault::{ExposeSecret, HashKey, MasterKey, Sealed, SecretString};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -223,6 +223,50 @@ impl Backend {
 
     /// Stores a new version of a provider credential and makes it current.
     pub async fn vault_put(&self, name: &str, value: &str) -> Result<i64, StateError> {
+        self.vault_store(name, value, false).await
+    }
+
+    /// Stores a new version of a provider credential beside the live one(s):
+    /// traffic is spread over every live version (a pool of keys, e.g. to spread
+    /// provider rate limits). Returns the new version.
+    pub async fn vault_pool_add(&self, name: &str, value: &str) -> Result<i64, StateError> {
+        self.vault_store(name, value, true).await
+    }
+
+    /// The newest live value of vault secret `name`, decrypted (for the server's
+    /// own use: webhook URLs, checks; never printed).
+    pub async fn vault_value(&self, name: &str) -> Result<Option<SecretString>, StateError> {
+        let Some(s) = self.store.current_secret(name).await? else {
+            return Ok(None);
+        };
+        let master = self.current_master().await?;
+        let sealed = Sealed {
+            wrapped_key: s.wrapped_key,
+            ciphertext: s.ciphertext,
+        };
+        Ok(Some(keyward_vault::open(
+            &master,
+            &secret_context(name),
+            &sealed,
+        )?))
+    }
+
+    /// Takes one version of a pooled credential out of service.
+    pub async fn vault_retire(&self, name: &str, version: i64) -> Result<(), StateError> {
+        if !self.store.retire_secret_version(name, version).await? {
+            return Err(StateError::Invalid(format!(
+                "`{name}` v{version} is not live, or is its only live version (use `vault rotate` to replace it)"
+            )));
+        }
+        self.audit_one(
+            "vault.retire",
+            name,
+            serde_json::json!({"version": version}),
+        )
+        .await
+    }
+
+    async fn vault_store(&self, name: &str, value: &str, pooled: bool) -> Result<i64, StateError> {
         if !valid_secret_name(name) {
             return Err(StateError::Invalid(format!(
                 "`{name}` is not a valid secret name: use 1-64 letters, digits, `-`, `_` or `.`"
@@ -245,6 +289,7 @@ impl Backend {
                     &sealed.ciphertext,
                     now(),
                     &master.check_value(),
+                    pooled,
                 )
                 .await
             {
@@ -257,8 +302,12 @@ impl Backend {
                 Err(e) => return Err(e.into()),
             }
         };
-        self.audit_one("vault.put", name, serde_json::json!({"version": version}))
-            .await?;
+        self.audit_one(
+            "vault.put",
+            name,
+            serde_json::json!({"version": version, "pooled": pooled}),
+        )
+        .await?;
         Ok(version)
     }
 
@@ -289,6 +338,26 @@ impl Backend {
                 spec.environment
             )));
         }
+        if let Some(r) = &spec.rotation {
+            if spec.canary {
+                return Err(StateError::Invalid(
+                    "a canary key is never used, so it is never rotated: drop --rotate-every"
+                        .into(),
+                ));
+            }
+            if r.every.as_secs() == 0 {
+                return Err(StateError::Invalid(
+                    "--rotate-every must be positive".into(),
+                ));
+            }
+            let url = self.vault_value(&r.notify_secret).await?.ok_or_else(|| {
+                StateError::Invalid(format!(
+                    "no vault secret `{0}`: store the owner's webhook URL first (keyward vault put {0} < url.txt)",
+                    r.notify_secret
+                ))
+            })?;
+            crate::schedule::check_webhook_url(url.expose_secret()).map_err(StateError::Invalid)?;
+        }
         for c in &spec.source_cidrs {
             c.parse::<ipnet::IpNet>().map_err(|_| {
                 StateError::Invalid(format!(
@@ -317,6 +386,13 @@ impl Backend {
             canary: spec.canary,
             redact_inbound: spec.redaction.inbound.map(|a| a.as_str().to_string()),
             redact_outbound: spec.redaction.outbound.map(|a| a.as_str().to_string()),
+            rotate_every: spec.rotation.as_ref().map(|r| r.every.as_secs() as i64),
+            rotation_grace: spec.rotation.as_ref().map(|r| r.grace.as_secs() as i64),
+            next_rotation_at: spec
+                .rotation
+                .as_ref()
+                .map(|r| created_at + r.every.as_secs() as i64),
+            notify_secret: spec.rotation.as_ref().map(|r| r.notify_secret.clone()),
         };
         self.store.insert_key(&record).await?;
         let details = serde_json::json!({
@@ -324,6 +400,7 @@ impl Backend {
             "providers": record.providers, "endpoints": record.endpoints,
             "source_cidrs": record.source_cidrs, "expires_at": record.expires_at, "canary": record.canary,
             "redact_inbound": record.redact_inbound, "redact_outbound": record.redact_outbound,
+            "rotate_every": record.rotate_every, "notify_secret": record.notify_secret,
         });
         self.audit_one("keys.create", &record.id, details).await?;
         Ok((record, plaintext))
@@ -501,20 +578,34 @@ impl Backend {
             .map(|k| (k.key_hash.clone(), k))
             .collect();
         let master = self.current_master().await?;
-        let mut credentials = HashMap::new();
+        let mut live: HashMap<String, Vec<SecretString>> = HashMap::new();
+        let mut credential_created = HashMap::new();
+        // Ordered by name and version: the last one seen is the newest.
         for s in self.store.current_secrets().await? {
             let sealed = Sealed {
                 wrapped_key: s.wrapped_key,
                 ciphertext: s.ciphertext,
             };
             let value = keyward_vault::open(&master, &secret_context(&s.name), &sealed)?;
-            credentials.insert(s.name, value);
+            credential_created.insert(s.name.clone(), s.created_at);
+            live.entry(s.name).or_default().push(value);
+        }
+        let mut credentials = HashMap::new();
+        let mut pools = HashMap::new();
+        for (name, mut versions) in live {
+            if versions.len() > 1 {
+                pools.insert(name, CredentialPool::new(versions));
+            } else if let Some(v) = versions.pop() {
+                credentials.insert(name, v);
+            }
         }
         Ok(Snapshot {
             generation,
             keys,
             admin_keys,
             credentials,
+            pools,
+            credential_created,
         })
     }
 }
@@ -567,6 +658,17 @@ pub struct NewKey {
     pub canary: bool,
     /// This key's redaction policy; unset directions defer to provider and server.
     pub redaction: crate::redact::PolicyConfig,
+    /// Scheduled rotation: period, grace for the old secret, and the vault secret
+    /// holding the owner's webhook URL for notices and the new key.
+    pub rotation: Option<RotationSchedule>,
+}
+
+/// A key's rotation schedule.
+#[derive(Debug, Clone)]
+pub struct RotationSchedule {
+    pub every: Duration,
+    pub grace: Duration,
+    pub notify_secret: String,
 }
 
 /// A client key found by the hash of the secret presented.
@@ -585,8 +687,51 @@ pub struct Snapshot {
     pub keys: HashMap<String, KeyMatch>,
     /// Keyed hash of an admin key → its record (revoked ones left out).
     pub admin_keys: HashMap<String, AdminKeyRecord>,
-    /// Vault secret name → decrypted credential.
+    /// Vault secret name → decrypted credential (secrets with one live version).
     pub credentials: HashMap<String, SecretString>,
+    /// Secrets with several live versions, used in turn.
+    pub pools: HashMap<String, CredentialPool>,
+    /// Vault secret name → when its newest live version was stored (Unix time).
+    pub credential_created: HashMap<String, i64>,
+}
+
+impl Snapshot {
+    /// The credential to use for vault secret `name` on this request.
+    pub fn credential(&self, name: &str) -> Option<&SecretString> {
+        match self.pools.get(name) {
+            Some(p) => Some(p.pick()),
+            None => self.credentials.get(name),
+        }
+    }
+}
+
+/// Several live versions of one credential, handed out round-robin.
+pub struct CredentialPool {
+    versions: Vec<SecretString>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl CredentialPool {
+    fn new(versions: Vec<SecretString>) -> CredentialPool {
+        CredentialPool {
+            versions,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The next version in turn.
+    pub fn pick(&self) -> &SecretString {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.versions.len();
+        &self.versions[i]
+    }
+
+    pub fn len(&self) -> usize {
+        self.versions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
 }
 
 /// The current snapshot plus freshness tracking, shared by all requests.
@@ -625,7 +770,6 @@ impl Live {
         now_ms() - self.last_ok_ms.load(Ordering::Relaxed) < STALE_AFTER.as_millis() as i64
     }
 
-    /// Polls the store forever, swapping in a new snapshot on every change.
     /// Polls the store forever, swapping in a new snapshot on every change, and
     /// reports the generation it serves from (see [`Backend::await_replicas`]): the
     /// report follows the swap, so once it is seen, every request this server

@@ -30,6 +30,7 @@ fn key_spec() -> NewKey {
         expires_in: Some(Duration::from_secs(60)),
         canary: false,
         redaction: Default::default(),
+        rotation: None,
     }
 }
 

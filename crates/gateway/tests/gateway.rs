@@ -115,6 +115,8 @@ const DEV_CRED: &str = "sk-fakeprov-dev-0b1c2d3e4f5a6b7c8d9e";
 
 struct Running {
     url: String,
+    /// The fake provider's root URL.
+    fake_url: String,
     backend: Backend,
     config: Config,
     fake: Arc<Fake>,
@@ -123,6 +125,11 @@ struct Running {
 }
 
 async fn start(store_url: Option<String>) -> Running {
+    start_with(store_url, "").await
+}
+
+/// `start`, with `vault_extra` lines added to the `[vault]` section.
+async fn start_with(store_url: Option<String>, vault_extra: &str) -> Running {
     let (fake_addr, fake) = start_fake().await;
     let dir = tempfile::tempdir().unwrap();
     let store =
@@ -135,6 +142,7 @@ listen = "127.0.0.1:0"
 url = "{store}"
 [vault]
 master_key_file = "master.key"
+{vault_extra}
 [alerts]
 webhook_url = "http://{fake_addr}/alerts"
 [[providers]]
@@ -166,6 +174,7 @@ models = ["gpt-4o-mini", "gpt-4o*"]
     let addr = addr_rx.await.unwrap();
     Running {
         url: format!("http://{addr}"),
+        fake_url: format!("http://{fake_addr}"),
         backend,
         config,
         fake,
@@ -185,6 +194,7 @@ fn new_key(env: &str, models: &[&str]) -> NewKey {
         expires_in: Some(Duration::from_secs(3600)),
         canary: false,
         redaction: Default::default(),
+        rotation: None,
     }
 }
 
@@ -741,6 +751,7 @@ async fn canary_use_is_refused_like_an_unknown_key_and_alerts_the_webhook() {
         .create_key(NewKey {
             canary: true,
             redaction: Default::default(),
+            rotation: None,
             ..new_key("prod", &["*"])
         })
         .await
@@ -1055,4 +1066,184 @@ async fn a_rekey_cut_short_after_its_commit_is_finished_on_next_open() {
     let installed =
         keyward_vault::MasterKey::load(&keyward_vault::MasterKeySource::File(key_file)).unwrap();
     assert_eq!(installed.check_value(), check);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_credentials_share_traffic_until_retired() {
+    let r = start(None).await;
+    let (_, key) = r.backend.create_key(new_key("prod", &["*"])).await.unwrap();
+    let second = "sk-fakeprov-prod-pool2-4b5c6d7e8f90";
+    let v2 = r
+        .backend
+        .vault_pool_add("openai-prod", second)
+        .await
+        .unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    let before = r.fake.seen.lock().unwrap().len();
+    for _ in 0..6 {
+        assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
+    }
+    let used: Vec<String> = r.fake.seen.lock().unwrap()[before..]
+        .iter()
+        .map(|s| {
+            s.headers
+                .iter()
+                .find(|(k, _)| k == "authorization")
+                .unwrap()
+                .1
+                .clone()
+        })
+        .collect();
+    for cred in [PROD_CRED, second] {
+        let n = used
+            .iter()
+            .filter(|a| **a == format!("Bearer {cred}"))
+            .count();
+        assert_eq!(n, 3, "each live version takes its turn: {used:?}");
+    }
+    r.backend.vault_retire("openai-prod", 1).await.unwrap();
+    assert!(
+        r.backend.vault_retire("openai-prod", v2).await.is_err(),
+        "the last live version cannot be retired"
+    );
+    settle().await;
+    let before = r.fake.seen.lock().unwrap().len();
+    for _ in 0..3 {
+        assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
+    }
+    assert!(r.fake.seen.lock().unwrap()[before..].iter().all(|s| s
+        .headers
+        .iter()
+        .any(|(k, v)| k == "authorization" && *v == format!("Bearer {second}"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_older_than_max_age_raises_one_alert() {
+    let r = start_with(None, r#"max_age = "2s""#).await;
+    let alerts = || -> Vec<serde_json::Value> {
+        r.fake
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path_and_query == "/alerts")
+            .map(|s| serde_json::from_str(&s.body).unwrap())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alerts().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = alerts();
+    let mut names: Vec<&str> = got
+        .iter()
+        .filter(|a| a["kind"] == "credential_rotation_overdue")
+        .map(|a| a["credential"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["openai-dev", "openai-prod"], "{got:?}");
+    assert!(got.iter().all(|a| a["age_secs"].as_i64().unwrap() > 2));
+    let body = format!("{got:?}");
+    assert!(!body.contains(PROD_CRED) && !body.contains(DEV_CRED));
+    // Once per version: no repeats while nothing changes...
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(alerts().len(), 2);
+    // ...and a rotation resets the clock.
+    r.backend
+        .vault_put("openai-prod", "sk-fakeprov-prod-fresh-0a1b2c3d")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(alerts().len(), 2, "a fresh version is not overdue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_rotation_warns_the_owner_then_hands_over_the_new_key() {
+    use keyward_gateway::state::RotationSchedule;
+    let r = start(None).await;
+    let schedule = |notify: &str| RotationSchedule {
+        every: Duration::from_secs(10),
+        grace: Duration::from_secs(2),
+        notify_secret: notify.into(),
+    };
+    let mut spec = new_key("prod", &["*"]);
+    spec.rotation = Some(schedule("owner-hook"));
+    let err = r
+        .backend
+        .create_key(spec.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("vault put owner-hook"), "{err}");
+    r.backend
+        .vault_put("plain-hook", "http://hooks.example.com/rotate")
+        .await
+        .unwrap();
+    spec.rotation = Some(schedule("plain-hook"));
+    let err = r
+        .backend
+        .create_key(spec.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("https"), "{err}");
+    r.backend
+        .vault_put("owner-hook", &format!("{}/owner-hook", r.fake_url))
+        .await
+        .unwrap();
+    spec.rotation = Some(schedule("owner-hook"));
+    let (rec, old_key) = r.backend.create_key(spec).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    assert_eq!(
+        chat(&c, &r.url, &old_key, r#"{"model":"gpt-4o"}"#).await.0,
+        200
+    );
+    let notices = || -> Vec<serde_json::Value> {
+        r.fake
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path_and_query == "/owner-hook")
+            .map(|s| serde_json::from_str(&s.body).unwrap())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !notices().iter().any(|n| n["kind"] == "key_rotated") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = notices();
+    assert_eq!(got.len(), 2, "one notice before, one after: {got:?}");
+    assert_eq!(got[0]["kind"], "key_rotation_scheduled");
+    assert_eq!(got[0]["key_id"], rec.id.as_str());
+    assert!(
+        got[0].get("key").is_none(),
+        "the advance notice carries no key"
+    );
+    assert_eq!(got[1]["kind"], "key_rotated");
+    let new_key = got[1]["key"].as_str().unwrap().to_string();
+    assert!(new_key.starts_with("kw_prod_") && new_key != old_key);
+    settle().await;
+    assert_eq!(
+        chat(&c, &r.url, &new_key, r#"{"model":"gpt-4o"}"#).await.0,
+        200
+    );
+    // The old secret works for the grace period, then not.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        chat(&c, &r.url, &old_key, r#"{"model":"gpt-4o"}"#).await.0,
+        401
+    );
+    assert_eq!(
+        chat(&c, &r.url, &new_key, r#"{"model":"gpt-4o"}"#).await.0,
+        200
+    );
+    let audit = r.backend.store.audit_entries(0, 1000).await.unwrap();
+    assert!(audit
+        .iter()
+        .any(|e| e.action == "keys.rotate" && e.actor == "scheduler" && e.target == rec.id));
+    let text = format!("{audit:?}");
+    assert!(!text.contains(&new_key) && !text.contains(&old_key));
 }

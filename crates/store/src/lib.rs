@@ -77,6 +77,15 @@ pub struct KeyRecord {
     pub redact_inbound: Option<String>,
     /// Redaction policy for responses, likewise.
     pub redact_outbound: Option<String>,
+    /// Scheduled rotation period in seconds, if any.
+    pub rotate_every: Option<i64>,
+    /// How long (seconds) the previous secret stays valid after a scheduled
+    /// rotation.
+    pub rotation_grace: Option<i64>,
+    /// When (Unix time) the next scheduled rotation is due.
+    pub next_rotation_at: Option<i64>,
+    /// Vault secret holding the owner's webhook URL for rotation notices.
+    pub notify_secret: Option<String>,
 }
 
 /// A key for the admin HTTP API: only its keyed hash is stored.
@@ -227,9 +236,11 @@ impl Store {
         self.meta(name).await?.ok_or(Error::Malformed("meta"))
     }
 
-    /// Adds a new version of a secret and makes it current, atomically. The secret
-    /// must be sealed under the master key whose check value is `master_check`;
-    /// if the store's master key has changed since, nothing is written.
+    /// Adds a new version of a secret and makes it current, atomically: it
+    /// replaces the live version(s), or with `pooled` joins them (traffic is then
+    /// spread over every live version). The secret must be sealed under the master
+    /// key whose check value is `master_check`; if the store's master key has
+    /// changed since, nothing is written.
     pub async fn put_secret(
         &self,
         name: &str,
@@ -237,6 +248,7 @@ impl Store {
         ciphertext: &[u8],
         now: i64,
         master_check: &str,
+        pooled: bool,
     ) -> Result<i64> {
         let mut tx = self.begin_write().await?;
         let stored: Option<String> =
@@ -252,10 +264,14 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
         let version = max.unwrap_or(0) + 1;
-        sqlx::query("UPDATE secrets SET state = 'previous' WHERE name = $1 AND state = 'current'")
+        if !pooled {
+            sqlx::query(
+                "UPDATE secrets SET state = 'previous' WHERE name = $1 AND state = 'current'",
+            )
             .bind(name)
             .execute(&mut *tx)
             .await?;
+        }
         sqlx::query("INSERT INTO secrets (name, version, wrapped_key, ciphertext, state, created_at) VALUES ($1, $2, $3, $4, 'current', $5)")
             .bind(name)
             .bind(version)
@@ -343,42 +359,74 @@ impl Store {
         Ok(n)
     }
 
-    /// Makes the newest version older than the current one current again (the
-    /// current one is kept, marked `rolled_back`). Returns the version now current,
-    /// or `None` when there is nothing to roll back to.
+    /// Takes the newest live version out of service (marked `rolled_back`, kept).
+    /// When it was the only live one, the newest earlier version becomes live
+    /// again. Returns the newest version live afterwards, or `None` (changing
+    /// nothing) when there is nothing to roll back to.
     pub async fn rollback_secret(&self, name: &str) -> Result<Option<i64>> {
         let mut tx = self.begin_write().await?;
-        let current: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM secrets WHERE name = $1 AND state = 'current'")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(current) = current else {
-            return Ok(None);
-        };
-        let target: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(version) FROM secrets WHERE name = $1 AND state = 'previous' AND version < $2",
+        let live: Vec<i64> = sqlx::query_scalar(
+            "SELECT version FROM secrets WHERE name = $1 AND state = 'current' ORDER BY version DESC",
         )
         .bind(name)
-        .bind(current)
-        .fetch_one(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        let Some(target) = target else {
+        let Some(&newest) = live.first() else {
             return Ok(None);
+        };
+        let serving = match live.get(1) {
+            Some(&next) => next,
+            None => {
+                let target: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(version) FROM secrets WHERE name = $1 AND state = 'previous' AND version < $2",
+                )
+                .bind(name)
+                .bind(newest)
+                .fetch_one(&mut *tx)
+                .await?;
+                let Some(target) = target else {
+                    return Ok(None);
+                };
+                sqlx::query(
+                    "UPDATE secrets SET state = 'current' WHERE name = $1 AND version = $2",
+                )
+                .bind(name)
+                .bind(target)
+                .execute(&mut *tx)
+                .await?;
+                target
+            }
         };
         sqlx::query("UPDATE secrets SET state = 'rolled_back' WHERE name = $1 AND version = $2")
             .bind(name)
-            .bind(current)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE secrets SET state = 'current' WHERE name = $1 AND version = $2")
-            .bind(name)
-            .bind(target)
+            .bind(newest)
             .execute(&mut *tx)
             .await?;
         bump_generation(&mut tx).await?;
         tx.commit().await?;
-        Ok(Some(target))
+        Ok(Some(serving))
+    }
+
+    /// Takes one live version of a pooled secret out of service (kept as
+    /// `previous`). Refused (`Ok(false)`) unless another version stays live.
+    pub async fn retire_secret_version(&self, name: &str, version: i64) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let live: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM secrets WHERE name = $1 AND state = 'current'")
+                .bind(name)
+                .fetch_all(&mut *tx)
+                .await?;
+        if !live.contains(&version) || live.len() < 2 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE secrets SET state = 'previous' WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// `(version, state, created_at)` of every version of `name`, oldest first.
@@ -392,17 +440,19 @@ impl Store {
     }
 
     /// The version of `name` that serves traffic.
+    /// The newest live version of `name`.
     pub async fn current_secret(&self, name: &str) -> Result<Option<StoredSecret>> {
-        let row = sqlx::query("SELECT name, version, wrapped_key, ciphertext, created_at FROM secrets WHERE name = $1 AND state = 'current'")
+        let row = sqlx::query("SELECT name, version, wrapped_key, ciphertext, created_at FROM secrets WHERE name = $1 AND state = 'current' ORDER BY version DESC LIMIT 1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| secret_from_row(&r)).transpose()
     }
 
-    /// Current versions of all secrets (sealed), ordered by name.
+    /// Live versions of all secrets (sealed), ordered by name, then version (a
+    /// pooled secret has several).
     pub async fn current_secrets(&self) -> Result<Vec<StoredSecret>> {
-        let rows = sqlx::query("SELECT name, version, wrapped_key, ciphertext, created_at FROM secrets WHERE state = 'current' ORDER BY name")
+        let rows = sqlx::query("SELECT name, version, wrapped_key, ciphertext, created_at FROM secrets WHERE state = 'current' ORDER BY name, version")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(secret_from_row).collect()
@@ -411,8 +461,8 @@ impl Store {
     pub async fn insert_key(&self, k: &KeyRecord) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, canary, redact_inbound, redact_outbound) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         )
         .bind(&k.id)
         .bind(&k.key_hash)
@@ -430,6 +480,10 @@ impl Store {
         .bind(i64::from(k.canary))
         .bind(k.redact_inbound.clone())
         .bind(k.redact_outbound.clone())
+        .bind(k.rotate_every)
+        .bind(k.rotation_grace)
+        .bind(k.next_rotation_at)
+        .bind(k.notify_secret.clone())
         .execute(&mut *tx)
         .await?;
         bump_generation(&mut tx).await?;
@@ -440,7 +494,7 @@ impl Store {
     /// Every client key, oldest first.
     pub async fn keys(&self) -> Result<Vec<KeyRecord>> {
         let rows = sqlx::query(
-            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary, redact_inbound, redact_outbound \
+            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret \
              FROM client_keys ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
@@ -474,6 +528,36 @@ impl Store {
         bump_generation(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Claims the advance notice of the rotation due at `due` for key `id`: true
+    /// for exactly one caller across all servers.
+    pub async fn claim_rotation_notice(&self, id: &str, due: i64) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE client_keys SET rotation_notice_for = $2 \
+             WHERE id = $1 AND next_rotation_at = $2 AND (rotation_notice_for IS NULL OR rotation_notice_for <> $2)",
+        )
+        .bind(id)
+        .bind(due)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Claims the rotation due at `due` for key `id` and schedules the next one at
+    /// `next`: true for exactly one caller across all servers.
+    pub async fn claim_rotation(&self, id: &str, due: i64, next: i64) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE client_keys SET next_rotation_at = $3 WHERE id = $1 AND next_rotation_at = $2 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(due)
+        .bind(next)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     /// Marks a key revoked. Returns false when no such key exists; revoking a
@@ -766,6 +850,10 @@ fn key_from_row(r: &AnyRow) -> Result<KeyRecord> {
         canary: r.try_get::<i64, _>("canary")? != 0,
         redact_inbound: r.try_get("redact_inbound")?,
         redact_outbound: r.try_get("redact_outbound")?,
+        rotate_every: r.try_get("rotate_every")?,
+        rotation_grace: r.try_get("rotation_grace")?,
+        next_rotation_at: r.try_get("next_rotation_at")?,
+        notify_secret: r.try_get("notify_secret")?,
     })
 }
 

@@ -61,6 +61,10 @@ fn record(id: &str, hash: &str) -> KeyRecord {
         canary: false,
         redact_inbound: None,
         redact_outbound: None,
+        rotate_every: None,
+        rotation_grace: None,
+        next_rotation_at: None,
+        notify_secret: None,
     }
 }
 
@@ -69,14 +73,14 @@ async fn exercise(store: Store) {
     // Secrets: versions, one current.
     assert_eq!(
         store
-            .put_secret("openai-prod", b"wk1", b"ct1", 10, "check")
+            .put_secret("openai-prod", b"wk1", b"ct1", 10, "check", false)
             .await
             .unwrap(),
         1
     );
     assert_eq!(
         store
-            .put_secret("openai-prod", b"wk2", b"ct2", 11, "check")
+            .put_secret("openai-prod", b"wk2", b"ct2", 11, "check", false)
             .await
             .unwrap(),
         2
@@ -109,7 +113,7 @@ async fn exercise(store: Store) {
     assert_eq!(states, ["current", "rolled_back"]);
     assert_eq!(
         store
-            .put_secret("openai-prod", b"wk3", b"ct3", 12, "check")
+            .put_secret("openai-prod", b"wk3", b"ct3", 12, "check", false)
             .await
             .unwrap(),
         3,
@@ -224,7 +228,9 @@ async fn exercise(store: Store) {
         "new"
     );
     assert!(matches!(
-        store.put_secret("openai-prod", b"w", b"c", 20, "old").await,
+        store
+            .put_secret("openai-prod", b"w", b"c", 20, "old", false)
+            .await,
         Err(keyward_store::Error::StaleMasterKey)
     ));
     assert!(matches!(
@@ -233,6 +239,46 @@ async fn exercise(store: Store) {
             .await,
         Err(keyward_store::Error::StaleMasterKey)
     ));
+    // Pools: a pooled version joins the live ones; retiring and rolling back take
+    // versions out, never the last one.
+    let v4 = store
+        .put_secret("openai-prod", b"wk4", b"ct4", 30, "new", true)
+        .await
+        .unwrap();
+    let live = |s: Vec<keyward_store::StoredSecret>| -> Vec<i64> {
+        s.into_iter()
+            .filter(|s| s.name == "openai-prod")
+            .map(|s| s.version)
+            .collect()
+    };
+    assert_eq!(live(store.current_secrets().await.unwrap()), [3, v4]);
+    assert_eq!(
+        store
+            .current_secret("openai-prod")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        v4
+    );
+    assert!(store.retire_secret_version("openai-prod", 3).await.unwrap());
+    assert!(
+        !store
+            .retire_secret_version("openai-prod", v4)
+            .await
+            .unwrap(),
+        "the last live version stays"
+    );
+    store
+        .put_secret("openai-prod", b"wk5", b"ct5", 31, "new", true)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.rollback_secret("openai-prod").await.unwrap(),
+        Some(v4),
+        "the pooled newest goes, v4 stays"
+    );
+    assert_eq!(live(store.current_secrets().await.unwrap()), [v4]);
 }
 
 #[tokio::test]

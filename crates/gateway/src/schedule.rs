@@ -1,0 +1,165 @@
+//! Scheduled rotation of client keys (`keys create --rotate-every 30d`).
+//!
+//! Every running server checks the schedule once a second; the store decides
+//! which one acts (a conditional update that only one caller wins), so a notice
+//! or a rotation happens once however many servers run. Before a rotation the
+//! owner's webhook gets `key_rotation_scheduled`; at the rotation the key gets a
+//! new secret (the old one stays valid for the key's grace period) and the
+//! webhook gets `key_rotated` carrying the new key, the one time it is shown. If
+//! it cannot be delivered, operators get a critical alert (without the key) while
+//! the old secret still works.
+
+use crate::alerts::Alerter;
+use crate::state::{now, Backend, Live};
+use keyward_vault::ExposeSecret;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+const TICK: Duration = Duration::from_secs(1);
+
+/// Advance notice before a rotation: a tenth of the period, at most three days.
+pub fn notice_lead(every_secs: i64) -> i64 {
+    (every_secs / 10).min(3 * 86_400)
+}
+
+/// Owner webhooks carry new keys: HTTPS only, except to this machine.
+pub fn check_webhook_url(url: &str) -> Result<(), String> {
+    let u = reqwest::Url::parse(url.trim())
+        .map_err(|_| "the owner webhook secret does not hold a URL".to_string())?;
+    let loopback = matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err("the owner webhook must be an https:// URL (http only to this machine): it receives new keys".into()),
+    }
+}
+
+/// Runs the schedule forever.
+pub async fn run(backend: Backend, live: Arc<Live>, client: reqwest::Client, alerts: Alerter) {
+    let backend = backend.as_actor("scheduler");
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = step(&backend, &live, &client, &alerts).await {
+            tracing::warn!("scheduled rotation check failed: {e}");
+        }
+    }
+}
+
+async fn step(
+    backend: &Backend,
+    live: &Live,
+    client: &reqwest::Client,
+    alerts: &Alerter,
+) -> Result<(), crate::state::StateError> {
+    let snapshot = live.snapshot.load_full();
+    let t = now();
+    let mut seen = std::collections::HashSet::new();
+    for m in snapshot.keys.values() {
+        let k = &m.entry.record;
+        let (Some(every), Some(due), Some(notify)) = (
+            k.rotate_every,
+            k.next_rotation_at,
+            k.notify_secret.as_deref(),
+        ) else {
+            continue;
+        };
+        if k.revoked_at.is_some() || !seen.insert(k.id.as_str()) {
+            continue;
+        }
+        let webhook = snapshot
+            .credentials
+            .get(notify)
+            .map(|s| s.expose_secret().to_string());
+        if t < due {
+            if t >= due - notice_lead(every)
+                && backend.store.claim_rotation_notice(&k.id, due).await?
+            {
+                let body = json!({
+                    "kind": "key_rotation_scheduled", "key_id": k.id, "key_name": k.name,
+                    "environment": k.environment, "rotate_at": due,
+                    "previous_valid_for_secs": k.rotation_grace.unwrap_or(86_400),
+                });
+                deliver(client, alerts, webhook.as_deref(), &body, &k.id).await;
+            }
+            continue;
+        }
+        // Due (or overdue after downtime): the next one is a period after now's slot.
+        let mut next = due + every;
+        while next <= t {
+            next += every;
+        }
+        if !backend.store.claim_rotation(&k.id, due, next).await? {
+            continue;
+        }
+        let grace = Duration::from_secs(k.rotation_grace.unwrap_or(86_400).max(0) as u64);
+        let Some(new_key) = backend.rotate_key(&k.id, grace).await? else {
+            continue;
+        };
+        let body = json!({
+            "kind": "key_rotated", "key_id": k.id, "key_name": k.name,
+            "environment": k.environment, "key": new_key,
+            "previous_valid_until": t + grace.as_secs() as i64, "next_rotation_at": next,
+        });
+        deliver(client, alerts, webhook.as_deref(), &body, &k.id).await;
+    }
+    Ok(())
+}
+
+/// Posts `body` to the owner's webhook, three tries; on failure operators are
+/// alerted (with the key id, never the body).
+async fn deliver(
+    client: &reqwest::Client,
+    alerts: &Alerter,
+    url: Option<&str>,
+    body: &serde_json::Value,
+    key_id: &str,
+) {
+    let kind = body["kind"].as_str().unwrap_or("notice");
+    let mut last_error = "the owner webhook secret is missing from the vault".to_string();
+    if let Some(url) = url.filter(|u| check_webhook_url(u).is_ok()) {
+        for attempt in 0..3u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt))).await;
+            }
+            match client
+                .post(url.trim())
+                .json(body)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => last_error = format!("the owner webhook answered {}", r.status()),
+                Err(_) => last_error = "the owner webhook could not be reached".into(),
+            }
+        }
+    }
+    tracing::error!(key_id, kind, "{last_error}");
+    alerts.send(json!({
+        "kind": "key_rotation_notice_failed", "severity": "critical", "key_id": key_id,
+        "notice": kind, "reason": last_error, "at": now(),
+        "action": if kind == "key_rotated" {
+            "the new key was not delivered: rotate it by hand (keyward keys rotate) before the old one's grace ends"
+        } else {
+            "the owner was not told of the coming rotation"
+        },
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_webhooks_must_be_https_except_on_loopback() {
+        assert!(check_webhook_url("https://hooks.example.com/x").is_ok());
+        assert!(check_webhook_url("http://127.0.0.1:9000/hook").is_ok());
+        assert!(check_webhook_url("http://hooks.example.com/x").is_err());
+        assert!(check_webhook_url("not a url").is_err());
+        assert_eq!(notice_lead(30 * 86_400), 3 * 86_400);
+        assert_eq!(notice_lead(100), 10);
+    }
+}
