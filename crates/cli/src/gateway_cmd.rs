@@ -76,8 +76,9 @@ pub enum VaultCmd {
     /// rollback). The last live version cannot be retired.
     Retire {
         name: String,
-        #[arg(long)]
-        version: i64,
+        /// The version to retire (see `vault list`).
+        #[arg(value_name = "VERSION")]
+        number: i64,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -513,7 +514,7 @@ pub fn vault(cmd: VaultCmd) -> anyhow::Result<ExitCode> {
         }
         VaultCmd::Retire {
             name,
-            version,
+            number: version,
             config,
         } => {
             let cfg = config.load()?;

@@ -123,3 +123,12 @@ fn list_rules(json: bool) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_definition_is_consistent() {
+        // Catches clashing flags (e.g. a `--version` option) before a user does.
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -126,7 +126,8 @@ async fn deliver(
             }
             match client
                 .post(url.trim())
-                .json(body)
+                .header("content-type", "application/json")
+                .body(body.to_string())
                 .timeout(Duration::from_secs(10))
                 .send()
                 .await
