@@ -130,6 +130,21 @@ pub enum KeysCmd {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Refuse a key everywhere until `keys resume` (returns once every running
+    /// server refuses it). For a leak, prefer `revoke`.
+    Suspend {
+        id: String,
+        #[arg(long, default_value = "suspended by an administrator")]
+        reason: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Lift a suspension.
+    Resume {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// List keys (never a key or its hash).
     List {
         #[command(flatten)]
@@ -732,6 +747,28 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        KeysCmd::Suspend { id, reason, config } => {
+            let cfg = config.load()?;
+            let confirmed = rt.block_on(async {
+                let b = open(&cfg).await?;
+                if !b.suspend_key(&id, &reason).await? {
+                    bail!("no live key with id `{id}` (see `keyward keys list`)");
+                }
+                Ok::<_, anyhow::Error>(b.await_replicas(Duration::from_secs(2)).await?.0)
+            })?;
+            eprintln!("suspended {id}; applied by {confirmed} running server(s)");
+        }
+        KeysCmd::Resume { id, config } => {
+            let cfg = config.load()?;
+            let confirmed = rt.block_on(async {
+                let b = open(&cfg).await?;
+                if !b.resume_key(&id).await? {
+                    bail!("no live key with id `{id}` (see `keyward keys list`)");
+                }
+                Ok::<_, anyhow::Error>(b.await_replicas(Duration::from_secs(2)).await?.0)
+            })?;
+            eprintln!("resumed {id}; applied by {confirmed} running server(s)");
+        }
         KeysCmd::List { config, json } => {
             let cfg = config.load()?;
             let keys = rt.block_on(async {
@@ -741,9 +778,13 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&keys)?);
             } else {
                 for k in &keys {
-                    let state = state_label(k.revoked_at);
+                    let state = if k.revoked_at.is_none() && k.suspended_at.is_some() {
+                        "suspended"
+                    } else {
+                        state_label(k.revoked_at)
+                    };
                     println!(
-                        "{:<26} {:<8} {:<6} {:<20} {}",
+                        "{:<26} {:<9} {:<6} {:<20} {}",
                         k.id, state, k.environment, k.name, k.hint
                     );
                 }

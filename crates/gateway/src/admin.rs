@@ -29,6 +29,8 @@ pub fn router() -> Router<Arc<Gateway>> {
     Router::new()
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}/revoke", post(revoke_key))
+        .route("/keys/{id}/suspend", post(suspend_key))
+        .route("/keys/{id}/resume", post(resume_key))
         .route("/leaks", post(report_leak))
         .route("/vault", get(list_vault))
         .route("/vault/{name}", put(put_secret))
@@ -286,16 +288,54 @@ struct Revoke {
     reason: Option<String>,
 }
 
+/// What an admin call does to a key's standing.
+#[derive(Clone, Copy)]
+enum Standing {
+    Revoke,
+    Suspend,
+    Resume,
+}
+
 async fn revoke_key(
     State(gw): State<Arc<Gateway>>,
-    Caller { admin, rid }: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
+) -> Response {
+    set_standing(&gw, caller, &id, &body, Standing::Revoke).await
+}
+
+async fn suspend_key(
+    State(gw): State<Arc<Gateway>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    set_standing(&gw, caller, &id, &body, Standing::Suspend).await
+}
+
+async fn resume_key(
+    State(gw): State<Arc<Gateway>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    set_standing(&gw, caller, &id, &body, Standing::Resume).await
+}
+
+/// Revokes, suspends or resumes a key; answers once every running server
+/// applies the change.
+async fn set_standing(
+    gw: &Gateway,
+    Caller { admin, rid }: Caller,
+    id: &str,
+    body: &[u8],
+    what: Standing,
 ) -> Response {
     let req: Revoke = if body.is_empty() {
         Revoke::default()
     } else {
-        match serde_json::from_slice(&body) {
+        match serde_json::from_slice(body) {
             Ok(r) => r,
             Err(e) => {
                 return error(
@@ -306,27 +346,46 @@ async fn revoke_key(
             }
         }
     };
-    let reason = req
-        .reason
-        .unwrap_or_else(|| format!("revoked through the admin API by {}", admin.id));
-    match gw
-        .backend
-        .as_actor(&actor(&admin))
-        .revoke_key(&id, &reason)
-        .await
-    {
+    let backend = gw.backend.as_actor(&actor(&admin));
+    let (done, label, action) = match what {
+        Standing::Revoke => {
+            let reason = req
+                .reason
+                .unwrap_or_else(|| format!("revoked through the admin API by {}", admin.id));
+            (
+                backend.revoke_key(id, &reason).await,
+                "revoked",
+                "keys.revoke",
+            )
+        }
+        Standing::Suspend => {
+            let reason = req
+                .reason
+                .unwrap_or_else(|| format!("suspended through the admin API by {}", admin.id));
+            (
+                backend.suspend_key(id, &reason).await,
+                "suspended",
+                "keys.suspend",
+            )
+        }
+        Standing::Resume => (backend.resume_key(id).await, "resumed", "keys.resume"),
+    };
+    match done {
         Ok(true) => {
-            // Answer once every running server refuses the key.
             let confirmed = gw
                 .backend
                 .await_replicas(std::time::Duration::from_secs(2))
                 .await
                 .map(|(n, _)| n)
                 .unwrap_or(0);
-            Json(json!({"id": id, "revoked": true, "servers_confirmed": confirmed})).into_response()
+            Json(json!({"id": id, label: true, "servers_confirmed": confirmed})).into_response()
         }
-        Ok(false) => error(StatusCode::NOT_FOUND, "no such key", &rid),
-        Err(e) => store_failure("keys.revoke", &e, &rid),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            "no such key (or it is revoked)",
+            &rid,
+        ),
+        Err(e) => store_failure(action, &e, &rid),
     }
 }
 

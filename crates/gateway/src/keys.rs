@@ -50,6 +50,7 @@ pub enum Denial {
     /// caller cannot probe which keys exist.
     InvalidKey,
     Revoked,
+    Suspended,
     Expired,
     /// The key's previous secret, presented after its rotation grace window.
     RotatedOut,
@@ -69,6 +70,7 @@ impl Denial {
             Denial::MissingKey
             | Denial::InvalidKey
             | Denial::Revoked
+            | Denial::Suspended
             | Denial::Expired
             | Denial::RotatedOut
             | Denial::Canary => ErrorKind::Authentication,
@@ -86,6 +88,7 @@ impl Denial {
             Denial::MissingKey => "missing_key",
             Denial::InvalidKey => "invalid_key",
             Denial::Revoked => "revoked",
+            Denial::Suspended => "suspended",
             Denial::Expired => "expired",
             Denial::RotatedOut => "rotated_out",
             Denial::Canary => "canary",
@@ -103,6 +106,9 @@ impl Denial {
             Denial::MissingKey => "No Keyward key: send it as `Authorization: Bearer kw_…`, `x-api-key`, `x-goog-api-key` or `?key=`".into(),
             Denial::InvalidKey | Denial::Canary => "Invalid Keyward key".into(),
             Denial::Revoked => "This Keyward key has been revoked".into(),
+            Denial::Suspended => {
+                "This Keyward key is suspended; ask its administrator to resume it".into()
+            }
             Denial::Expired => "This Keyward key has expired".into(),
             Denial::RotatedOut => "This Keyward key was rotated and its grace period is over; use the new key".into(),
             Denial::SourceNotAllowed => "This Keyward key may not be used from this address".into(),
@@ -161,6 +167,9 @@ impl KeyEntry {
         if self.record.revoked_at.is_some() {
             return Err(Denial::Revoked);
         }
+        if self.record.suspended_at.is_some() {
+            return Err(Denial::Suspended);
+        }
         if self.record.expires_at.is_some_and(|e| now >= e) {
             return Err(Denial::Expired);
         }
@@ -217,6 +226,8 @@ mod tests {
             rotation_grace: None,
             next_rotation_at: None,
             notify_secret: None,
+            suspended_at: None,
+            suspend_reason: None,
         })
     }
 

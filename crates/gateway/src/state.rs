@@ -393,6 +393,8 @@ impl Backend {
                 .as_ref()
                 .map(|r| created_at + r.every.as_secs() as i64),
             notify_secret: spec.rotation.as_ref().map(|r| r.notify_secret.clone()),
+            suspended_at: None,
+            suspend_reason: None,
         };
         self.store.insert_key(&record).await?;
         let details = serde_json::json!({
@@ -459,6 +461,31 @@ impl Backend {
         )
         .await?;
         Ok(Some(plaintext))
+    }
+
+    /// Suspends a key: refused everywhere (like a revoked key, and acknowledged
+    /// the same way with [`Backend::await_replicas`]) until resumed. Returns
+    /// false when no such key exists or it is revoked.
+    pub async fn suspend_key(&self, id: &str, reason: &str) -> Result<bool, StateError> {
+        let found = self
+            .store
+            .set_key_suspension(id, Some((now(), reason)))
+            .await?;
+        if found {
+            self.audit_one("keys.suspend", id, serde_json::json!({"reason": reason}))
+                .await?;
+        }
+        Ok(found)
+    }
+
+    /// Lifts a suspension. Returns false when no such key exists or it is revoked.
+    pub async fn resume_key(&self, id: &str) -> Result<bool, StateError> {
+        let found = self.store.set_key_suspension(id, None).await?;
+        if found {
+            self.audit_one("keys.resume", id, serde_json::json!({}))
+                .await?;
+        }
+        Ok(found)
     }
 
     pub async fn revoke_key(&self, id: &str, reason: &str) -> Result<bool, StateError> {

@@ -1247,3 +1247,45 @@ async fn scheduled_rotation_warns_the_owner_then_hands_over_the_new_key() {
     let text = format!("{audit:?}");
     assert!(!text.contains(&new_key) && !text.contains(&old_key));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspension_refuses_at_once_and_resume_restores() {
+    let r = start(None).await;
+    let (rec, key) = r.backend.create_key(new_key("prod", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
+    assert!(r
+        .backend
+        .suspend_key(&rec.id, "unusual spend")
+        .await
+        .unwrap());
+    let (confirmed, behind) = r
+        .backend
+        .await_replicas(Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(confirmed >= 1 && behind.is_empty());
+    let (s, body) = chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await;
+    assert_eq!(s, 401);
+    assert!(
+        body.contains("suspended") && !body.contains("unusual spend"),
+        "{body}"
+    );
+    assert!(r.backend.resume_key(&rec.id).await.unwrap());
+    r.backend
+        .await_replicas(Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
+    // A revoked key stays revoked.
+    assert!(r.backend.revoke_key(&rec.id, "leaked").await.unwrap());
+    assert!(!r.backend.resume_key(&rec.id).await.unwrap());
+    assert!(!r.backend.suspend_key("key_missing", "x").await.unwrap());
+    let audit = r.backend.store.audit_entries(0, 1000).await.unwrap();
+    for action in ["keys.suspend", "keys.resume"] {
+        assert!(audit
+            .iter()
+            .any(|e| e.action == action && e.target == rec.id));
+    }
+}

@@ -86,6 +86,9 @@ pub struct KeyRecord {
     pub next_rotation_at: Option<i64>,
     /// Vault secret holding the owner's webhook URL for rotation notices.
     pub notify_secret: Option<String>,
+    /// Set while the key is suspended (refused until resumed).
+    pub suspended_at: Option<i64>,
+    pub suspend_reason: Option<String>,
 }
 
 /// A key for the admin HTTP API: only its keyed hash is stored.
@@ -494,7 +497,7 @@ impl Store {
     /// Every client key, oldest first.
     pub async fn keys(&self) -> Result<Vec<KeyRecord>> {
         let rows = sqlx::query(
-            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret \
+            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, suspended_at, suspend_reason \
              FROM client_keys ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
@@ -519,6 +522,31 @@ impl Store {
         .bind(new_hash)
         .bind(new_hint)
         .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Suspends (`Some((at, reason))`) or resumes (`None`) a key. Returns false
+    /// when no such key exists or it is revoked (a revoked key stays revoked).
+    pub async fn set_key_suspension(
+        &self,
+        id: &str,
+        suspension: Option<(i64, &str)>,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE client_keys SET suspended_at = $2, suspend_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(suspension.map(|s| s.0))
+        .bind(suspension.map(|s| s.1.to_string()))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -854,6 +882,8 @@ fn key_from_row(r: &AnyRow) -> Result<KeyRecord> {
         rotation_grace: r.try_get("rotation_grace")?,
         next_rotation_at: r.try_get("next_rotation_at")?,
         notify_secret: r.try_get("notify_secret")?,
+        suspended_at: r.try_get("suspended_at")?,
+        suspend_reason: r.try_get("suspend_reason")?,
     })
 }
 

@@ -65,6 +65,8 @@ fn record(id: &str, hash: &str) -> KeyRecord {
         rotation_grace: None,
         next_rotation_at: None,
         notify_secret: None,
+        suspended_at: None,
+        suspend_reason: None,
     }
 }
 
