@@ -28,9 +28,7 @@ use std::time::Duration;
 pub fn router() -> Router<Arc<Gateway>> {
     Router::new()
         .route("/keys", get(list_keys).post(create_key))
-        .route("/keys/{id}/revoke", post(revoke_key))
-        .route("/keys/{id}/suspend", post(suspend_key))
-        .route("/keys/{id}/resume", post(resume_key))
+        .route("/keys/{id}/{action}", post(set_standing))
         .route("/leaks", post(report_leak))
         .route("/vault", get(list_vault))
         .route("/vault/{name}", put(put_secret))
@@ -288,54 +286,19 @@ struct Revoke {
     reason: Option<String>,
 }
 
-/// What an admin call does to a key's standing.
-#[derive(Clone, Copy)]
-enum Standing {
-    Revoke,
-    Suspend,
-    Resume,
-}
-
-async fn revoke_key(
-    State(gw): State<Arc<Gateway>>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    set_standing(&gw, caller, &id, &body, Standing::Revoke).await
-}
-
-async fn suspend_key(
-    State(gw): State<Arc<Gateway>>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    set_standing(&gw, caller, &id, &body, Standing::Suspend).await
-}
-
-async fn resume_key(
-    State(gw): State<Arc<Gateway>>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    set_standing(&gw, caller, &id, &body, Standing::Resume).await
-}
-
-/// Revokes, suspends or resumes a key; answers once every running server
-/// applies the change.
+/// `POST /keys/{id}/revoke|suspend|resume` (optional `{"reason": …}`): answers
+/// once every running server applies the change.
 async fn set_standing(
-    gw: &Gateway,
+    State(gw): State<Arc<Gateway>>,
     Caller { admin, rid }: Caller,
-    id: &str,
-    body: &[u8],
-    what: Standing,
+    Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
 ) -> Response {
+    let id = id.as_str();
     let req: Revoke = if body.is_empty() {
         Revoke::default()
     } else {
-        match serde_json::from_slice(body) {
+        match serde_json::from_slice(&body) {
             Ok(r) => r,
             Err(e) => {
                 return error(
@@ -347,8 +310,8 @@ async fn set_standing(
         }
     };
     let backend = gw.backend.as_actor(&actor(&admin));
-    let (done, label, action) = match what {
-        Standing::Revoke => {
+    let (done, label, action) = match action.as_str() {
+        "revoke" => {
             let reason = req
                 .reason
                 .unwrap_or_else(|| format!("revoked through the admin API by {}", admin.id));
@@ -358,7 +321,7 @@ async fn set_standing(
                 "keys.revoke",
             )
         }
-        Standing::Suspend => {
+        "suspend" => {
             let reason = req
                 .reason
                 .unwrap_or_else(|| format!("suspended through the admin API by {}", admin.id));
@@ -368,7 +331,14 @@ async fn set_standing(
                 "keys.suspend",
             )
         }
-        Standing::Resume => (backend.resume_key(id).await, "resumed", "keys.resume"),
+        "resume" => (backend.resume_key(id).await, "resumed", "keys.resume"),
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "unknown key action: use revoke, suspend or resume",
+                &rid,
+            )
+        }
     };
     match done {
         Ok(true) => {

@@ -20,6 +20,23 @@ struct Seen {
     body: String,
 }
 
+impl Seen {
+    fn authorization(&self) -> String {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Fake {
+    /// The credential header of the last request the fake received.
+    fn last_auth(&self) -> String {
+        self.seen.lock().unwrap().last().unwrap().authorization()
+    }
+}
+
 #[derive(Default)]
 struct Fake {
     seen: Mutex<Vec<Seen>>,
@@ -588,8 +605,26 @@ async fn admin_api_issues_revokes_and_rotates_with_admin_keys_only() {
         .headers
         .iter()
         .any(|(k, v)| k == "authorization" && v == &format!("Bearer {new_cred}")));
-    // Revoke through the API.
+    // Suspend, resume, then revoke through the API.
     let id = created["id"].as_str().unwrap();
+    for (action, status) in [("suspend", 401), ("resume", 200)] {
+        let resp = c
+            .post(api(&format!("/keys/{id}/{action}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{action}");
+        let (s, body) = chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await;
+        assert_eq!(s, status, "after {action}: {body}");
+    }
+    let resp = c
+        .post(api(&format!("/keys/{id}/delete")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "unknown actions are refused");
     let resp = c
         .post(api(&format!("/keys/{id}/revoke")))
         .bearer_auth(&admin)
@@ -930,26 +965,12 @@ async fn credential_rotation_switches_traffic_and_rollback_switches_it_back() {
     r.backend.vault_put("openai-prod", rotated).await.unwrap();
     settle().await;
     let c = reqwest::Client::new();
-    let last_auth = || {
-        r.fake
-            .seen
-            .lock()
-            .unwrap()
-            .last()
-            .unwrap()
-            .headers
-            .iter()
-            .find(|(k, _)| k == "authorization")
-            .unwrap()
-            .1
-            .clone()
-    };
     assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
-    assert_eq!(last_auth(), format!("Bearer {rotated}"));
+    assert_eq!(r.fake.last_auth(), format!("Bearer {rotated}"));
     assert_eq!(r.backend.vault_rollback("openai-prod").await.unwrap(), 1);
     settle().await;
     assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
-    assert_eq!(last_auth(), format!("Bearer {PROD_CRED}"));
+    assert_eq!(r.fake.last_auth(), format!("Bearer {PROD_CRED}"));
     assert!(
         r.backend.vault_rollback("openai-prod").await.is_err(),
         "nothing older than version 1"
@@ -966,20 +987,6 @@ async fn master_key_rotation_while_serving_decrypts_nothing_to_disk() {
     let (_, key) = r.backend.create_key(new_key("prod", &["*"])).await.unwrap();
     settle().await;
     let c = reqwest::Client::new();
-    let last_auth = || {
-        r.fake
-            .seen
-            .lock()
-            .unwrap()
-            .last()
-            .unwrap()
-            .headers
-            .iter()
-            .find(|(k, _)| k == "authorization")
-            .unwrap()
-            .1
-            .clone()
-    };
     assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
     let key_file = r.config.base_dir.join("master.key");
     let old_key = std::fs::read_to_string(&key_file).unwrap();
@@ -1005,13 +1012,13 @@ async fn master_key_rotation_while_serving_decrypts_nothing_to_disk() {
         assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(last_auth(), format!("Bearer {PROD_CRED}"));
+    assert_eq!(r.fake.last_auth(), format!("Bearer {PROD_CRED}"));
     // A handle opened before the rekey notices it and seals under the new key.
     let rotated = "sk-fakeprov-prod-v3-1f2e3d4c5b6a";
     r.backend.vault_put("openai-prod", rotated).await.unwrap();
     settle().await;
     assert_eq!(chat(&c, &r.url, &key, r#"{"model":"gpt-4o"}"#).await.0, 200);
-    assert_eq!(last_auth(), format!("Bearer {rotated}"));
+    assert_eq!(r.fake.last_auth(), format!("Bearer {rotated}"));
     // A restart works with the new key file; the old key opens nothing.
     let (reopened, _) = Backend::open(&r.config).await.unwrap();
     let snap = reopened.load_snapshot().await.unwrap();
@@ -1086,14 +1093,7 @@ async fn pooled_credentials_share_traffic_until_retired() {
     }
     let used: Vec<String> = r.fake.seen.lock().unwrap()[before..]
         .iter()
-        .map(|s| {
-            s.headers
-                .iter()
-                .find(|(k, _)| k == "authorization")
-                .unwrap()
-                .1
-                .clone()
-        })
+        .map(Seen::authorization)
         .collect();
     for cred in [PROD_CRED, second] {
         let n = used

@@ -196,6 +196,21 @@ impl Store {
         Ok(tx)
     }
 
+    /// Runs one UPDATE in a write transaction and, when it changed a row, bumps
+    /// the generation and commits. Returns whether a row changed.
+    async fn update_bumping<'q>(
+        &self,
+        update: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        if update.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(false);
+        }
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -514,23 +529,16 @@ impl Store {
         new_hint: &str,
         prev_valid_until: i64,
     ) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
-            "UPDATE client_keys SET prev_key_hash = key_hash, prev_valid_until = $1, key_hash = $2, hint = $3 WHERE id = $4",
+        self.update_bumping(
+            sqlx::query(
+                "UPDATE client_keys SET prev_key_hash = key_hash, prev_valid_until = $1, key_hash = $2, hint = $3 WHERE id = $4",
+            )
+            .bind(prev_valid_until)
+            .bind(new_hash)
+            .bind(new_hint)
+            .bind(id),
         )
-        .bind(prev_valid_until)
-        .bind(new_hash)
-        .bind(new_hint)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            return Ok(false);
-        }
-        bump_generation(&mut tx).await?;
-        tx.commit().await?;
-        Ok(true)
+        .await
     }
 
     /// Suspends (`Some((at, reason))`) or resumes (`None`) a key. Returns false
@@ -540,22 +548,15 @@ impl Store {
         id: &str,
         suspension: Option<(i64, &str)>,
     ) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
-            "UPDATE client_keys SET suspended_at = $2, suspend_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
+        self.update_bumping(
+            sqlx::query(
+                "UPDATE client_keys SET suspended_at = $2, suspend_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(suspension.map(|s| s.0))
+            .bind(suspension.map(|s| s.1.to_string())),
         )
-        .bind(id)
-        .bind(suspension.map(|s| s.0))
-        .bind(suspension.map(|s| s.1.to_string()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            return Ok(false);
-        }
-        bump_generation(&mut tx).await?;
-        tx.commit().await?;
-        Ok(true)
+        .await
     }
 
     /// Claims the advance notice of the rotation due at `due` for key `id`: true
