@@ -24,10 +24,6 @@ use regex_automata::{Anchored, MatchKind};
 use regex_syntax::hir::{Hir, HirKind, Repetition};
 use std::sync::Mutex;
 
-/// Bytes of released text kept before the pending text, so that look-behind
-/// (`\b`, `^`) and regexes starting at the boundary see what came before.
-const CONTEXT: usize = 64;
-
 /// Longest tail held back for a run that decoding (base64, percent) might still
 /// extend, and for rules whose patterns have no length bound.
 pub const MAX_HOLD: usize = 64 << 10;
@@ -300,7 +296,12 @@ impl<'d> StreamRedactor<'d> {
             return;
         }
         self.write(&findings, cut, out);
-        let mut keep_from = cut.saturating_sub(CONTEXT);
+        // Released text stays as context for as far back as any match can reach:
+        // a match crossing the cut (its secret or only its surrounding context)
+        // starts at most the longest match length before it, and the search must
+        // see it to choose between overlapping candidates as a whole-text search
+        // does. Less context once let a secret through (fuzzing found it).
+        let mut keep_from = cut.saturating_sub(self.prefixes.max_len);
         while !self.buf.is_char_boundary(keep_from) {
             keep_from += 1;
         }
