@@ -46,7 +46,7 @@ impl Decoded {
 
 /// Shortest base64 run worth decoding: 24 characters hold 18 bytes, shorter than any
 /// credential the rules look for in practice.
-const MIN_BASE64_RUN: usize = 24;
+pub(crate) const MIN_BASE64_RUN: usize = 24;
 
 static BASE64_CLASS: [u8; 256] = {
     // 1 = lower, 2 = upper, 4 = digit, 8 = other base64 symbol (+ / - _)

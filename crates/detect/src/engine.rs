@@ -38,6 +38,11 @@ pub struct Detector {
     prefilter: AhoCorasick,
     /// For each prefilter pattern, the rules whose keyword it is.
     keyword_rules: Vec<Vec<u32>>,
+    /// For each prefilter pattern, the longest match of any of its rules (bytes;
+    /// `usize::MAX` when a rule is unbounded).
+    keyword_reach: Vec<usize>,
+    /// Length of the longest keyword.
+    max_keyword_len: usize,
     decode: bool,
     /// For streaming redaction; built on first use.
     prefixes: OnceLock<crate::stream::Prefixes>,
@@ -190,9 +195,20 @@ impl Detector {
             .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(&keywords)
             .expect("keyword automaton builds");
+        let keyword_reach = keyword_rules
+            .iter()
+            .map(|rs| {
+                rs.iter()
+                    .map(|&r| rules[r as usize].max_len.unwrap_or(usize::MAX))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
         Detector {
             rules,
             prefilter,
+            keyword_reach,
+            max_keyword_len: keywords.iter().map(Vec::len).max().unwrap_or(0),
             keyword_rules,
             decode,
             prefixes: OnceLock::new(),
@@ -214,6 +230,26 @@ impl Detector {
     pub(crate) fn prefixes(&self) -> &crate::stream::Prefixes {
         self.prefixes
             .get_or_init(|| crate::stream::Prefixes::build(&self.rules))
+    }
+
+    /// Keyword occurrences in `hay[from..]` as `(start, end, reach)`: any match
+    /// containing the occurrence lies within `reach` bytes of it.
+    pub(crate) fn keyword_hits(&self, hay: &[u8], from: usize) -> Vec<(usize, usize, usize)> {
+        let input = aho_corasick::Input::new(hay).range(from..);
+        self.prefilter
+            .find_overlapping_iter(input)
+            .map(|m| {
+                (
+                    m.start(),
+                    m.end(),
+                    self.keyword_reach[m.pattern().as_usize()],
+                )
+            })
+            .collect()
+    }
+
+    pub(crate) fn max_keyword_len(&self) -> usize {
+        self.max_keyword_len
     }
 
     /// Heap bytes used by the keyword automaton.

@@ -145,6 +145,10 @@ pub struct StreamRedactor<'d> {
     /// Prefix-automaton state after reading `buf[cand..fed]`, once started.
     state: Option<LazyStateID>,
     fed: usize,
+    /// Keyword occurrences in `buf` as `(start, end, reach)`, found as text
+    /// arrives; `buf[..scanned]` has been searched.
+    keywords: Vec<(usize, usize, usize)>,
+    scanned: usize,
     /// Rule indices of the secrets redacted so far.
     hits: Vec<usize>,
 }
@@ -161,6 +165,8 @@ impl<'d> StreamRedactor<'d> {
             cand: 0,
             state: None,
             fed: 0,
+            keywords: Vec::new(),
+            scanned: 0,
             hits: Vec::new(),
         }
     }
@@ -179,6 +185,7 @@ impl<'d> StreamRedactor<'d> {
             return;
         }
         self.buf.push_str(chunk);
+        self.scan_keywords();
         self.advance();
         self.release(out);
     }
@@ -197,6 +204,8 @@ impl<'d> StreamRedactor<'d> {
         self.cand = 0;
         self.fed = 0;
         self.state = None;
+        self.keywords.clear();
+        self.scanned = 0;
         out
     }
 
@@ -210,6 +219,58 @@ impl<'d> StreamRedactor<'d> {
     pub fn take_hits(&mut self) -> Vec<&'d str> {
         let rules = self.detector.rules();
         self.hits.drain(..).map(|r| rules[r].id()).collect()
+    }
+
+    /// Records keyword occurrences in the newly arrived text (and any that
+    /// straddle its start).
+    fn scan_keywords(&mut self) {
+        let from = self
+            .scanned
+            .saturating_sub(self.detector.max_keyword_len().saturating_sub(1));
+        let scanned = self.scanned;
+        self.keywords.extend(
+            self.detector
+                .keyword_hits(self.buf.as_bytes(), from)
+                .into_iter()
+                .filter(|&(_, end, _)| end > scanned),
+        );
+        self.scanned = self.buf.len();
+    }
+
+    /// Whether the full search can be skipped for `buf[released..cut]`: no
+    /// keyword occurrence is near enough for a match to reach it, and no run a
+    /// decoder would look at (base64-sized, or holding `%`) touches it. Then no
+    /// secret starts in it, so it is released as it is.
+    fn nothing_to_find(&self, cut: usize) -> bool {
+        let released = self.released;
+        let near = self.keywords.iter().any(|&(start, end, reach)| {
+            end.saturating_sub(reach) < cut && start.saturating_add(reach) > released
+        });
+        if near {
+            return false;
+        }
+        if !self.detector.decodes() {
+            return true;
+        }
+        let bytes = self.buf.as_bytes();
+        let mut i = released;
+        while i > 0 && decode::may_extend_region(bytes[i - 1]) {
+            i -= 1;
+        }
+        while i < cut {
+            if !decode::may_extend_region(bytes[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && decode::may_extend_region(bytes[i]) {
+                i += 1;
+            }
+            if i - start >= decode::MIN_BASE64_RUN || bytes[start..i].contains(&b'%') {
+                return false;
+            }
+        }
+        true
     }
 
     /// Moves `cand` to the first start that may still begin a match.
@@ -282,9 +343,16 @@ impl<'d> StreamRedactor<'d> {
         if self.cand <= self.released {
             return;
         }
-        let findings = self
-            .detector
-            .find_with(self.buf.as_bytes(), self.released, false);
+        let mut fast_cut = self.cand;
+        while !self.buf.is_char_boundary(fast_cut) {
+            fast_cut -= 1;
+        }
+        let findings = if self.nothing_to_find(fast_cut) {
+            Vec::new()
+        } else {
+            self.detector
+                .find_with(self.buf.as_bytes(), self.released, false)
+        };
         let mut cut = self.cand;
         if let Some(f) = findings.iter().find(|f| f.start < cut && f.end > cut) {
             cut = f.start;
@@ -301,7 +369,12 @@ impl<'d> StreamRedactor<'d> {
         // starts at most the longest match length before it, and the search must
         // see it to choose between overlapping candidates as a whole-text search
         // does. Less context once let a secret through (fuzzing found it).
-        let mut keep_from = cut.saturating_sub(self.prefixes.max_len);
+        // Dropped in bulk, once twice that much has accumulated.
+        let reach = self.prefixes.max_len;
+        if cut < 2 * reach.max(64) {
+            return;
+        }
+        let mut keep_from = cut - reach;
         while !self.buf.is_char_boundary(keep_from) {
             keep_from += 1;
         }
@@ -309,6 +382,15 @@ impl<'d> StreamRedactor<'d> {
         self.released -= keep_from;
         self.cand -= keep_from;
         self.fed = self.fed.saturating_sub(keep_from);
+        self.scanned -= keep_from;
+        self.keywords
+            .retain(|&(_, end, reach)| end.saturating_add(reach) > keep_from);
+        // Occurrences now partly or wholly before the buffer are pinned to its
+        // start: that only widens where they count, so the check stays safe.
+        for k in &mut self.keywords {
+            k.0 = k.0.saturating_sub(keep_from);
+            k.1 = k.1.saturating_sub(keep_from);
+        }
     }
 
     /// Writes `buf[released..upto]` redacted to `out` and marks it released.

@@ -203,3 +203,39 @@ fn fuzz_case_overlapping_uri_credentials_streams_like_whole_text() {
         3
     );
 }
+
+/// Long streams: far more text than any match spans, so released text is
+/// dropped along the way; secrets at every distance from the drops.
+#[test]
+fn long_streams_with_secrets_throughout_match_whole_text() {
+    let d = Detector::builtin();
+    let pieces = pieces();
+    // A fixed pseudo-random sequence (xorshift), so failures reproduce.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut text = String::new();
+    while text.len() < 60_000 {
+        text.push_str(&pieces[(next() % pieces.len() as u64) as usize]);
+        if next() % 4 == 0 {
+            text.push_str(" the rollout went fine and nothing else happened here ");
+        }
+    }
+    let whole = d.redact_unescaped(&text).into_owned();
+    assert!(whole.contains("[REDACTED:"));
+    for max_piece in [3usize, 17, 200, 5000] {
+        let count = text.len() / (max_piece / 2 + 1) + 10;
+        let cuts: Vec<usize> = (0..count)
+            .map(|_| (next() as usize % max_piece) + 1)
+            .collect();
+        assert_eq!(
+            stream(d, &text, &cuts),
+            whole,
+            "pieces up to {max_piece} bytes"
+        );
+    }
+}
