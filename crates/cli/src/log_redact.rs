@@ -75,10 +75,7 @@ mod tests {
 
     fn token() -> String {
         let seed = "Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc7Jd0Fa";
-        format!(
-            "ghp_{seed}{}",
-            std::str::from_utf8(&keyward_detect::checksum::crc32_base62(seed.as_bytes())).unwrap()
-        )
+        keyward_detect::checksum::github_style_seal("ghp_", seed)
     }
 
     #[test]

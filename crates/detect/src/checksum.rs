@@ -75,9 +75,27 @@ pub fn keyward_key_seal(unsigned: &str) -> String {
     s
 }
 
+/// A GitHub-style token: `prefix` (e.g. `ghp_`) and a 30-character alphanumeric
+/// `body`, followed by the body's CRC32 in base62 — the shape
+/// [`github_style_valid`] accepts. For building test tokens at run time.
+pub fn github_style_seal(prefix: &str, body: &str) -> String {
+    let ck = crc32_base62(body.as_bytes());
+    format!(
+        "{prefix}{body}{}",
+        std::str::from_utf8(&ck).expect("base62 is ASCII")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_github_style_tokens_validate() {
+        let t = github_style_seal("ghp_", "Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc7Jd0Fa");
+        assert!(t.starts_with("ghp_") && t.len() == 40);
+        assert!(github_style_valid(t.as_bytes()));
+    }
 
     #[test]
     fn base62_pads_and_orders_digits_upper_lower() {

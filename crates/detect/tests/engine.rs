@@ -4,10 +4,7 @@
 use keyward_detect::{checksum, parse_rules, Detector, DetectorBuilder};
 
 fn gh(seed: &str) -> String {
-    format!(
-        "ghp_{seed}{}",
-        std::str::from_utf8(&checksum::crc32_base62(seed.as_bytes())).unwrap()
-    )
+    checksum::github_style_seal("ghp_", seed)
 }
 
 const SEED: &str = "Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc7Jd0Fa";

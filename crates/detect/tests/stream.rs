@@ -8,10 +8,7 @@ use proptest::prelude::*;
 /// at run time (no real-looking secret is written in this file).
 fn secrets() -> Vec<String> {
     let seed = "Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc7Jd0Fa";
-    let gh = format!(
-        "ghp_{seed}{}",
-        std::str::from_utf8(&checksum::crc32_base62(seed.as_bytes())).unwrap()
-    );
+    let gh = checksum::github_style_seal("ghp_", seed);
     let kw = checksum::keyward_key_seal("kw_prod_Q7mZx2Lp9Vt4Rk8Nw3Hs6Bc1Df5Gj0Ya");
     let body = "Xq7Lm2Vt9Rk4Nw8Hs3Bc6Df1Gj5Ya0Zp".repeat(3);
     let anthropic = format!("sk-ant-api03-{}AA", &body[..93]);

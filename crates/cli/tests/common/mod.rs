@@ -9,8 +9,7 @@ use std::process::{Command, Output, Stdio};
 /// A GitHub classic PAT with a valid checksum, made from `seed` (30 base62 chars).
 pub fn github_pat(seed: &str) -> String {
     assert_eq!(seed.len(), 30);
-    let ck = keyward_detect::checksum::crc32_base62(seed.as_bytes());
-    format!("ghp_{seed}{}", std::str::from_utf8(&ck).unwrap())
+    keyward_detect::checksum::github_style_seal("ghp_", seed)
 }
 
 /// A Keyward client key for `env` with a valid checksum.

@@ -361,10 +361,7 @@ mod tests {
 
     fn gh() -> String {
         let seed = "Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc7Jd0Fa";
-        format!(
-            "ghp_{seed}{}",
-            std::str::from_utf8(&checksum::crc32_base62(seed.as_bytes())).unwrap()
-        )
+        checksum::github_style_seal("ghp_", seed)
     }
 
     fn openai_event(content: &str) -> String {
