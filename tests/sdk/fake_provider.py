@@ -500,10 +500,16 @@ class _Handler(BaseHTTPRequestHandler):
         for i, frame in enumerate(frames):
             if i:
                 time.sleep(delay)
+            if i == len(frames) - 1:
+                # Stamped before the last frame goes out: a client that stops
+                # reading at its end-of-stream frame may otherwise look at the
+                # record before this thread gets to set it.
+                rec.stream_done_at = time.monotonic()
             self._chunk(frame)
             if rec.stream_first_chunk_at is None:
                 rec.stream_first_chunk_at = time.monotonic()
-        rec.stream_done_at = time.monotonic()
+        if rec.stream_done_at is None:
+            rec.stream_done_at = time.monotonic()
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
