@@ -303,7 +303,10 @@ impl Detector {
                 hits[r as usize].push((m.start(), m.end()));
             }
         }
-        for (ri, rule_hits) in hits.iter().enumerate().filter(|(_, h)| !h.is_empty()) {
+        for (ri, rule_hits) in hits.iter_mut().enumerate().filter(|(_, h)| !h.is_empty()) {
+            // The automaton reports occurrences by where they end; matches are
+            // taken by where they start.
+            rule_hits.sort_unstable();
             let rule = &self.rules[ri];
             let mut push = |start: usize, end: usize| {
                 let secret = &hay[start..end];
@@ -317,6 +320,16 @@ impl Detector {
                     });
                 }
             };
+            // Matches of one rule are taken in order, each search resuming where the
+            // previous secret ended (not where its whole match ended): a match may
+            // start inside the previous one's trailing context, so a secret there is
+            // found now rather than only when the redacted text is scanned again.
+            let resume_after = |caps: &regex::bytes::Captures<'_>| {
+                let whole = caps.get(0).expect("group 0 always matches");
+                caps.get(rule.secret_group)
+                    .map_or(whole.end(), |m| m.end())
+                    .max(whole.start() + 1)
+            };
             match rule.max_len {
                 Some(max_len) => {
                     // Every match contains a keyword occurrence and is at most
@@ -324,31 +337,28 @@ impl Detector {
                     // Searching from the window start gives the same leftmost match as
                     // a search of the whole input (look-around sees the bytes around
                     // the window); a few bytes past its end keep `\b` and `$` honest.
-                    let mut covered_until = 0;
-                    for &(ks, ke) in rule_hits {
-                        if ke <= covered_until {
+                    let mut resume = 0;
+                    for &(ks, ke) in rule_hits.iter() {
+                        if ks < resume {
+                            // A match containing this occurrence would start before
+                            // the previous secret's end.
                             continue;
                         }
-                        let from = ks.saturating_sub(max_len);
                         let to = (ke + max_len + 4).min(hay.len());
-                        let mut at = from;
+                        let mut at = ks.saturating_sub(max_len).max(resume);
                         while let Some(caps) = rule.regex().captures_at(&hay[..to], at) {
                             let whole = caps.get(0).expect("group 0 always matches");
                             if whole.start() > ks {
                                 break;
                             }
                             if whole.end() >= ke {
-                                covered_until = covered_until.max(whole.end());
                                 if let Some(m) = caps.get(rule.secret_group) {
                                     push(m.start(), m.end());
                                 }
+                                resume = resume_after(&caps);
                                 break;
                             }
-                            at = if whole.end() > whole.start() {
-                                whole.end()
-                            } else {
-                                whole.end() + 1
-                            };
+                            at = resume_after(&caps);
                             if at > ks {
                                 break;
                             }
@@ -356,10 +366,15 @@ impl Detector {
                     }
                 }
                 None => {
-                    for caps in rule.regex().captures_iter(hay) {
+                    let mut at = 0;
+                    while at <= hay.len() {
+                        let Some(caps) = rule.regex().captures_at(hay, at) else {
+                            break;
+                        };
                         if let Some(m) = caps.get(rule.secret_group) {
                             push(m.start(), m.end());
                         }
+                        at = resume_after(&caps);
                     }
                 }
             }

@@ -115,3 +115,22 @@ fn invalid_utf8_and_binary_noise_do_not_panic() {
     data.extend_from_slice(&[0xe2, 0x82]);
     assert_eq!(d.find(&data).len(), 1);
 }
+
+#[test]
+fn a_match_starting_inside_the_previous_matchs_trailing_context_is_found() {
+    // The first URI's match ends one byte into its host (`@p`), which is where
+    // the second URI starts: resuming after the whole match would skip it, and
+    // it would only surface when the redacted text was scanned again.
+    let d = Detector::builtin();
+    let text = "postgres://app:Xy7pQ2wZr4vT9@postgres://app:Kq9vL3mTz8Nw2H@db.internal/app";
+    let red = d.redact(text);
+    assert_eq!(
+        red.matches("[REDACTED:").count(),
+        2,
+        "both passwords are secrets: {red}"
+    );
+    assert!(
+        d.find(red.as_bytes()).is_empty(),
+        "redaction is final: {red}"
+    );
+}
