@@ -5,7 +5,8 @@
 #   bench/gateway.sh [RATE ...]          default rates: 100 300 1000
 #
 # Needs nginx (mock), oha, and for the peer a LiteLLM venv (see the harness README).
-# PEER=0 measures Keyward only; REDACTION_COMPARE=1 adds a run with redaction off. Results land under ${BENCH_HOME:-~/.cache/keyward-bench}.
+# PEER=0 measures Keyward only; REDACTION_COMPARE=1 adds a run with redaction off
+# (REDACTION_ORDER="off on" runs it first). Results land under ${BENCH_HOME:-~/.cache/keyward-bench}.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 harness=${HARNESS:-$here/../shared/bench/gateway}
@@ -58,10 +59,19 @@ TOML
   kill "$kw_pid"; wait "$kw_pid" 2>/dev/null || true; kw_pid=
 }
 
-run_keyward keyward
-# REDACTION_COMPARE=1: the same run with screening off, for the cost of redaction.
+# REDACTION_COMPARE=1: the same run with screening off too, for the cost of
+# redaction; REDACTION_ORDER="off on" swaps the order, to check that the first
+# run is not favoured or penalised by running first.
 if [ "${REDACTION_COMPARE:-0}" = 1 ]; then
-  run_keyward keyward-redaction-off off
+  for mode in ${REDACTION_ORDER:-on off}; do
+    case $mode in
+      on) run_keyward keyward ;;
+      off) run_keyward keyward-redaction-off off ;;
+      *) echo "REDACTION_ORDER holds 'on' and 'off', not '$mode'" >&2; exit 2 ;;
+    esac
+  done
+else
+  run_keyward keyward
 fi
 
 if [ "${PEER:-1}" = 1 ]; then
