@@ -462,6 +462,37 @@ fn state_label(revoked_at: Option<i64>) -> &'static str {
     }
 }
 
+/// Applies a change of state to key `id` (`apply` says whether such a key was
+/// there to change), then waits up to 2 s for the running servers to confirm it
+/// and says how many did, warning about any that have not yet.
+fn change_key(
+    rt: &tokio::runtime::Runtime,
+    cfg: &Config,
+    id: &str,
+    done: &str,
+    which: &str,
+    apply: impl AsyncFnOnce(&Backend) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let applied = rt.block_on(async {
+        let b = open(cfg).await?;
+        if !apply(&b).await? {
+            return Ok::<_, anyhow::Error>(None);
+        }
+        Ok(Some(b.await_replicas(Duration::from_secs(2)).await?))
+    })?;
+    let Some((confirmed, behind)) = applied else {
+        bail!("no {which}key with id `{id}` (see `keyward keys list`)");
+    };
+    eprintln!("{done} {id}; applied by {confirmed} running server(s)");
+    if !behind.is_empty() {
+        eprintln!(
+            "warning: not yet confirmed by {}: they apply it once they reach the store",
+            behind.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -727,47 +758,19 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             }
         }
         KeysCmd::Revoke { id, reason, config } => {
-            let cfg = config.load()?;
-            let (found, confirmed, behind) = rt.block_on(async {
-                let b = open(&cfg).await?;
-                if !b.revoke_key(&id, &reason).await? {
-                    return Ok::<_, anyhow::Error>((false, 0, Vec::new()));
-                }
-                let (confirmed, behind) = b.await_replicas(Duration::from_secs(2)).await?;
-                Ok((true, confirmed, behind))
+            change_key(&rt, &config.load()?, &id, "revoked", "", async |b| {
+                Ok(b.revoke_key(&id, &reason).await?)
             })?;
-            if !found {
-                bail!("no key with id `{id}` (see `keyward keys list`)");
-            }
-            eprintln!("revoked {id}; applied by {confirmed} running server(s)");
-            if !behind.is_empty() {
-                eprintln!(
-                    "warning: not yet confirmed by {}: they refuse it once they reach the store",
-                    behind.join(", ")
-                );
-            }
         }
         KeysCmd::Suspend { id, reason, config } => {
-            let cfg = config.load()?;
-            let confirmed = rt.block_on(async {
-                let b = open(&cfg).await?;
-                if !b.suspend_key(&id, &reason).await? {
-                    bail!("no live key with id `{id}` (see `keyward keys list`)");
-                }
-                Ok::<_, anyhow::Error>(b.await_replicas(Duration::from_secs(2)).await?.0)
+            change_key(&rt, &config.load()?, &id, "suspended", "live ", async |b| {
+                Ok(b.suspend_key(&id, &reason).await?)
             })?;
-            eprintln!("suspended {id}; applied by {confirmed} running server(s)");
         }
         KeysCmd::Resume { id, config } => {
-            let cfg = config.load()?;
-            let confirmed = rt.block_on(async {
-                let b = open(&cfg).await?;
-                if !b.resume_key(&id).await? {
-                    bail!("no live key with id `{id}` (see `keyward keys list`)");
-                }
-                Ok::<_, anyhow::Error>(b.await_replicas(Duration::from_secs(2)).await?.0)
+            change_key(&rt, &config.load()?, &id, "resumed", "live ", async |b| {
+                Ok(b.resume_key(&id).await?)
             })?;
-            eprintln!("resumed {id}; applied by {confirmed} running server(s)");
         }
         KeysCmd::List { config, json } => {
             let cfg = config.load()?;
