@@ -48,7 +48,8 @@ pub struct StoredSecret {
 }
 
 /// A client key as stored: never the key, only its keyed hash and a short hint.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// `Default` is an empty record with no lifecycle state (for tests and builders).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct KeyRecord {
     pub id: String,
     #[serde(skip)]

@@ -54,19 +54,7 @@ fn record(id: &str, hash: &str) -> KeyRecord {
         source_cidrs: vec!["10.0.0.0/8".into()],
         created_at: 100,
         expires_at: Some(200),
-        revoked_at: None,
-        revoke_reason: None,
-        prev_key_hash: None,
-        prev_valid_until: None,
-        canary: false,
-        redact_inbound: None,
-        redact_outbound: None,
-        rotate_every: None,
-        rotation_grace: None,
-        next_rotation_at: None,
-        notify_secret: None,
-        suspended_at: None,
-        suspend_reason: None,
+        ..Default::default()
     }
 }
 
