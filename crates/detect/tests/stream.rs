@@ -61,17 +61,20 @@ fn pieces() -> Vec<String> {
     v
 }
 
-fn stream(d: &Detector, text: &str, cuts: &[usize]) -> String {
+/// Streams `text` in pieces of the given lengths (cut short at the end of the
+/// text, moved forward to a character boundary), then the rest: the fuzz
+/// target's layout.
+fn stream(d: &Detector, text: &str, lens: &[usize]) -> String {
     let mut r = StreamRedactor::new(d);
     let mut out = String::new();
     let mut pos = 0;
-    for &c in cuts {
-        let mut c = pos + c % (text.len() - pos + 1);
-        while !text.is_char_boundary(c) {
-            c += 1;
+    for &len in lens {
+        let mut end = (pos + len).min(text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
         }
-        r.push_into(&text[pos..c], &mut out);
-        pos = c;
+        r.push_into(&text[pos..end], &mut out);
+        pos = end;
     }
     r.push_into(&text[pos..], &mut out);
     out.push_str(&r.finish());
@@ -179,21 +182,9 @@ fn fuzz_case_overlapping_uri_credentials_streams_like_whole_text() {
     let k = (data[0] as usize % 32).min(data.len() - 1);
     let (lens, text) = data[1..].split_at(k);
     let text = String::from_utf8_lossy(text).into_owned();
-    let cuts: Vec<usize> = lens.iter().map(|&l| l as usize).collect();
+    let lens: Vec<usize> = lens.iter().map(|&l| l as usize).collect();
     let d = Detector::builtin();
-    let mut r = StreamRedactor::new(d);
-    let mut out = String::new();
-    let mut pos = 0;
-    for l in cuts {
-        let mut end = (pos + l).min(text.len());
-        while !text.is_char_boundary(end) {
-            end += 1;
-        }
-        r.push_into(&text[pos..end], &mut out);
-        pos = end;
-    }
-    r.push_into(&text[pos..], &mut out);
-    out.push_str(&r.finish());
+    let out = stream(d, &text, &lens);
     assert_eq!(out, d.redact_unescaped(&text));
     // Five credentials, two of them starting inside the previous match's
     // trailing context; none is left for a second pass to find.

@@ -35,6 +35,25 @@ impl Fake {
     fn last_auth(&self) -> String {
         self.seen.lock().unwrap().last().unwrap().authorization()
     }
+
+    /// The JSON bodies posted to `path` (alerts, owner notices), in order.
+    fn posted(&self, path: &str) -> Vec<serde_json::Value> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path_and_query == path)
+            .map(|s| serde_json::from_str(&s.body).unwrap())
+            .collect()
+    }
+}
+
+/// Polls `done` every 100 ms until it holds or `within` has passed.
+async fn wait_for(within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[derive(Default)]
@@ -440,12 +459,10 @@ async fn streams_pass_through_as_they_arrive_and_disconnects_cancel_upstream() {
     assert!(both.contains("part0"), "{both}");
     drop(resp);
     let dropped = Instant::now();
-    for _ in 0..30 {
-        if r.fake.stream_cancelled.lock().unwrap().is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(Duration::from_secs(3), || {
+        r.fake.stream_cancelled.lock().unwrap().is_some()
+    })
+    .await;
     let cancelled = r
         .fake
         .stream_cancelled
@@ -808,23 +825,16 @@ async fn canary_use_is_refused_like_an_unknown_key_and_alerts_the_webhook() {
         body.contains("Invalid Keyward key"),
         "a canary answers like any unknown key: {body}"
     );
-    let mut alert = None;
-    for _ in 0..30 {
-        alert = r
-            .fake
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|s| s.path_and_query == "/alerts")
-            .cloned();
-        if alert.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let alert: serde_json::Value =
-        serde_json::from_str(&alert.expect("alert delivered").body).unwrap();
+    wait_for(Duration::from_secs(3), || {
+        !r.fake.posted("/alerts").is_empty()
+    })
+    .await;
+    let alert = r
+        .fake
+        .posted("/alerts")
+        .into_iter()
+        .next()
+        .expect("alert delivered");
     assert_eq!(alert["kind"], "canary_key_used");
     assert_eq!(alert["severity"], "critical");
     assert_eq!(alert["key_id"], rec.id.as_str());
@@ -1121,20 +1131,8 @@ async fn pooled_credentials_share_traffic_until_retired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credential_older_than_max_age_raises_one_alert() {
     let r = start_with(None, r#"max_age = "2s""#).await;
-    let alerts = || -> Vec<serde_json::Value> {
-        r.fake
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.path_and_query == "/alerts")
-            .map(|s| serde_json::from_str(&s.body).unwrap())
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alerts().len() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let alerts = || r.fake.posted("/alerts");
+    wait_for(Duration::from_secs(10), || alerts().len() >= 2).await;
     let got = alerts();
     let mut names: Vec<&str> = got
         .iter()
@@ -1200,20 +1198,11 @@ async fn scheduled_rotation_warns_the_owner_then_hands_over_the_new_key() {
         chat(&c, &r.url, &old_key, r#"{"model":"gpt-4o"}"#).await.0,
         200
     );
-    let notices = || -> Vec<serde_json::Value> {
-        r.fake
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.path_and_query == "/owner-hook")
-            .map(|s| serde_json::from_str(&s.body).unwrap())
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !notices().iter().any(|n| n["kind"] == "key_rotated") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let notices = || r.fake.posted("/owner-hook");
+    wait_for(Duration::from_secs(20), || {
+        notices().iter().any(|n| n["kind"] == "key_rotated")
+    })
+    .await;
     let got = notices();
     assert_eq!(got.len(), 2, "one notice before, one after: {got:?}");
     assert_eq!(got[0]["kind"], "key_rotation_scheduled");
