@@ -2,7 +2,7 @@
 //! the rules that can match at all; only those run their regex.
 
 use crate::decode::{self, Encoding};
-use crate::rule::{Rule, RuleError, RuleFile, RuleSpec};
+use crate::rule::{Confidence, Rule, RuleError, RuleFile, RuleSpec};
 use crate::validate;
 use aho_corasick::automaton::Automaton;
 use aho_corasick::{dfa::DFA, Anchored, MatchKind};
@@ -30,6 +30,11 @@ pub struct Finding {
     pub secret: Vec<u8>,
     /// The encoding the secret was found under, if any.
     pub encoding: Option<Encoding>,
+    /// How sure the finding is, and why.
+    pub confidence: Confidence,
+    pub reason: &'static str,
+    /// Facts read from the secret (a JWT's issuer and expiry), if any.
+    pub note: Option<String>,
 }
 
 /// Compiled rules plus the keyword prefilter. Cheap to share across threads.
@@ -405,15 +410,20 @@ impl Detector {
             // taken by where they start.
             rule_hits.sort_unstable();
             let rule = &self.rules[ri];
-            let mut push = |start: usize, end: usize| {
-                let secret = &hay[start..end];
-                if validate::accept(rule, secret) {
+            let mut push = |caps: &regex::bytes::Captures<'_>| {
+                let Some(m) = caps.get(rule.secret_group) else {
+                    return;
+                };
+                if let Some(v) = validate::accept(rule, hay, caps) {
                     out.push(Finding {
                         rule: ri,
-                        start,
-                        end,
-                        secret: secret.to_vec(),
+                        start: m.start(),
+                        end: m.end(),
+                        secret: m.as_bytes().to_vec(),
                         encoding: None,
+                        confidence: v.confidence,
+                        reason: v.reason,
+                        note: v.note,
                     });
                 }
             };
@@ -449,9 +459,7 @@ impl Detector {
                                 break;
                             }
                             if whole.end() >= ke {
-                                if let Some(m) = caps.get(rule.secret_group) {
-                                    push(m.start(), m.end());
-                                }
+                                push(&caps);
                                 resume = resume_after(&caps);
                                 break;
                             }
@@ -468,9 +476,7 @@ impl Detector {
                         let Some(caps) = rule.regex().captures_at(hay, at) else {
                             break;
                         };
-                        if let Some(m) = caps.get(rule.secret_group) {
-                            push(m.start(), m.end());
-                        }
+                        push(&caps);
                         at = resume_after(&caps);
                     }
                 }

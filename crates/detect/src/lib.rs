@@ -9,14 +9,17 @@
 //!
 //! This crate does no I/O and spawns no threads; a `Detector` is `Sync`.
 
+mod assign;
 pub mod checksum;
 mod decode;
 mod engine;
 pub mod rule;
 mod stream;
+mod structural;
 pub mod validate;
 
 pub use decode::Encoding;
 pub use engine::{builtin_specs, parse_rules, BuildError, Detector, DetectorBuilder, Finding};
-pub use rule::{Rule, RuleSpec, Severity};
+pub use rule::{Check, Confidence, Rule, RuleSpec, Severity};
+pub use validate::Verdict;
 pub use stream::{StreamRedactor, MAX_HOLD};

@@ -45,6 +45,67 @@ pub enum Checksum {
     Keyward,
 }
 
+/// How sure a finding is that it is a real credential rather than a look-alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    Low,
+    #[default]
+    Medium,
+    High,
+}
+
+impl Confidence {
+    /// Lower-case name, as used in reports and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::Low => "low",
+            Confidence::Medium => "medium",
+            Confidence::High => "high",
+        }
+    }
+
+    /// One level lower (`Low` stays `Low`).
+    pub fn lower(self) -> Confidence {
+        match self {
+            Confidence::High => Confidence::Medium,
+            _ => Confidence::Low,
+        }
+    }
+
+    /// Parses `low`, `medium` or `high`.
+    pub fn parse(s: &str) -> Option<Confidence> {
+        match s.to_ascii_lowercase().as_str() {
+            "low" => Some(Confidence::Low),
+            "medium" => Some(Confidence::Medium),
+            "high" => Some(Confidence::High),
+            _ => None,
+        }
+    }
+}
+
+/// A check written in code that a candidate must pass, for formats a regex cannot
+/// judge alone. The check sees the whole match and the text around it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    /// `name = value` where the name says password: the value must be a literal
+    /// (not a variable, call, template, path, URL or placeholder). Human-made
+    /// passwords pass, at lower confidence.
+    PasswordAssignment,
+    /// `name = value` where the name says secret, token, API key, salt, …: the
+    /// value must be a literal that looks machine-made.
+    SecretAssignment,
+    /// A JSON Web Token: base64url header that decodes to a JSON object with `alg`,
+    /// and a payload that decodes to a JSON object.
+    Jwt,
+    /// `Basic <base64>` that decodes to printable `user:password`.
+    BasicAuth,
+    /// A bearer or token credential in an `Authorization` header or client code:
+    /// machine-made, not a variable or placeholder.
+    Bearer,
+}
+
 /// One rule exactly as written in a rule file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +132,10 @@ pub struct RuleSpec {
     /// look-alikes are filtered out more aggressively.
     #[serde(default)]
     pub generic: bool,
+    /// A check in code the candidate must pass (see [`Check`]); it also sets the
+    /// finding's confidence.
+    #[serde(default)]
+    pub check: Option<Check>,
     #[serde(default)]
     pub severity: Severity,
     /// Texts in which this rule must report a finding.
@@ -225,12 +290,15 @@ impl Rule {
     }
 
     /// Rank used when two rules claim overlapping text: checksummed formats beat
-    /// fixed-prefix formats, which beat generic context rules.
+    /// fixed-prefix formats, which beat generic context rules and structural formats
+    /// (JWT, Basic), which beat bearer headers, which beat `name = value` assignments.
     pub(crate) fn specificity(&self) -> u8 {
-        match (self.spec.checksum.is_some(), self.spec.generic) {
-            (true, _) => 2,
-            (false, false) => 1,
-            (false, true) => 0,
+        match (self.spec.checksum.is_some(), self.spec.check, self.spec.generic) {
+            (true, _, _) => 4,
+            (false, Some(Check::PasswordAssignment | Check::SecretAssignment), _) => 0,
+            (false, Some(Check::Bearer), _) => 1,
+            (false, Some(Check::Jwt | Check::BasicAuth), _) | (false, None, true) => 2,
+            (false, None, false) => 3,
         }
     }
 }

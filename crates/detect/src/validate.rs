@@ -1,7 +1,7 @@
 //! Checks that separate real secrets from things that merely look like them.
 
-use crate::checksum;
-use crate::rule::{Checksum, Rule};
+use crate::rule::{Check, Checksum, Confidence, Rule};
+use crate::{assign, checksum, structural};
 
 /// Shannon entropy of `s` in bits per byte.
 pub fn shannon_entropy(s: &[u8]) -> f64 {
@@ -151,28 +151,106 @@ fn is_uuid(s: &[u8]) -> bool {
         })
 }
 
-/// Runs every check a rule asks for on a candidate secret.
-pub fn accept(rule: &Rule, secret: &[u8]) -> bool {
+/// Why a candidate was accepted, and how sure that is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub confidence: Confidence,
+    /// A short phrase: what made it a finding.
+    pub reason: &'static str,
+    /// Facts read from the secret itself (a JWT's issuer and expiry).
+    pub note: Option<String>,
+}
+
+impl Verdict {
+    fn new(confidence: Confidence, reason: &'static str) -> Verdict {
+        Verdict {
+            confidence,
+            reason,
+            note: None,
+        }
+    }
+}
+
+/// Runs every check a rule asks for on a candidate: `caps` is the rule's match in
+/// `hay`, and its secret group the candidate secret. `None` rejects it.
+pub fn accept(rule: &Rule, hay: &[u8], caps: &regex::bytes::Captures<'_>) -> Option<Verdict> {
+    let m = caps.get(rule.secret_group)?;
+    let secret = m.as_bytes();
     if let Some(kind) = rule.spec.checksum {
         let ok = match kind {
             Checksum::GithubCrc32 => checksum::github_style_valid(secret),
             Checksum::Keyward => checksum::keyward_key_env(secret).is_some(),
         };
         // A valid checksum is proof enough: skip heuristics that could only lose it.
-        return ok;
+        return ok.then(|| Verdict::new(Confidence::High, "checksum verified"));
+    }
+    if let Some(check) = rule.spec.check {
+        return run_check(check, rule, hay, caps, m.start(), m.end());
     }
     if is_placeholder(secret) {
-        return false;
+        return None;
     }
     if let Some(min) = rule.spec.min_entropy {
         if shannon_entropy(secret) < min {
-            return false;
+            return None;
         }
     }
-    if rule.spec.generic && is_generic_lookalike(secret) {
-        return false;
+    if rule.spec.generic {
+        if is_generic_lookalike(secret) {
+            return None;
+        }
+        return Some(Verdict::new(Confidence::Medium, "keyword context"));
     }
-    true
+    Some(Verdict::new(Confidence::High, "provider token format"))
+}
+
+fn run_check(
+    check: Check,
+    rule: &Rule,
+    hay: &[u8],
+    caps: &regex::bytes::Captures<'_>,
+    start: usize,
+    end: usize,
+) -> Option<Verdict> {
+    let secret = &hay[start..end];
+    let from_structure = |s: crate::structural::Structure| Verdict {
+        confidence: s.confidence,
+        reason: s.reason,
+        note: s.note,
+    };
+    match check {
+        Check::PasswordAssignment | Check::SecretAssignment => {
+            let span = |name: &str| caps.name(name).map(|m| (m.start(), m.end()));
+            let candidate = assign::Candidate {
+                name: span("name")?,
+                sep: span("sep")?,
+                quote: caps.name("q").and_then(|m| m.as_bytes().last().copied()),
+                value: (start, end),
+                xml: caps.name("xml").is_some(),
+            };
+            let class = if check == Check::PasswordAssignment {
+                assign::KeyClass::Password
+            } else {
+                assign::KeyClass::Secret
+            };
+            let j = assign::judge(hay, &candidate, class)?;
+            Some(Verdict::new(j.confidence, j.reason))
+        }
+        Check::Jwt => structural::jwt(secret, now_unix()).map(from_structure),
+        Check::BasicAuth => structural::basic_auth(secret).map(from_structure),
+        Check::Bearer => {
+            if rule.spec.min_entropy.is_some_and(|min| shannon_entropy(secret) < min) {
+                return None;
+            }
+            structural::bearer(secret).map(from_structure)
+        }
+    }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! values are too weak to report without a network check; the floors below are set
 //! so that a regression fails, not so that every line must pass.
 
-use keyward_detect::Detector;
+use keyward_detect::{Check, Detector};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -53,7 +53,20 @@ fn recall_and_precision_on_peer_examples() {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line).expect("corpus line is JSON");
         let sample = v["text"].as_str().unwrap();
-        let found = d.find(sample.as_bytes());
+        let mut found = d.find(sample.as_bytes());
+        if v["expect"] != "finding" {
+            // A peer's negative example is text its own rule must not match, not text
+            // free of secrets: many hold a real `client_secret = …` or `password = …`
+            // beside the look-alike (an Auth0 config with its client secret, a Vault
+            // token under a near-miss prefix). Keyward's assignment rules are judged on
+            // real labelled code (tests/creddata.rs); here only format rules count.
+            found.retain(|f| {
+                !matches!(
+                    d.rule(f).spec.check,
+                    Some(Check::PasswordAssignment | Check::SecretAssignment)
+                )
+            });
+        }
         let key = format!(
             "{}:{}",
             v["source"].as_str().unwrap(),

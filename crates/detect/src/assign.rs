@@ -1,0 +1,637 @@
+//! Judging `name = value` candidates: does the name say "secret", and is the value
+//! a literal secret rather than a variable, call, template, path or placeholder?
+//!
+//! The regex of an assignment rule only finds the shape — a name holding a secret
+//! word, a separator, a value — in any of the syntaxes real repositories use
+//! (code, `.env`, YAML, JSON, TOML, INI, `.properties`, XML, command lines). This
+//! module decides, from the whole name (extended to its identifier boundaries), the
+//! separator, the quoting and the rest of the line, whether it is a finding and how
+//! sure that is. Every step looks at a bounded neighbourhood of the match.
+
+use crate::rule::Confidence;
+use crate::validate::shannon_entropy;
+
+/// What kind of secret a name announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyClass {
+    /// password, passwd, pwd, pass, passphrase: values may be human-made.
+    Password,
+    /// secret, token, api key, private key, credential, salt, nonce: values must
+    /// look machine-made.
+    Secret,
+}
+
+/// The parts of an assignment candidate, as byte spans of the haystack.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    /// The name as the regex matched it (the judge extends it to the identifier).
+    pub name: (usize, usize),
+    /// The separator (`=`, `:`, `:=`, `=>`, `,`, blanks, or `>` for XML elements).
+    pub sep: (usize, usize),
+    /// The opening quote of the value, if any.
+    pub quote: Option<u8>,
+    /// The value.
+    pub value: (usize, usize),
+    /// True for `<name>value</name>`.
+    pub xml: bool,
+}
+
+/// The outcome for an accepted candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Judgement {
+    pub confidence: Confidence,
+    pub reason: &'static str,
+}
+
+/// Longest identifier considered on either side of the match.
+const MAX_NAME: usize = 80;
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// Splits an identifier into lower-case words at `_ - . :`, at lower→upper case
+/// changes, and before the last capital of a run of capitals followed by a lower
+/// case letter (`APIKey` → `api`, `key`). Digits stay with the word before them.
+pub(crate) fn words(name: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for (i, &b) in name.iter().enumerate() {
+        if !b.is_ascii_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        if b.is_ascii_uppercase() && !cur.is_empty() {
+            let prev = name[i - 1];
+            let next_lower = name.get(i + 1).is_some_and(u8::is_ascii_lowercase);
+            if prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next_lower)
+            {
+                out.push(std::mem::take(&mut cur));
+            }
+        }
+        cur.push(b.to_ascii_lowercase() as char);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Words that, after a digit suffix is removed, announce a password.
+fn is_password_word(w: &str) -> bool {
+    let w = w.trim_end_matches(|c: char| c.is_ascii_digit());
+    matches!(w, "pass" | "pw" | "passw" | "passphrase" | "passcode")
+        || w.ends_with("password")
+        || w.ends_with("passwd")
+        || w.ends_with("pwd")
+        || w.ends_with("passwort")
+        || w.ends_with("passphrase")
+        || PASS_COMPOUNDS.contains(&w)
+}
+
+/// Single words ending in `pass` that mean a password (most words ending in `pass`
+/// do not: bypass, compass, surpass).
+const PASS_COMPOUNDS: &[&str] = &[
+    "dbpass", "rootpass", "adminpass", "userpass", "mypass", "sqlpass", "ftppass", "smtppass",
+    "mailpass", "ldappass", "proxypass", "keypass", "storepass", "sshpass", "authpass",
+];
+
+/// Single words that announce a machine-made secret by themselves.
+fn is_secret_word(w: &str) -> bool {
+    let w = w.trim_end_matches(|c: char| c.is_ascii_digit());
+    matches!(
+        w,
+        "secret"
+            | "secrets"
+            | "token"
+            | "credential"
+            | "credentials"
+            | "creds"
+            | "salt"
+            | "nonce"
+            | "apikey"
+            | "privatekey"
+            | "secretkey"
+            | "accesskey"
+            | "appkey"
+            | "appsecret"
+            | "authkey"
+            | "authtoken"
+            | "accesstoken"
+            | "refreshtoken"
+            | "apitoken"
+            | "apisecret"
+            | "clientsecret"
+            | "consumersecret"
+            | "masterkey"
+            | "signingkey"
+            | "encryptionkey"
+            | "licensekey"
+            | "sessionkey"
+            | "hmackey"
+            | "subscriptionkey"
+            | "webhooksecret"
+            | "auth"
+    ) || (w.len() > 6 && (w.ends_with("secret") || w.ends_with("token")))
+}
+
+/// Words before `key` that make it a secret key.
+const KEY_QUALIFIERS: &[&str] = &[
+    "api", "secret", "private", "access", "auth", "client", "app", "application", "master",
+    "signing", "sign", "signature", "encryption", "encrypt", "enc", "session", "consumer",
+    "license", "licence", "account", "service", "shared", "hmac", "jwt", "crypto", "cipher",
+    "aes", "secure", "security", "admin", "subscription", "storage", "webhook", "server", "mac",
+    "developer", "dev", "rest", "bot", "integration", "partner", "merchant", "push", "sdk",
+    "cookie", "csrf", "xsrf", "otp", "totp", "recaptcha", "captcha", "maps", "google", "stripe",
+    "mailgun", "sendgrid", "twilio", "slack", "aws", "azure", "gcp", "wechat", "weixin", "appid",
+    "pay", "payment", "decryption", "symmetric", "root", "write", "read", "ingest", "project",
+    "personal", "user", "deploy", "bearer", "oauth", "rsa", "ssh", "pgp", "gpg", "tls", "ssl",
+];
+
+/// Words that may follow the secret word without changing what the name holds.
+const TRAILING_OK: &[&str] = &[
+    "value", "val", "str", "string", "plain", "plaintext", "confirmation", "confirm", "b64",
+    "base64", "hex", "raw", "bytes", "data", "new", "old", "override", "secret", "key", "token",
+    "encoded", "base", "text", "clear", "cleartext", "literal", "default", "prod", "dev", "test",
+    "local", "staging", "again", "repeat", "verify", "2", "1",
+];
+
+/// Words that, anywhere before the secret word, mean the name is about a secret
+/// rather than holding one (`public_key`, `min_password_length`, `is_token`).
+const LEADING_BAD: &[&str] = &[
+    "public", "pub", "is", "has", "use", "uses", "enable", "enabled", "show", "hide", "forgot",
+    "reset", "min", "max", "validate", "validates", "last", "num", "count", "field", "input",
+    "label", "placeholder", "no", "require", "requires", "required", "should", "can", "allow",
+    "default", "check", "get", "fetch", "load", "read", "generate", "gen", "create", "parse",
+    "hash", "hashed", "encode", "decode", "verify", "match", "invalid", "wrong", "bad", "empty",
+    "missing", "expected", "prompt", "ask", "need", "needs", "send", "save", "store", "update",
+    "change", "rotate", "mask", "masked", "redact", "hidden", "display", "print", "log",
+    "set", "mock", "fake", "random", "encrypted", "old",
+];
+
+/// What a name announces, or `None` when it announces no secret.
+pub(crate) fn classify_name(name: &[u8]) -> Option<KeyClass> {
+    let ws = words(name);
+    // The last secret word decides; every word after it must be harmless.
+    let (pos, class) = ws.iter().enumerate().rev().find_map(|(i, w)| {
+        if is_password_word(w) {
+            Some((i, KeyClass::Password))
+        } else if is_secret_word(w) {
+            Some((i, KeyClass::Secret))
+        } else if (w == "key" || w == "keys") && i > 0 && KEY_QUALIFIERS.contains(&ws[i - 1].as_str())
+        {
+            Some((i, KeyClass::Secret))
+        } else {
+            None
+        }
+    })?;
+    if ws[pos + 1..].iter().any(|w| !TRAILING_OK.contains(&w.as_str())) {
+        return None;
+    }
+    if ws[..pos].iter().any(|w| LEADING_BAD.contains(&w.as_str())) {
+        return None;
+    }
+    Some(class)
+}
+
+/// Values that are language words, types or stand-ins, not secrets (lower case).
+const NON_VALUES: &[&str] = &[
+    "true", "false", "null", "nil", "none", "undefined", "yes", "no", "on", "off", "required",
+    "optional", "string", "str", "int", "integer", "bool", "boolean", "number", "object", "any",
+    "char", "byte", "bytes", "text", "secret", "secrets", "password", "passwd", "pwd", "pass",
+    "token", "key", "apikey", "api_key", "empty", "blank", "default", "env", "value", "varchar",
+    "secretstr", "secretstring", "securestring", "optional[str]", "hidden", "masked", "redacted",
+    "unknown", "test", "example", "sample", "dummy", "placeholder", "changeme", "change_me",
+    "your_password", "yourpassword", "your-password", "mypassword", "my_password",
+    "your_token", "your_secret", "xxx", "todo", "tbd", "n/a", "na", "self", "this", "params",
+    "function", "lambda", "new", "return", "await", "async",
+];
+
+/// Default and throw-away passwords that test fixtures and tutorials use: not worth
+/// a finding on their own (lower case).
+const WEAK_DEFAULTS: &[&str] = &[
+    "123", "1234", "12345", "123456", "1234567", "12345678", "root", "admin", "test", "test123",
+    "testtest", "passw", "pass", "foo", "bar", "foobar", "qwerty", "abc123", "my_pass", "mypass",
+    "wrong", "user", "username", "demo", "toor",
+];
+
+/// Substrings that mark a template, format string, placeholder or masked value.
+const TEMPLATE_MARKS: &[&str] = &[
+    "${", "{{", "}}", "#{", "%(", "%s", "%d", "<%", "%>", "{0}", "{1}", "$(", "***", "xxxx",
+    "XXXX", "...", "<your", "your_", "your-", "here>", "_here", "-here", "placeholder",
+    "<hidden>", "[redacted", "[filtered", "redacted]", "changethis", "change_this", "insert_",
+    "replace_", "replaceme", "::", "->", "</", ".*", "{}", "?.", "abcdefgh", "0123456789a",
+];
+
+/// File extensions that mark a value as a file name, not a secret.
+const FILE_EXTENSIONS: &[&str] = &[
+    ".pem", ".key", ".txt", ".json", ".yml", ".yaml", ".crt", ".cer", ".p12", ".pfx", ".jks",
+    ".keystore", ".der", ".cfg", ".conf", ".properties", ".env", ".xml", ".ini", ".toml", ".pub",
+    ".asc", ".gpg", ".enc", ".secret", ".token", ".py", ".js", ".ts", ".rb", ".go", ".java",
+    ".php", ".sh", ".html", ".csv", ".log", ".db", ".sqlite", ".file", ".bin",
+];
+
+/// Character classes present in a value.
+struct Classes {
+    lower: bool,
+    upper: bool,
+    digit: bool,
+    symbol: bool,
+}
+
+fn classes(v: &[u8]) -> Classes {
+    Classes {
+        lower: v.iter().any(u8::is_ascii_lowercase),
+        upper: v.iter().any(u8::is_ascii_uppercase),
+        digit: v.iter().any(u8::is_ascii_digit),
+        symbol: v.iter().any(|b| b.is_ascii_punctuation()),
+    }
+}
+
+impl Classes {
+    fn count(&self) -> usize {
+        [self.lower, self.upper, self.digit, self.symbol]
+            .iter()
+            .filter(|&&c| c)
+            .count()
+    }
+}
+
+/// A code identifier or a member/index chain of them: `password`, `cfg.db.pass`,
+/// `opts[:password]`, `$password`, `@password`.
+fn is_code_reference(v: &[u8]) -> bool {
+    let v = v
+        .strip_prefix(b"$")
+        .or_else(|| v.strip_prefix(b"@"))
+        .unwrap_or(v);
+    let Some(&first) = v.first() else {
+        return false;
+    };
+    (first.is_ascii_alphabetic() || first == b'_')
+        && v.iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'[' | b']' | b':' | b'$' | b'?' | b'!')
+        })
+}
+
+/// True for a UUID in its usual `8-4-4-4-12` form.
+fn is_uuid(v: &[u8]) -> bool {
+    v.len() == 36
+        && v.iter().enumerate().all(|(i, &b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// True when the value looks machine-made: long enough, several character classes
+/// or hex/base64 alphabets with high entropy.
+fn machine_made(v: &[u8]) -> bool {
+    if is_uuid(v) {
+        return true;
+    }
+    let c = classes(v);
+    let all_hex = v.iter().all(u8::is_ascii_hexdigit);
+    if all_hex {
+        return v.len() >= 16 && c.digit && (c.lower || c.upper) && shannon_entropy(v) >= 3.0;
+    }
+    v.len() >= 12 && c.count() >= 2 && c.digit && shannon_entropy(v) >= 3.0
+        || v.len() >= 20 && c.count() >= 2 && shannon_entropy(v) >= 3.5
+}
+
+/// True when a value cannot be a literal secret whatever the name says.
+fn disqualified(v: &[u8], name_lower: &[u8]) -> bool {
+    let lower: Vec<u8> = v.iter().map(u8::to_ascii_lowercase).collect();
+    if NON_VALUES
+        .iter()
+        .chain(WEAK_DEFAULTS)
+        .any(|w| lower == w.as_bytes())
+        || lower == name_lower
+        || lower.starts_with(&name_lower)
+    {
+        return true;
+    }
+    let bare = lower.strip_suffix(b"!").or_else(|| lower.strip_suffix(b"?")).unwrap_or(&lower);
+    if NON_VALUES.iter().any(|w| bare == w.as_bytes()) {
+        return true;
+    }
+    // Prose and docstrings in other scripts: secrets are ASCII.
+    if !v.is_ascii() {
+        return true;
+    }
+    let first = v[0];
+    if matches!(first, b'$' | b'%' | b'{' | b'<' | b'&' | b'[' | b'@' | b'#' | b'\\' | b'*') {
+        return true;
+    }
+    // Braces and closing brackets belong to code (`Mock{}`, `None)`, `x[0]`).
+    if v.iter().any(|b| matches!(b, b'{' | b'}' | b')' | b']' | b'[')) {
+        return true;
+    }
+    // Decimal numbers and versions (`0.608`, `orgjson:0.11.2`).
+    if is_number_or_version(v) {
+        return true;
+    }
+    // A name made of several words one of which says secret is another name
+    // (`refresh_token`, `GCM_TRACE_SECRETS`, `gitLabDevClientSecret`).
+    let vw = words(v);
+    if vw.len() >= 2
+        && v.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && vw.iter().any(|w| is_password_word(w) || is_secret_word(w) || w == "key")
+    {
+        return true;
+    }
+    // Dotted identifiers: `keyword.operator.binary`, `mysite.forms.SetPasswordForm`.
+    if v.contains(&b'.')
+        && v.split(|&b| b == b'.')
+            .all(|p| !p.is_empty() && p.iter().all(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'-'))
+    {
+        return true;
+    }
+    if TEMPLATE_MARKS
+        .iter()
+        .any(|m| memchr::memmem::find(&lower, m.to_ascii_lowercase().as_bytes()).is_some())
+    {
+        return true;
+    }
+    // A call, a URL, a path.
+    if v.contains(&b'(') || memchr::memmem::find(v, b"://").is_some() {
+        return true;
+    }
+    if v.starts_with(b"/") || v.starts_with(b"./") || v.starts_with(b"~/") || v.starts_with(b"../")
+    {
+        return true;
+    }
+    if v.len() > 2 && v[1] == b':' && v[2] == b'\\' {
+        return true;
+    }
+    if FILE_EXTENSIONS
+        .iter()
+        .any(|e| lower.ends_with(e.as_bytes()) && lower.len() > e.len())
+    {
+        return true;
+    }
+    if lower.starts_with(b"0x") || lower.starts_with(b"env:") || lower.starts_with(b"file:") {
+        return true;
+    }
+    // The same character over and over: a mask or a filler.
+    let distinct = {
+        let mut seen = [false; 256];
+        v.iter().filter(|&&b| !std::mem::replace(&mut seen[b as usize], true)).count()
+    };
+    if v.len() >= 4 && distinct <= 2 {
+        return true;
+    }
+    false
+}
+
+/// `1.5`, `0.608`, `v1.2.3`, `name:0.11.2`: numbers and version strings.
+fn is_number_or_version(v: &[u8]) -> bool {
+    let tail = match memchr::memrchr(b':', v) {
+        Some(i) => &v[i + 1..],
+        None => v,
+    };
+    let tail = tail.strip_prefix(b"v").unwrap_or(tail);
+    tail.contains(&b'.')
+        && tail.iter().all(|&b| b.is_ascii_digit() || b == b'.')
+        && tail.first().is_some_and(u8::is_ascii_digit)
+}
+
+/// Bytes from `at` to the end of the line (at most `limit`).
+fn rest_of_line(hay: &[u8], at: usize, limit: usize) -> &[u8] {
+    let end = (at + limit).min(hay.len());
+    let tail = &hay[at.min(end)..end];
+    match memchr::memchr2(b'\n', b'\r', tail) {
+        Some(n) => &tail[..n],
+        None => tail,
+    }
+}
+
+/// Bytes from the start of the line to `at` (at most `limit`).
+fn line_before(hay: &[u8], at: usize, limit: usize) -> &[u8] {
+    let start = at.saturating_sub(limit);
+    let head = &hay[start..at];
+    match memchr::memrchr(b'\n', head) {
+        Some(n) => &head[n + 1..],
+        None => head,
+    }
+}
+
+/// True when what follows an unquoted value ends the statement the way config
+/// files do: end of line, a comment, or a line continuation.
+fn ends_like_config(after: &[u8]) -> bool {
+    let t = trim_start(after);
+    t.is_empty() || t.starts_with(b"#") || t.starts_with(b"//") || t.starts_with(b";") || t == b"\\"
+}
+
+fn trim_start(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    &b[n..]
+}
+
+/// Judges a candidate of a rule whose name must say `class`.
+pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgement> {
+    // The whole name: extend the matched name over identifier bytes to the left.
+    let mut ns = c.name.0;
+    while ns > 0 && c.name.0 - ns < MAX_NAME && is_name_byte(hay[ns - 1]) {
+        ns -= 1;
+    }
+    if ns > 0 && is_name_byte(hay[ns - 1]) {
+        return None; // an identifier too long to be a name
+    }
+    let name = &hay[ns..c.name.1];
+    let name_class = classify_name(name)?;
+    if name_class != class {
+        return None;
+    }
+    let value = &hay[c.value.0..c.value.1];
+    if value.is_empty() {
+        return None;
+    }
+    let before = line_before(hay, ns, 160);
+    let before_trim = trim_start(before);
+    let sep = &hay[c.sep.0..c.sep.1];
+    let sep_trim: Vec<u8> = sep.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let after_value = rest_of_line(hay, c.value.1, 160);
+
+    // The separator, as the syntax around it allows.
+    let name_quoted = c.name.1 < hay.len() && matches!(hay[c.name.1], b'"' | b'\'' | b'`');
+    match sep_trim.as_slice() {
+        b"=" => {
+            let prev = hay[c.sep.0.saturating_sub(1)];
+            let next = hay.get(c.sep.1).copied().unwrap_or(b' ');
+            if matches!(prev, b'!' | b'<' | b'>' | b'=') || matches!(next, b'=' | b'~') {
+                return None;
+            }
+        }
+        b":" | b":=" | b"=>" | b">" => {}
+        b"," => {
+            // `("password", "value")`, `define('DB_PASSWORD', 'value')`: only between
+            // two string literals.
+            let opened = line_before(hay, ns, 160)
+                .iter()
+                .rev()
+                .find(|b| !b.is_ascii_whitespace())
+                .copied();
+            if !name_quoted || c.quote.is_none() || !matches!(opened, Some(b'"' | b'\'')) {
+                return None;
+            }
+            let before_quote = &line_before(hay, ns, 160);
+            let before_quote = &before_quote[..before_quote.len().saturating_sub(1)];
+            if before_quote.iter().rev().find(|b| !b.is_ascii_whitespace()) != Some(&b'(') {
+                return None;
+            }
+        }
+        b"" => {
+            // Blanks only: a command-line flag (`--password value`), a Dockerfile
+            // `ENV NAME value`, or SQL (`PASSWORD 'value'`).
+            let flag = hay[ns] == b'-';
+            let docker = before_trim.starts_with(b"ENV ") || before_trim.starts_with(b"ARG ");
+            let sql = class == KeyClass::Password && c.quote == Some(b'\'');
+            if !(flag || docker || sql) {
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    if c.xml {
+        // `<password>value</password>`: the element must close right after.
+        if !hay[c.value.1..].starts_with(b"</") {
+            return None;
+        }
+    }
+
+    // The value: a complete literal.
+    match c.quote {
+        Some(q) => {
+            if hay.get(c.value.1) != Some(&q) {
+                return None;
+            }
+            // A Python f-string or a JS template literal with substitutions.
+            if c.value.0 >= 2 && matches!(hay[c.value.0 - 2], b'f' | b'F') && q != b'`' {
+                if value.contains(&b'{') {
+                    return None;
+                }
+            }
+        }
+        None => {
+            let flag = hay[ns] == b'-';
+            if !c.xml && !flag && !ends_like_config(after_value) {
+                // In code an unquoted value followed by more code is an expression,
+                // unless it could only be a literal secret.
+                if is_code_reference(value) || !machine_made(value) {
+                    return None;
+                }
+            }
+        }
+    }
+    // `$name` expands in unquoted and double-quoted shell, PHP and Perl strings.
+    if c.quote != Some(b'\'')
+        && value
+            .windows(2)
+            .any(|w| w[0] == b'$' && (w[1].is_ascii_alphabetic() || matches!(w[1], b'_' | b'{' | b'(')))
+    {
+        return None;
+    }
+    let name_lower: Vec<u8> = name.iter().map(u8::to_ascii_lowercase).collect();
+    if disqualified(value, &name_lower) {
+        return None;
+    }
+    // A name used as a lookup key in code: `params["password"]`, `form.get("token")`
+    // has no literal after it; `"password": password` has a reference.
+    let unquoted_ref = c.quote.is_none() && !c.xml && hay[ns] != b'-' && is_code_reference(value);
+    if unquoted_ref {
+        // In config files (`password: hunter2`, `DB_PASSWORD=hunter2`) a bare word
+        // is the value itself; in code it is a variable. Config lines start with the
+        // name (after indentation, `- `, `export `, `set `, a comment marker).
+        let config_line = before_trim.is_empty()
+            || before_trim == b"-"
+            || before_trim == b"- "
+            || [&b"export "[..], b"set ", b"ENV ", b"ARG ", b"# ", b"#", b"-- ", b"; "]
+                .iter()
+                .any(|p| before_trim == *p);
+        let value_lower: Vec<u8> = value.iter().map(u8::to_ascii_lowercase).collect();
+        if !config_line
+            || value.contains(&b'.') && !classes(value).digit
+            || classify_name(value).is_some()
+            || value_lower.ends_with(b"password")
+                && (value.contains(&b'_') || classes(value).upper && classes(value).lower)
+        {
+            return None;
+        }
+        // Typed declarations: `password: String`.
+        if matches!(
+            value,
+            b"String" | b"Secret" | b"Option" | b"Optional" | b"Text" | b"Password" | b"Token"
+        ) {
+            return None;
+        }
+    }
+
+    let mm = machine_made(value);
+    let c_ = classes(value);
+    match class {
+        KeyClass::Password => {
+            if value.len() < 4 || value.len() > 128 {
+                return None;
+            }
+            if value.iter().all(u8::is_ascii_digit) && value.len() < 6 {
+                return None;
+            }
+            let (confidence, reason) = if mm {
+                (Confidence::High, "password-like name assigned a machine-made literal")
+            } else if c_.count() >= 2 && value.len() >= 6 {
+                (Confidence::Medium, "password-like name assigned a literal")
+            } else {
+                (Confidence::Low, "password-like name assigned a short or dictionary-like literal")
+            };
+            Some(Judgement { confidence, reason })
+        }
+        KeyClass::Secret => {
+            if value.len() < 8 || value.len() > 512 || !mm {
+                return None;
+            }
+            let confidence = if value.len() >= 16 && shannon_entropy(value) >= 3.5 || is_uuid(value) {
+                Confidence::High
+            } else {
+                Confidence::Medium
+            };
+            Some(Judgement {
+                confidence,
+                reason: "secret-like name assigned a machine-made literal",
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_split_into_words() {
+        assert_eq!(words(b"MYSQL_ROOT_PASSWORD"), ["mysql", "root", "password"]);
+        assert_eq!(words(b"pdbAdminPassword"), ["pdb", "admin", "password"]);
+        assert_eq!(words(b"APIKey"), ["api", "key"]);
+        assert_eq!(words(b"spring.datasource.password"), ["spring", "datasource", "password"]);
+        assert_eq!(words(b"--db-pass"), ["db", "pass"]);
+    }
+
+    #[test]
+    fn names_are_classified_by_their_last_secret_word() {
+        use KeyClass::*;
+        assert_eq!(classify_name(b"DB_PASSWORD"), Some(Password));
+        assert_eq!(classify_name(b"password_confirmation"), Some(Password));
+        assert_eq!(classify_name(b"client_secret"), Some(Secret));
+        assert_eq!(classify_name(b"apiKey"), Some(Secret));
+        assert_eq!(classify_name(b"AWS_SECRET_ACCESS_KEY"), Some(Secret));
+        assert_eq!(classify_name(b"password_length"), None);
+        assert_eq!(classify_name(b"public_key"), None);
+        assert_eq!(classify_name(b"monkey"), None);
+        assert_eq!(classify_name(b"key"), None);
+        assert_eq!(classify_name(b"bypass"), None);
+        assert_eq!(classify_name(b"token_url"), None);
+        assert_eq!(classify_name(b"min_password_len"), None);
+    }
+}

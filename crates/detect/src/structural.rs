@@ -1,0 +1,171 @@
+//! Checks of credentials recognised by their structure rather than a provider
+//! prefix: JSON Web Tokens, HTTP Basic credentials and bearer tokens.
+
+use crate::rule::Confidence;
+use crate::validate::shannon_entropy;
+use base64::Engine as _;
+
+/// What a structural check concluded about an accepted candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Structure {
+    pub confidence: Confidence,
+    pub reason: &'static str,
+    /// Facts worth reporting (a JWT's issuer and expiry).
+    pub note: Option<String>,
+}
+
+fn b64url(part: &[u8]) -> Option<Vec<u8>> {
+    let trimmed = part.strip_suffix(b"==").or_else(|| part.strip_suffix(b"=")).unwrap_or(part);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .ok()
+}
+
+/// A token of three dot-separated base64url parts whose header is a JSON object
+/// with an `alg` and whose payload is a JSON object. Unsigned tokens (no third part,
+/// or `alg: none` with an empty one) are sample data, not credentials.
+pub(crate) fn jwt(token: &[u8], now_unix: i64) -> Option<Structure> {
+    let mut parts = token.split(|&b| b == b'.');
+    let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
+    // The signature is only checked for length: its last character may carry
+    // non-canonical padding bits that strict decoders refuse.
+    if parts.next().is_some() || signature.len() < 16 {
+        return None;
+    }
+    let header: serde_json::Value = serde_json::from_slice(&b64url(header)?).ok()?;
+    let alg = header.get("alg")?.as_str()?;
+    if alg.eq_ignore_ascii_case("none") {
+        return None;
+    }
+    let payload: serde_json::Value = serde_json::from_slice(&b64url(payload)?).ok()?;
+    let claims = payload.as_object()?;
+
+    let issuer = claims.get("iss").and_then(|v| v.as_str());
+    let expiry = claims.get("exp").and_then(|v| v.as_i64());
+    let expired = expiry.is_some_and(|e| e < now_unix);
+    let mut facts = Vec::new();
+    if let Some(iss) = issuer {
+        let iss: String = iss.chars().filter(|c| !c.is_control()).take(120).collect();
+        facts.push(format!("issuer {iss}"));
+    }
+    match expiry {
+        Some(e) => facts.push(format!(
+            "{} {}",
+            if expired { "expired" } else { "expires" },
+            iso_date(e)
+        )),
+        None => facts.push("no expiry".to_string()),
+    }
+    Some(Structure {
+        confidence: if expired {
+            Confidence::Medium
+        } else {
+            Confidence::High
+        },
+        reason: if expired {
+            "signed JSON Web Token, expired"
+        } else {
+            "signed JSON Web Token"
+        },
+        note: Some(facts.join(", ")),
+    })
+}
+
+/// `YYYY-MM-DD` of a Unix time (proleptic Gregorian, UTC).
+fn iso_date(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Decoded `user:password` pairs that document the format rather than grant access.
+const DOC_PAIRS: &[&str] = &["username:password", "user:password", "user:pass", "login:password"];
+
+/// `Basic <base64>` credentials: the base64 must decode to printable ASCII
+/// `user:password` with a non-empty password.
+pub(crate) fn basic_auth(encoded: &[u8]) -> Option<Structure> {
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    if decoded.len() < 3 || !decoded.iter().all(|b| (0x20..0x7f).contains(b)) {
+        return None;
+    }
+    let colon = memchr::memchr(b':', &decoded)?;
+    let password = &decoded[colon + 1..];
+    if password.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+    if DOC_PAIRS.contains(&text.as_str()) || text.contains('<') || text.contains("${") {
+        return None;
+    }
+    let confidence = if password.len() >= 12 && shannon_entropy(password) >= 3.0 {
+        Confidence::High
+    } else {
+        Confidence::Medium
+    };
+    Some(Structure {
+        confidence,
+        reason: "HTTP Basic credentials (decoded to user:password)",
+        note: None,
+    })
+}
+
+/// A bearer token: long enough, several character classes, not a template.
+pub(crate) fn bearer(token: &[u8]) -> Option<Structure> {
+    if token.len() < 16 || shannon_entropy(token) < 3.2 {
+        return None;
+    }
+    let digit = token.iter().any(u8::is_ascii_digit);
+    let alpha = token.iter().any(u8::is_ascii_alphabetic);
+    if !(digit && alpha) {
+        return None;
+    }
+    let lower = token.to_ascii_lowercase();
+    if [&b"xxxx"[..], b"your", b"token", b"example", b"placeholder", b"redacted"]
+        .iter()
+        .any(|w| memchr::memmem::find(&lower, w).is_some())
+    {
+        return None;
+    }
+    Some(Structure {
+        confidence: if token.len() >= 24 {
+            Confidence::High
+        } else {
+            Confidence::Medium
+        },
+        reason: "bearer token in an authorization header",
+        note: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(iso_date(0), "1970-01-01");
+        assert_eq!(iso_date(1_600_000_000), "2020-09-13");
+    }
+
+    #[test]
+    fn unsigned_jwts_are_not_credentials() {
+        let unsigned = b"eyJhbGciOiJub25lIn0.eyJpc3MiOiJqb2UifQ.";
+        assert!(jwt(unsigned, 0).is_none());
+    }
+
+    #[test]
+    fn basic_auth_decodes_user_and_password() {
+        assert!(basic_auth(b"YWRtaW46czNjcjN0LXBhc3M=").is_some()); // admin:s3cr3t-pass
+        assert!(basic_auth(b"dXNlcm5hbWU6cGFzc3dvcmQ=").is_none()); // username:password
+        assert!(basic_auth(b"aGVsbG8gd29ybGQ=").is_none()); // no colon
+    }
+}
