@@ -68,6 +68,10 @@ pub struct ScanArgs {
     /// Follow symbolic links.
     #[arg(long)]
     follow: bool,
+    /// Report only findings at least this sure: `low` (everything, the default),
+    /// `medium` or `high`. Findings in test and fixture paths count one level lower.
+    #[arg(long, value_name = "LEVEL", default_value = "low", value_parser = parse_confidence)]
+    min_confidence: keyward_detect::Confidence,
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -76,6 +80,11 @@ pub struct ScanArgs {
     /// from the KEYWARD_ADMIN_KEY environment variable.
     #[arg(long, value_name = "URL")]
     report_to: Option<String>,
+}
+
+fn parse_confidence(s: &str) -> Result<keyward_detect::Confidence, String> {
+    keyward_detect::Confidence::parse(s)
+        .ok_or_else(|| format!("`{s}` is not a confidence level; use low, medium or high"))
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -119,6 +128,7 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
         archives: !a.no_archives,
         decode: !a.no_decode,
         follow_links: a.follow,
+        min_confidence: a.min_confidence,
     };
     let stats = Stats::default();
     let show_progress = !a.no_progress

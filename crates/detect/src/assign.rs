@@ -96,8 +96,21 @@ fn is_password_word(w: &str) -> bool {
 /// Single words ending in `pass` that mean a password (most words ending in `pass`
 /// do not: bypass, compass, surpass).
 const PASS_COMPOUNDS: &[&str] = &[
-    "dbpass", "rootpass", "adminpass", "userpass", "mypass", "sqlpass", "ftppass", "smtppass",
-    "mailpass", "ldappass", "proxypass", "keypass", "storepass", "sshpass", "authpass",
+    "dbpass",
+    "rootpass",
+    "adminpass",
+    "userpass",
+    "mypass",
+    "sqlpass",
+    "ftppass",
+    "smtppass",
+    "mailpass",
+    "ldappass",
+    "proxypass",
+    "keypass",
+    "storepass",
+    "sshpass",
+    "authpass",
 ];
 
 /// Single words that announce a machine-made secret by themselves.
@@ -141,36 +154,211 @@ fn is_secret_word(w: &str) -> bool {
 
 /// Words before `key` that make it a secret key.
 const KEY_QUALIFIERS: &[&str] = &[
-    "api", "secret", "private", "access", "auth", "client", "app", "application", "master",
-    "signing", "sign", "signature", "encryption", "encrypt", "enc", "session", "consumer",
-    "license", "licence", "account", "service", "shared", "hmac", "jwt", "crypto", "cipher",
-    "aes", "secure", "security", "admin", "subscription", "storage", "webhook", "server", "mac",
-    "developer", "dev", "rest", "bot", "integration", "partner", "merchant", "push", "sdk",
-    "cookie", "csrf", "xsrf", "otp", "totp", "recaptcha", "captcha", "maps", "google", "stripe",
-    "mailgun", "sendgrid", "twilio", "slack", "aws", "azure", "gcp", "wechat", "weixin", "appid",
-    "pay", "payment", "decryption", "symmetric", "root", "write", "read", "ingest", "project",
-    "personal", "user", "deploy", "bearer", "oauth", "rsa", "ssh", "pgp", "gpg", "tls", "ssl",
+    "api",
+    "secret",
+    "private",
+    "access",
+    "auth",
+    "client",
+    "app",
+    "application",
+    "master",
+    "signing",
+    "sign",
+    "signature",
+    "encryption",
+    "encrypt",
+    "enc",
+    "session",
+    "consumer",
+    "license",
+    "licence",
+    "account",
+    "service",
+    "shared",
+    "hmac",
+    "jwt",
+    "crypto",
+    "cipher",
+    "aes",
+    "secure",
+    "security",
+    "admin",
+    "subscription",
+    "storage",
+    "webhook",
+    "server",
+    "mac",
+    "developer",
+    "dev",
+    "rest",
+    "bot",
+    "integration",
+    "partner",
+    "merchant",
+    "push",
+    "sdk",
+    "cookie",
+    "csrf",
+    "xsrf",
+    "otp",
+    "totp",
+    "recaptcha",
+    "captcha",
+    "maps",
+    "google",
+    "stripe",
+    "mailgun",
+    "sendgrid",
+    "twilio",
+    "slack",
+    "aws",
+    "azure",
+    "gcp",
+    "wechat",
+    "weixin",
+    "appid",
+    "pay",
+    "payment",
+    "decryption",
+    "symmetric",
+    "root",
+    "write",
+    "read",
+    "ingest",
+    "project",
+    "personal",
+    "user",
+    "deploy",
+    "bearer",
+    "oauth",
+    "rsa",
+    "ssh",
+    "pgp",
+    "gpg",
+    "tls",
+    "ssl",
 ];
 
 /// Words that may follow the secret word without changing what the name holds.
 const TRAILING_OK: &[&str] = &[
-    "value", "val", "str", "string", "plain", "plaintext", "confirmation", "confirm", "b64",
-    "base64", "hex", "raw", "bytes", "data", "new", "old", "override", "secret", "key", "token",
-    "encoded", "base", "text", "clear", "cleartext", "literal", "default", "prod", "dev", "test",
-    "local", "staging", "again", "repeat", "verify", "2", "1",
+    "value",
+    "val",
+    "str",
+    "string",
+    "plain",
+    "plaintext",
+    "confirmation",
+    "confirm",
+    "b64",
+    "base64",
+    "hex",
+    "raw",
+    "bytes",
+    "data",
+    "new",
+    "old",
+    "override",
+    "secret",
+    "key",
+    "token",
+    "encoded",
+    "base",
+    "text",
+    "clear",
+    "cleartext",
+    "literal",
+    "default",
+    "prod",
+    "dev",
+    "test",
+    "local",
+    "staging",
+    "again",
+    "repeat",
+    "verify",
+    "2",
+    "1",
 ];
 
 /// Words that, anywhere before the secret word, mean the name is about a secret
 /// rather than holding one (`public_key`, `min_password_length`, `is_token`).
 const LEADING_BAD: &[&str] = &[
-    "public", "pub", "is", "has", "use", "uses", "enable", "enabled", "show", "hide", "forgot",
-    "reset", "min", "max", "validate", "validates", "last", "num", "count", "field", "input",
-    "label", "placeholder", "no", "require", "requires", "required", "should", "can", "allow",
-    "default", "check", "get", "fetch", "load", "read", "generate", "gen", "create", "parse",
-    "hash", "hashed", "encode", "decode", "verify", "match", "invalid", "wrong", "bad", "empty",
-    "missing", "expected", "prompt", "ask", "need", "needs", "send", "save", "store", "update",
-    "change", "rotate", "mask", "masked", "redact", "hidden", "display", "print", "log",
-    "set", "mock", "fake", "random", "encrypted", "old",
+    "public",
+    "pub",
+    "is",
+    "has",
+    "use",
+    "uses",
+    "enable",
+    "enabled",
+    "show",
+    "hide",
+    "forgot",
+    "reset",
+    "min",
+    "max",
+    "validate",
+    "validates",
+    "last",
+    "num",
+    "count",
+    "field",
+    "input",
+    "label",
+    "placeholder",
+    "no",
+    "require",
+    "requires",
+    "required",
+    "should",
+    "can",
+    "allow",
+    "default",
+    "check",
+    "get",
+    "fetch",
+    "load",
+    "read",
+    "generate",
+    "gen",
+    "create",
+    "parse",
+    "hash",
+    "hashed",
+    "encode",
+    "decode",
+    "verify",
+    "match",
+    "invalid",
+    "wrong",
+    "bad",
+    "empty",
+    "missing",
+    "expected",
+    "prompt",
+    "ask",
+    "need",
+    "needs",
+    "send",
+    "save",
+    "store",
+    "update",
+    "change",
+    "rotate",
+    "mask",
+    "masked",
+    "redact",
+    "hidden",
+    "display",
+    "print",
+    "log",
+    "set",
+    "mock",
+    "fake",
+    "random",
+    "encrypted",
+    "old",
 ];
 
 /// What a name announces, or `None` when it announces no secret.
@@ -182,14 +370,19 @@ pub(crate) fn classify_name(name: &[u8]) -> Option<KeyClass> {
             Some((i, KeyClass::Password))
         } else if is_secret_word(w) {
             Some((i, KeyClass::Secret))
-        } else if (w == "key" || w == "keys") && i > 0 && KEY_QUALIFIERS.contains(&ws[i - 1].as_str())
+        } else if (w == "key" || w == "keys")
+            && i > 0
+            && KEY_QUALIFIERS.contains(&ws[i - 1].as_str())
         {
             Some((i, KeyClass::Secret))
         } else {
             None
         }
     })?;
-    if ws[pos + 1..].iter().any(|w| !TRAILING_OK.contains(&w.as_str())) {
+    if ws[pos + 1..]
+        .iter()
+        .any(|w| !TRAILING_OK.contains(&w.as_str()))
+    {
         return None;
     }
     if ws[..pos].iter().any(|w| LEADING_BAD.contains(&w.as_str())) {
@@ -200,15 +393,83 @@ pub(crate) fn classify_name(name: &[u8]) -> Option<KeyClass> {
 
 /// Values that are language words, types or stand-ins, not secrets (lower case).
 const NON_VALUES: &[&str] = &[
-    "true", "false", "null", "nil", "none", "undefined", "yes", "no", "on", "off", "required",
-    "optional", "string", "str", "int", "integer", "bool", "boolean", "number", "object", "any",
-    "char", "byte", "bytes", "text", "secret", "secrets", "password", "passwd", "pwd", "pass",
-    "token", "key", "apikey", "api_key", "empty", "blank", "default", "env", "value", "varchar",
-    "secretstr", "secretstring", "securestring", "optional[str]", "hidden", "masked", "redacted",
-    "unknown", "test", "example", "sample", "dummy", "placeholder", "changeme", "change_me",
-    "your_password", "yourpassword", "your-password", "mypassword", "my_password",
-    "your_token", "your_secret", "xxx", "todo", "tbd", "n/a", "na", "self", "this", "params",
-    "function", "lambda", "new", "return", "await", "async",
+    "true",
+    "false",
+    "null",
+    "nil",
+    "none",
+    "undefined",
+    "yes",
+    "no",
+    "on",
+    "off",
+    "required",
+    "optional",
+    "string",
+    "str",
+    "int",
+    "integer",
+    "bool",
+    "boolean",
+    "number",
+    "object",
+    "any",
+    "char",
+    "byte",
+    "bytes",
+    "text",
+    "secret",
+    "secrets",
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "token",
+    "key",
+    "apikey",
+    "api_key",
+    "empty",
+    "blank",
+    "default",
+    "env",
+    "value",
+    "varchar",
+    "secretstr",
+    "secretstring",
+    "securestring",
+    "optional[str]",
+    "hidden",
+    "masked",
+    "redacted",
+    "unknown",
+    "test",
+    "example",
+    "sample",
+    "dummy",
+    "placeholder",
+    "changeme",
+    "change_me",
+    "your_password",
+    "yourpassword",
+    "your-password",
+    "mypassword",
+    "my_password",
+    "your_token",
+    "your_secret",
+    "xxx",
+    "todo",
+    "tbd",
+    "n/a",
+    "na",
+    "self",
+    "this",
+    "params",
+    "function",
+    "lambda",
+    "new",
+    "return",
+    "await",
+    "async",
 ];
 
 /// Default and throw-away passwords that test fixtures and tutorials use: not worth
@@ -221,18 +482,91 @@ const WEAK_DEFAULTS: &[&str] = &[
 
 /// Substrings that mark a template, format string, placeholder or masked value.
 const TEMPLATE_MARKS: &[&str] = &[
-    "${", "{{", "}}", "#{", "%(", "%s", "%d", "<%", "%>", "{0}", "{1}", "$(", "***", "xxxx",
-    "XXXX", "...", "<your", "your_", "your-", "here>", "_here", "-here", "placeholder",
-    "<hidden>", "[redacted", "[filtered", "redacted]", "changethis", "change_this", "insert_",
-    "replace_", "replaceme", "::", "->", "</", ".*", "{}", "?.", "abcdefgh", "0123456789a",
+    "${",
+    "{{",
+    "}}",
+    "#{",
+    "%(",
+    "%s",
+    "%d",
+    "<%",
+    "%>",
+    "{0}",
+    "{1}",
+    "$(",
+    "***",
+    "xxxx",
+    "XXXX",
+    "...",
+    "<your",
+    "your_",
+    "your-",
+    "here>",
+    "_here",
+    "-here",
+    "placeholder",
+    "<hidden>",
+    "[redacted",
+    "[filtered",
+    "redacted]",
+    "changethis",
+    "change_this",
+    "insert_",
+    "replace_",
+    "replaceme",
+    "::",
+    "->",
+    "</",
+    ".*",
+    "{}",
+    "?.",
+    "abcdefgh",
+    "0123456789a",
 ];
 
 /// File extensions that mark a value as a file name, not a secret.
 const FILE_EXTENSIONS: &[&str] = &[
-    ".pem", ".key", ".txt", ".json", ".yml", ".yaml", ".crt", ".cer", ".p12", ".pfx", ".jks",
-    ".keystore", ".der", ".cfg", ".conf", ".properties", ".env", ".xml", ".ini", ".toml", ".pub",
-    ".asc", ".gpg", ".enc", ".secret", ".token", ".py", ".js", ".ts", ".rb", ".go", ".java",
-    ".php", ".sh", ".html", ".csv", ".log", ".db", ".sqlite", ".file", ".bin",
+    ".pem",
+    ".key",
+    ".txt",
+    ".json",
+    ".yml",
+    ".yaml",
+    ".crt",
+    ".cer",
+    ".p12",
+    ".pfx",
+    ".jks",
+    ".keystore",
+    ".der",
+    ".cfg",
+    ".conf",
+    ".properties",
+    ".env",
+    ".xml",
+    ".ini",
+    ".toml",
+    ".pub",
+    ".asc",
+    ".gpg",
+    ".enc",
+    ".secret",
+    ".token",
+    ".py",
+    ".js",
+    ".ts",
+    ".rb",
+    ".go",
+    ".java",
+    ".php",
+    ".sh",
+    ".html",
+    ".csv",
+    ".log",
+    ".db",
+    ".sqlite",
+    ".file",
+    ".bin",
 ];
 
 /// Character classes present in a value.
@@ -273,7 +607,8 @@ fn is_code_reference(v: &[u8]) -> bool {
     };
     (first.is_ascii_alphabetic() || first == b'_')
         && v.iter().all(|&b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'[' | b']' | b':' | b'$' | b'?' | b'!')
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'_' | b'.' | b'[' | b']' | b':' | b'$' | b'?' | b'!')
         })
 }
 
@@ -313,7 +648,10 @@ fn disqualified(v: &[u8], name_lower: &[u8]) -> bool {
     {
         return true;
     }
-    let bare = lower.strip_suffix(b"!").or_else(|| lower.strip_suffix(b"?")).unwrap_or(&lower);
+    let bare = lower
+        .strip_suffix(b"!")
+        .or_else(|| lower.strip_suffix(b"?"))
+        .unwrap_or(&lower);
     if NON_VALUES.iter().any(|w| bare == w.as_bytes()) {
         return true;
     }
@@ -322,11 +660,16 @@ fn disqualified(v: &[u8], name_lower: &[u8]) -> bool {
         return true;
     }
     let first = v[0];
-    if matches!(first, b'$' | b'%' | b'{' | b'<' | b'&' | b'[' | b'@' | b'#' | b'\\' | b'*') {
+    if matches!(
+        first,
+        b'$' | b'%' | b'{' | b'<' | b'&' | b'[' | b'@' | b'#' | b'\\' | b'*'
+    ) {
         return true;
     }
     // Braces and closing brackets belong to code (`Mock{}`, `None)`, `x[0]`).
-    if v.iter().any(|b| matches!(b, b'{' | b'}' | b')' | b']' | b'[')) {
+    if v.iter()
+        .any(|b| matches!(b, b'{' | b'}' | b')' | b']' | b'['))
+    {
         return true;
     }
     // Decimal numbers and versions (`0.608`, `orgjson:0.11.2`).
@@ -337,15 +680,21 @@ fn disqualified(v: &[u8], name_lower: &[u8]) -> bool {
     // (`refresh_token`, `GCM_TRACE_SECRETS`, `gitLabDevClientSecret`).
     let vw = words(v);
     if vw.len() >= 2
-        && v.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && vw.iter().any(|w| is_password_word(w) || is_secret_word(w) || w == "key")
+        && v.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && vw
+            .iter()
+            .any(|w| is_password_word(w) || is_secret_word(w) || w == "key")
     {
         return true;
     }
     // Dotted identifiers: `keyword.operator.binary`, `mysite.forms.SetPasswordForm`.
     if v.contains(&b'.')
-        && v.split(|&b| b == b'.')
-            .all(|p| !p.is_empty() && p.iter().all(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'-'))
+        && v.split(|&b| b == b'.').all(|p| {
+            !p.is_empty()
+                && p.iter()
+                    .all(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'-')
+        })
     {
         return true;
     }
@@ -378,7 +727,9 @@ fn disqualified(v: &[u8], name_lower: &[u8]) -> bool {
     // The same character over and over: a mask or a filler.
     let distinct = {
         let mut seen = [false; 256];
-        v.iter().filter(|&&b| !std::mem::replace(&mut seen[b as usize], true)).count()
+        v.iter()
+            .filter(|&&b| !std::mem::replace(&mut seen[b as usize], true))
+            .count()
     };
     if v.len() >= 4 && distinct <= 2 {
         return true;
@@ -452,7 +803,11 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
     let before = line_before(hay, ns, 160);
     let before_trim = trim_start(before);
     let sep = &hay[c.sep.0..c.sep.1];
-    let sep_trim: Vec<u8> = sep.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let sep_trim: Vec<u8> = sep
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     let after_value = rest_of_line(hay, c.value.1, 160);
 
     // The separator, as the syntax around it allows.
@@ -528,9 +883,9 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
     }
     // `$name` expands in unquoted and double-quoted shell, PHP and Perl strings.
     if c.quote != Some(b'\'')
-        && value
-            .windows(2)
-            .any(|w| w[0] == b'$' && (w[1].is_ascii_alphabetic() || matches!(w[1], b'_' | b'{' | b'(')))
+        && value.windows(2).any(|w| {
+            w[0] == b'$' && (w[1].is_ascii_alphabetic() || matches!(w[1], b'_' | b'{' | b'('))
+        })
     {
         return None;
     }
@@ -548,9 +903,18 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
         let config_line = before_trim.is_empty()
             || before_trim == b"-"
             || before_trim == b"- "
-            || [&b"export "[..], b"set ", b"ENV ", b"ARG ", b"# ", b"#", b"-- ", b"; "]
-                .iter()
-                .any(|p| before_trim == *p);
+            || [
+                &b"export "[..],
+                b"set ",
+                b"ENV ",
+                b"ARG ",
+                b"# ",
+                b"#",
+                b"-- ",
+                b"; ",
+            ]
+            .iter()
+            .any(|p| before_trim == *p);
         let value_lower: Vec<u8> = value.iter().map(u8::to_ascii_lowercase).collect();
         if !config_line
             || value.contains(&b'.') && !classes(value).digit
@@ -580,11 +944,17 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
                 return None;
             }
             let (confidence, reason) = if mm {
-                (Confidence::High, "password-like name assigned a machine-made literal")
+                (
+                    Confidence::High,
+                    "password-like name assigned a machine-made literal",
+                )
             } else if c_.count() >= 2 && value.len() >= 6 {
                 (Confidence::Medium, "password-like name assigned a literal")
             } else {
-                (Confidence::Low, "password-like name assigned a short or dictionary-like literal")
+                (
+                    Confidence::Low,
+                    "password-like name assigned a short or dictionary-like literal",
+                )
             };
             Some(Judgement { confidence, reason })
         }
@@ -592,7 +962,8 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
             if value.len() < 8 || value.len() > 512 || !mm {
                 return None;
             }
-            let confidence = if value.len() >= 16 && shannon_entropy(value) >= 3.5 || is_uuid(value) {
+            let confidence = if value.len() >= 16 && shannon_entropy(value) >= 3.5 || is_uuid(value)
+            {
                 Confidence::High
             } else {
                 Confidence::Medium
@@ -614,7 +985,10 @@ mod tests {
         assert_eq!(words(b"MYSQL_ROOT_PASSWORD"), ["mysql", "root", "password"]);
         assert_eq!(words(b"pdbAdminPassword"), ["pdb", "admin", "password"]);
         assert_eq!(words(b"APIKey"), ["api", "key"]);
-        assert_eq!(words(b"spring.datasource.password"), ["spring", "datasource", "password"]);
+        assert_eq!(
+            words(b"spring.datasource.password"),
+            ["spring", "datasource", "password"]
+        );
         assert_eq!(words(b"--db-pass"), ["db", "pass"]);
     }
 

@@ -21,5 +21,5 @@ pub mod validate;
 pub use decode::Encoding;
 pub use engine::{builtin_specs, parse_rules, BuildError, Detector, DetectorBuilder, Finding};
 pub use rule::{Check, Confidence, Rule, RuleSpec, Severity};
-pub use validate::Verdict;
 pub use stream::{StreamRedactor, MAX_HOLD};
+pub use validate::Verdict;

@@ -293,7 +293,11 @@ impl Rule {
     /// fixed-prefix formats, which beat generic context rules and structural formats
     /// (JWT, Basic), which beat bearer headers, which beat `name = value` assignments.
     pub(crate) fn specificity(&self) -> u8 {
-        match (self.spec.checksum.is_some(), self.spec.check, self.spec.generic) {
+        match (
+            self.spec.checksum.is_some(),
+            self.spec.check,
+            self.spec.generic,
+        ) {
             (true, _, _) => 4,
             (false, Some(Check::PasswordAssignment | Check::SecretAssignment), _) => 0,
             (false, Some(Check::Bearer), _) => 1,

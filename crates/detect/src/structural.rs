@@ -15,7 +15,10 @@ pub(crate) struct Structure {
 }
 
 fn b64url(part: &[u8]) -> Option<Vec<u8>> {
-    let trimmed = part.strip_suffix(b"==").or_else(|| part.strip_suffix(b"=")).unwrap_or(part);
+    let trimmed = part
+        .strip_suffix(b"==")
+        .or_else(|| part.strip_suffix(b"="))
+        .unwrap_or(part);
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(trimmed)
         .ok()
@@ -88,12 +91,19 @@ fn iso_date(unix: i64) -> String {
 }
 
 /// Decoded `user:password` pairs that document the format rather than grant access.
-const DOC_PAIRS: &[&str] = &["username:password", "user:password", "user:pass", "login:password"];
+const DOC_PAIRS: &[&str] = &[
+    "username:password",
+    "user:password",
+    "user:pass",
+    "login:password",
+];
 
 /// `Basic <base64>` credentials: the base64 must decode to printable ASCII
 /// `user:password` with a non-empty password.
 pub(crate) fn basic_auth(encoded: &[u8]) -> Option<Structure> {
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
     if decoded.len() < 3 || !decoded.iter().all(|b| (0x20..0x7f).contains(b)) {
         return None;
     }
@@ -129,9 +139,16 @@ pub(crate) fn bearer(token: &[u8]) -> Option<Structure> {
         return None;
     }
     let lower = token.to_ascii_lowercase();
-    if [&b"xxxx"[..], b"your", b"token", b"example", b"placeholder", b"redacted"]
-        .iter()
-        .any(|w| memchr::memmem::find(&lower, w).is_some())
+    if [
+        &b"xxxx"[..],
+        b"your",
+        b"token",
+        b"example",
+        b"placeholder",
+        b"redacted",
+    ]
+    .iter()
+    .any(|w| memchr::memmem::find(&lower, w).is_some())
     {
         return None;
     }

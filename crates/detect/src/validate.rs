@@ -239,7 +239,11 @@ fn run_check(
         Check::Jwt => structural::jwt(secret, now_unix()).map(from_structure),
         Check::BasicAuth => structural::basic_auth(secret).map(from_structure),
         Check::Bearer => {
-            if rule.spec.min_entropy.is_some_and(|min| shannon_entropy(secret) < min) {
+            if rule
+                .spec
+                .min_entropy
+                .is_some_and(|min| shannon_entropy(secret) < min)
+            {
                 return None;
             }
             structural::bearer(secret).map(from_structure)

@@ -1,6 +1,6 @@
 //! A finding as reported to users: where, what, and a fingerprint to suppress it by.
 
-use keyward_detect::Severity;
+use keyward_detect::{Confidence, Severity};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -22,6 +22,15 @@ pub struct Finding {
     pub rule_name: String,
     pub provider: String,
     pub severity: &'static str,
+    /// How sure the finding is (`high`, `medium`, `low`), and why.
+    pub confidence: &'static str,
+    pub confidence_reason: &'static str,
+    /// `test` when the path is test or fixture code (confidence one level lower).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<&'static str>,
+    /// Facts read from the secret (a JWT's issuer and expiry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Path as given or found (relative to the scan root), `-` for stdin;
     /// `archive.zip!inner/file` inside archives.
     pub path: String,
@@ -48,12 +57,19 @@ pub struct Finding {
     pub(crate) raw_secret: String,
     #[serde(skip)]
     pub(crate) severity_rank: Severity,
+    #[serde(skip)]
+    pub(crate) confidence_rank: Confidence,
 }
 
 impl Finding {
     /// The severity as an ordered value.
     pub fn severity(&self) -> Severity {
         self.severity_rank
+    }
+
+    /// The confidence as an ordered value.
+    pub fn confidence(&self) -> Confidence {
+        self.confidence_rank
     }
 
     /// The secret itself, for handing to a revocation endpoint (`--report-to`).

@@ -7,6 +7,7 @@
 
 pub mod baseline;
 pub mod config;
+pub mod context;
 pub mod finding;
 pub mod report;
 pub mod scanner;
@@ -72,6 +73,8 @@ pub struct ScanOptions {
     pub archives: bool,
     pub decode: bool,
     pub follow_links: bool,
+    /// Findings below this confidence are left out (default: report all).
+    pub min_confidence: keyward_detect::Confidence,
 }
 
 impl Default for ScanOptions {
@@ -87,6 +90,7 @@ impl Default for ScanOptions {
             archives: true,
             decode: true,
             follow_links: false,
+            min_confidence: keyward_detect::Confidence::Low,
         }
     }
 }
@@ -153,6 +157,7 @@ pub fn run(opts: &ScanOptions, stats: &scanner::Stats) -> Result<Outcome, Error>
         stats,
         max_size: opts.max_file_size,
         include_binary: opts.include_binary,
+        min_confidence: opts.min_confidence,
     };
     let sink = source::Sink::default();
     let threads = opts.threads.max(1);

@@ -1,9 +1,10 @@
 //! Turns bytes from any source into reported findings: detection, positions,
 //! fingerprints and suppression.
 
+use crate::context::is_test_path;
 use crate::finding::{fingerprint, CommitInfo, Finding};
 use crate::suppress::{line_allows, Suppressions};
-use keyward_detect::{checksum, Detector};
+use keyward_detect::{checksum, Confidence, Detector};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters shared by all scanning threads.
@@ -31,6 +32,8 @@ pub struct Scanner<'a> {
     pub stats: &'a Stats,
     pub max_size: u64,
     pub include_binary: bool,
+    /// Findings below this confidence are not reported.
+    pub min_confidence: Confidence,
 }
 
 impl<'a> Scanner<'a> {
@@ -61,7 +64,16 @@ impl<'a> Scanner<'a> {
         }
         let mut lines = LineIndex::new(data);
         let mut out = Vec::with_capacity(raw.len());
+        let test_code = is_test_path(path);
         for f in raw {
+            let confidence = if test_code {
+                f.confidence.lower()
+            } else {
+                f.confidence
+            };
+            if confidence < self.min_confidence {
+                continue;
+            }
             let rule = &self.detector.rule(&f).spec;
             let secret = String::from_utf8_lossy(&f.secret).into_owned();
             let fp = fingerprint(&rule.id, path, &f.secret);
@@ -79,6 +91,10 @@ impl<'a> Scanner<'a> {
                 rule_name: rule.name.clone(),
                 provider: rule.provider.clone(),
                 severity: rule.severity.as_str(),
+                confidence: confidence.as_str(),
+                confidence_reason: f.reason,
+                context: test_code.then_some("test"),
+                note: f.note.clone(),
                 path: path.to_string(),
                 line,
                 column,
@@ -91,6 +107,7 @@ impl<'a> Scanner<'a> {
                 secret: String::new(),
                 raw_secret: secret,
                 severity_rank: rule.severity,
+                confidence_rank: confidence,
             };
             finding.set_secret_visibility(false);
             out.push(finding);

@@ -27,6 +27,19 @@ pub fn write(out: &mut dyn Write, o: &Outcome) -> std::io::Result<()> {
             f.severity, f.rule_name, f.rule_id
         )?;
         writeln!(out, "  {}:{}:{}  {}", f.path, f.line, f.column, f.secret)?;
+        let context = if f.context.is_some() {
+            ", in test code"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "  {dim}confidence {}{context}: {}{dim:#}",
+            f.confidence, f.confidence_reason
+        )?;
+        if let Some(note) = &f.note {
+            writeln!(out, "  {dim}{note}{dim:#}")?;
+        }
         if let Some(enc) = f.encoding {
             writeln!(out, "  {dim}found inside {enc}-encoded text{dim:#}")?;
         }

@@ -17,6 +17,24 @@ fn level(severity: &str) -> &'static str {
     }
 }
 
+/// A result's level: the rule's severity, one step down for low-confidence findings.
+fn result_level(f: &Finding) -> &'static str {
+    match (level(f.severity), f.confidence) {
+        ("error", "low") => "warning",
+        (_, "low") => "note",
+        (l, _) => l,
+    }
+}
+
+/// SARIF `rank` (0–100): how likely the result is a real secret.
+fn rank(confidence: &str) -> f64 {
+    match confidence {
+        "high" => 90.0,
+        "medium" => 60.0,
+        _ => 30.0,
+    }
+}
+
 /// GitHub sorts alerts by this CVSS-like score.
 fn security_severity(severity: &str) -> &'static str {
     match severity {
@@ -82,7 +100,8 @@ pub fn write(out: &mut dyn Write, o: &Outcome) -> std::io::Result<()> {
             let mut result = json!({
                 "ruleId": f.rule_id,
                 "ruleIndex": rules[f.rule_id.as_str()].0,
-                "level": level(f.severity),
+                "level": result_level(f),
+                "rank": rank(f.confidence),
                 "message": {"text": message},
                 "locations": [{
                     "physicalLocation": {
@@ -97,9 +116,20 @@ pub fn write(out: &mut dyn Write, o: &Outcome) -> std::io::Result<()> {
                 }],
                 "partialFingerprints": {"keyward/v1": f.fingerprint},
             });
-            if let Some(c) = &f.commit {
-                result["properties"] = json!({"commit": c.commit, "author": c.author, "email": c.email, "date": c.date});
+            let mut props = json!({"confidence": f.confidence, "confidenceReason": f.confidence_reason});
+            if let Some(ctx) = f.context {
+                props["context"] = json!(ctx);
             }
+            if let Some(note) = &f.note {
+                props["note"] = json!(note);
+            }
+            if let Some(c) = &f.commit {
+                props["commit"] = json!(c.commit);
+                props["author"] = json!(c.author);
+                props["email"] = json!(c.email);
+                props["date"] = json!(c.date);
+            }
+            result["properties"] = props;
             result
         })
         .collect();
