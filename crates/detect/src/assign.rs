@@ -863,6 +863,11 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
             if hay.get(c.value.1) != Some(&q) {
                 return None;
             }
+            // Part of an expression: `"sk-" + random()`, `'pre' . $x`, `"%s" % v`.
+            let after_quote = trim_start(rest_of_line(hay, c.value.1 + 1, 16));
+            if matches!(after_quote.first(), Some(b'+' | b'.' | b'%' | b'|')) {
+                return None;
+            }
             // A Python f-string or a JS template literal with substitutions.
             if c.value.0 >= 2 && matches!(hay[c.value.0 - 2], b'f' | b'F') && q != b'`' {
                 if value.contains(&b'{') {

@@ -221,10 +221,22 @@ fn percent_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
     }
 }
 
+/// True when the escape at `hay[p]` can hide a secret from a search of the raw
+/// text: `\"`, `\/` and `\u` change the bytes of a token; `\n`, `\t`, `\r`, `\b`
+/// and `\f` right before a letter or digit glue their letter to the token
+/// (`\nghp_…` has no word boundary before `ghp_`).
+fn starts_telling_escape(hay: &[u8], p: usize) -> bool {
+    match hay[p + 1] {
+        b'"' | b'/' | b'u' => true,
+        b'n' | b't' | b'r' | b'b' | b'f' => hay.get(p + 2).is_some_and(u8::is_ascii_alphanumeric),
+        _ => false,
+    }
+}
+
 fn json_escape_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
     let mut done_until = 0;
     for p in memchr::memchr_iter(b'\\', hay) {
-        if p < done_until || p + 1 >= hay.len() || !matches!(hay[p + 1], b'"' | b'/' | b'u') {
+        if p < done_until || p + 1 >= hay.len() || !starts_telling_escape(hay, p) {
             continue;
         }
         // Decode the whole line holding the escape.
@@ -254,6 +266,8 @@ fn unescape_json(hay: &[u8], start: usize, end: usize) -> (Vec<u8>, Vec<usize>) 
                 b'n' => Some(b'\n'),
                 b't' => Some(b'\t'),
                 b'r' => Some(b'\r'),
+                b'b' => Some(0x08),
+                b'f' => Some(0x0c),
                 _ => None,
             };
             if let Some(c) = simple {

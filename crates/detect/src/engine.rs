@@ -37,6 +37,16 @@ pub struct Finding {
     pub note: Option<String>,
 }
 
+/// Work done by one search, in bytes: what the keyword pass walked (decoded
+/// regions included), what rule regexes were asked to search, and the length of the
+/// matches they returned (each then runs its capture groups and checks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    pub scanned: usize,
+    pub searched: usize,
+    pub matched: usize,
+}
+
 /// Compiled rules plus the keyword prefilter. Cheap to share across threads.
 #[derive(Debug)]
 pub struct Detector {
@@ -375,6 +385,14 @@ impl Detector {
         self.find_with(hay, 0, true)
     }
 
+    /// What [`Detector::find`] does for `hay`, counted: the work of a search is
+    /// linear in its input, and this is how tests hold it to that.
+    pub fn work(&self, hay: &[u8]) -> Work {
+        let mut work = Work::default();
+        self.find_into(hay, 0, true, &mut Vec::new(), &mut work);
+        work
+    }
+
     /// Like [`Detector::find`] for text already taken out of JSON strings (a chat
     /// message, a streamed delta): JSON escape sequences are not decoded again.
     pub fn find_unescaped(&self, hay: &[u8]) -> Vec<Finding> {
@@ -386,7 +404,7 @@ impl Detector {
     /// before overlaps are resolved, so they cannot shadow later ones.
     pub(crate) fn find_with(&self, hay: &[u8], from: usize, json_escapes: bool) -> Vec<Finding> {
         let mut out = Vec::new();
-        self.find_into(hay, 0, json_escapes, &mut out);
+        self.find_into(hay, 0, json_escapes, &mut out, &mut Work::default());
         if from > 0 {
             out.retain(|f| f.start >= from);
         }
@@ -394,7 +412,15 @@ impl Detector {
         out
     }
 
-    fn find_into(&self, hay: &[u8], depth: u8, json_escapes: bool, out: &mut Vec<Finding>) {
+    fn find_into(
+        &self,
+        hay: &[u8],
+        depth: u8,
+        json_escapes: bool,
+        out: &mut Vec<Finding>,
+        work: &mut Work,
+    ) {
+        work.scanned += hay.len();
         // Keyword occurrences per rule, in order: (start, end).
         let mut hits: Vec<Vec<(usize, usize)>> = Vec::new();
         self.for_each_keyword(hay, 0, |start, end, keyword| {
@@ -440,42 +466,44 @@ impl Detector {
             match rule.max_len {
                 Some(max_len) => {
                     // Every match contains a keyword occurrence and is at most
-                    // `max_len` long, so it lies within `max_len` of that occurrence.
-                    // Searching from the window start gives the same leftmost match as
-                    // a search of the whole input (look-around sees the bytes around
-                    // the window); a few bytes past its end keep `\b` and `$` honest.
-                    let mut resume = 0;
-                    for &(ks, ke) in rule_hits.iter() {
-                        if ks < resume {
-                            // A match containing this occurrence would start before
-                            // the previous secret's end.
-                            continue;
+                    // `max_len` long, so it lies within `max_len` of one. Occurrences
+                    // whose windows touch are merged and their window searched once,
+                    // every match in it taken in order: each byte is searched at most
+                    // once per rule, however densely the keyword repeats. Look-around
+                    // sees the bytes before the window; a few bytes past its end keep
+                    // `\b` and `$` honest.
+                    let mut i = 0;
+                    let mut floor = 0;
+                    while i < rule_hits.len() {
+                        let (ks, ke) = rule_hits[i];
+                        let from = ks.saturating_sub(max_len).max(floor);
+                        let mut to = (ke + max_len + 4).min(hay.len());
+                        i += 1;
+                        while i < rule_hits.len() && rule_hits[i].0.saturating_sub(max_len) <= to {
+                            to = to.max((rule_hits[i].1 + max_len + 4).min(hay.len()));
+                            i += 1;
                         }
-                        let to = (ke + max_len + 4).min(hay.len());
-                        let mut at = ks.saturating_sub(max_len).max(resume);
-                        while let Some(caps) = rule.regex().captures_at(&hay[..to], at) {
-                            let whole = caps.get(0).expect("group 0 always matches");
-                            if whole.start() > ks {
+                        work.searched += to.saturating_sub(from);
+                        let mut at = from;
+                        while at < to {
+                            let Some(caps) = rule.regex().captures_at(&hay[..to], at) else {
                                 break;
-                            }
-                            if whole.end() >= ke {
-                                push(&caps);
-                                resume = resume_after(&caps);
-                                break;
-                            }
+                            };
+                            work.matched += caps.get(0).map_or(0, |m| m.len());
+                            push(&caps);
                             at = resume_after(&caps);
-                            if at > ks {
-                                break;
-                            }
                         }
+                        floor = at.max(to);
                     }
                 }
                 None => {
+                    work.searched += hay.len();
                     let mut at = 0;
                     while at <= hay.len() {
                         let Some(caps) = rule.regex().captures_at(hay, at) else {
                             break;
                         };
+                        work.matched += caps.get(0).map_or(0, |m| m.len());
                         push(&caps);
                         at = resume_after(&caps);
                     }
@@ -485,7 +513,7 @@ impl Detector {
         if self.decode && depth < MAX_DECODE_DEPTH {
             decode::for_each_region(hay, json_escapes, |d| {
                 let mut inner = Vec::new();
-                self.find_into(&d.bytes, depth + 1, json_escapes, &mut inner);
+                self.find_into(&d.bytes, depth + 1, json_escapes, &mut inner, work);
                 for f in inner {
                     let (start, end) = d.original_span(f.start, f.end);
                     out.push(Finding {

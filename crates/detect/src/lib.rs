@@ -19,7 +19,9 @@ mod structural;
 pub mod validate;
 
 pub use decode::Encoding;
-pub use engine::{builtin_specs, parse_rules, BuildError, Detector, DetectorBuilder, Finding};
+pub use engine::{
+    builtin_specs, parse_rules, BuildError, Detector, DetectorBuilder, Finding, Work,
+};
 pub use rule::{Check, Confidence, Rule, RuleSpec, Severity};
 pub use stream::{StreamRedactor, MAX_HOLD};
 pub use validate::Verdict;

@@ -136,3 +136,68 @@ fn a_match_starting_inside_the_previous_matchs_trailing_context_is_found() {
         "redaction is final: {red}"
     );
 }
+
+#[test]
+fn a_secret_right_after_a_json_escape_is_found_for_every_token_kind() {
+    let d = Detector::builtin();
+    let github = gh(SEED);
+    let keyward = checksum::keyward_key_seal("kw_prod_Q7mZx2Lp9Vt4Rk8Nw3Hs6Bc1Df5Gj0Ya");
+    let anthropic = format!("sk-ant-api03-{}AA", &"Zq8vLm3TxR0wK5pN".repeat(6)[..93]);
+    for tok in [github.as_str(), keyward.as_str(), anthropic.as_str()] {
+        assert_eq!(d.find(tok.as_bytes()).len(), 1, "{tok} is found on its own");
+        for escape in [r"\n", r"\t", r"\r", r#"\""#, r"\/", r"\b", r"\f"] {
+            let text = format!(r#"{{"a":"line1{escape}{tok}"}}"#);
+            let f = d.find(text.as_bytes());
+            assert_eq!(f.len(), 1, "{escape} before {tok}: {f:?}");
+            assert_eq!(&text[f[0].start..f[0].end], tok, "span after {escape}");
+        }
+    }
+}
+
+/// Inputs built from one keyword fragment repeated: each keyword occurrence used to
+/// cost a search of its own window, hundreds of bytes for a few bytes of input.
+const HOSTILE_FRAGMENTS: &[&str] = &[
+    "host= ",
+    "azure ",
+    "PuTTY-User-Key-File-",
+    "password = ",
+    "key key ",
+    "api_key: \"",
+    "eyJ",
+    "eyJhbGciOi.eyJ",
+    "-----BEGIN RSA PRIVATE KEY-----\n",
+    "Basic ",
+    "Bearer ",
+    "https://u:p@",
+    "postgres://",
+    "\\nghp_",
+    "<password>",
+    "AKIA",
+    "sk-",
+    "xoxb-",
+    "token=",
+];
+
+#[test]
+fn the_work_of_a_search_is_linear_in_its_input_whatever_the_input() {
+    let d = Detector::builtin();
+    let len = 256 << 10;
+    for fragment in HOSTILE_FRAGMENTS {
+        let text = fragment.repeat(len / fragment.len());
+        let w = d.work(text.as_bytes());
+        let per_byte = (w.searched + w.matched) as f64 / text.len() as f64;
+        println!(
+            "{fragment:?}: scanned {:.2}, regex {per_byte:.2} bytes per input byte",
+            w.scanned as f64 / text.len() as f64
+        );
+        assert!(
+            per_byte <= 12.0,
+            "{fragment:?} repeated: regexes searched {per_byte:.1} bytes per input byte"
+        );
+        assert!(
+            w.scanned <= 3 * text.len(),
+            "{fragment:?}: decoded regions rescanned {} bytes",
+            w.scanned
+        );
+    }
+}
