@@ -368,11 +368,10 @@ pub(crate) fn classify_name(name: &[u8]) -> Option<KeyClass> {
     let (pos, class) = ws.iter().enumerate().rev().find_map(|(i, w)| {
         if is_password_word(w) {
             Some((i, KeyClass::Password))
-        } else if is_secret_word(w) {
-            Some((i, KeyClass::Secret))
-        } else if (w == "key" || w == "keys")
-            && i > 0
-            && KEY_QUALIFIERS.contains(&ws[i - 1].as_str())
+        } else if is_secret_word(w)
+            || ((w == "key" || w == "keys")
+                && i > 0
+                && KEY_QUALIFIERS.contains(&ws[i - 1].as_str()))
         {
             Some((i, KeyClass::Secret))
         } else {
@@ -644,7 +643,7 @@ fn disqualified(v: &[u8], name_lower: &[u8]) -> bool {
         .chain(WEAK_DEFAULTS)
         .any(|w| lower == w.as_bytes())
         || lower == name_lower
-        || lower.starts_with(&name_lower)
+        || lower.starts_with(name_lower)
     {
         return true;
     }
@@ -869,10 +868,12 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
                 return None;
             }
             // A Python f-string or a JS template literal with substitutions.
-            if c.value.0 >= 2 && matches!(hay[c.value.0 - 2], b'f' | b'F') && q != b'`' {
-                if value.contains(&b'{') {
-                    return None;
-                }
+            if c.value.0 >= 2
+                && matches!(hay[c.value.0 - 2], b'f' | b'F')
+                && q != b'`'
+                && value.contains(&b'{')
+            {
+                return None;
             }
         }
         None => {
@@ -918,8 +919,7 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
                 b"-- ",
                 b"; ",
             ]
-            .iter()
-            .any(|p| before_trim == *p);
+            .contains(&before_trim);
         let value_lower: Vec<u8> = value.iter().map(u8::to_ascii_lowercase).collect();
         if !config_line
             || value.contains(&b'.') && !classes(value).digit
