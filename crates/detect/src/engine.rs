@@ -465,6 +465,7 @@ impl Detector {
             };
             match rule.max_len {
                 Some(max_len) => {
+                    let lead = rule.spec.max_lead.unwrap_or(max_len).min(max_len);
                     // Every match contains a keyword occurrence and is at most
                     // `max_len` long, so it lies within `max_len` of one. Occurrences
                     // whose windows touch are merged and their window searched once,
@@ -476,10 +477,10 @@ impl Detector {
                     let mut floor = 0;
                     while i < rule_hits.len() {
                         let (ks, ke) = rule_hits[i];
-                        let from = ks.saturating_sub(max_len).max(floor);
+                        let from = ks.saturating_sub(lead).max(floor);
                         let mut to = (ke + max_len + 4).min(hay.len());
                         i += 1;
-                        while i < rule_hits.len() && rule_hits[i].0.saturating_sub(max_len) <= to {
+                        while i < rule_hits.len() && rule_hits[i].0.saturating_sub(lead) <= to {
                             to = to.max((rule_hits[i].1 + max_len + 4).min(hay.len()));
                             i += 1;
                         }

@@ -121,6 +121,12 @@ pub struct RuleSpec {
     pub keywords: Vec<String>,
     /// Regex over bytes; the secret is the `secret` group, else group 1, else the match.
     pub pattern: String,
+    /// The most bytes any match holds before the first byte of a keyword occurrence
+    /// inside it (a name prefix before `password`, say). Bounded rules search from
+    /// this far before each occurrence instead of their whole maximum length: for
+    /// rules whose keyword sits near the start, most of the window is saved.
+    #[serde(default)]
+    pub max_lead: Option<usize>,
     /// Minimum Shannon entropy of the secret, in bits per character.
     #[serde(default)]
     pub min_entropy: Option<f64>,
