@@ -479,6 +479,23 @@ const WEAK_DEFAULTS: &[&str] = &[
     "wrong", "user", "username", "demo", "toor",
 ];
 
+/// True for values that stand for a credential rather than being one: a default
+/// or throw-away password (`admin`, `123456`) or a name made of several words one
+/// of which says secret (`db_password`, `MY_GITHUB_TOKEN`, `x-oauth-token`).
+pub(crate) fn is_stand_in(v: &[u8]) -> bool {
+    let lower = v.to_ascii_lowercase();
+    if WEAK_DEFAULTS.iter().any(|w| lower == w.as_bytes()) {
+        return true;
+    }
+    let vw = words(v);
+    vw.len() >= 2
+        && v.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && vw
+            .iter()
+            .any(|w| is_password_word(w) || is_secret_word(w) || w == "key")
+}
+
 /// Substrings that mark a template, format string, placeholder or masked value.
 const TEMPLATE_MARKS: &[&str] = &[
     "${",

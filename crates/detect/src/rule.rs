@@ -101,6 +101,9 @@ pub enum Check {
     Jwt,
     /// `Basic <base64>` that decodes to printable `user:password`.
     BasicAuth,
+    /// `scheme://user:password@host` (groups `user`, `secret`, `host`): a literal
+    /// password, not a documented placeholder URL.
+    UrlCredentials,
     /// A bearer or token credential in an `Authorization` header or client code:
     /// machine-made, not a variable or placeholder.
     Bearer,
@@ -307,7 +310,8 @@ impl Rule {
             (true, _, _) => 4,
             (false, Some(Check::PasswordAssignment | Check::SecretAssignment), _) => 0,
             (false, Some(Check::Bearer), _) => 1,
-            (false, Some(Check::Jwt | Check::BasicAuth), _) | (false, None, true) => 2,
+            (false, Some(Check::Jwt | Check::BasicAuth | Check::UrlCredentials), _)
+            | (false, None, true) => 2,
             (false, None, false) => 3,
         }
     }

@@ -163,6 +163,97 @@ pub(crate) fn bearer(token: &[u8]) -> Option<Structure> {
     })
 }
 
+/// Passwords and users that documentation writes in URLs (`user:password@host`).
+const DOC_URL_PASSWORDS: &[&str] = &[
+    "password",
+    "pass",
+    "passwd",
+    "pwd",
+    "pw",
+    "secret",
+    "mypassword",
+    "yourpassword",
+    "your_password",
+    "your-password",
+    "changeme",
+    "xxx",
+    "xxxx",
+    "xxxxxx",
+];
+const DOC_URL_USERS: &[&str] = &[
+    "user", "username", "usr", "login", "name", "myuser", "youruser",
+];
+/// Hosts that documentation writes: `host`, `example.com`, `your.domain.com`, ….
+fn is_doc_host(host: &str) -> bool {
+    let h = host.to_ascii_lowercase();
+    let name = h.split([':', '/']).next().unwrap_or("");
+    matches!(
+        name,
+        "host" | "hostname" | "yourhost" | "your-host" | "server" | "domain" | "url" | "path"
+    ) || name.starts_with("your")
+        || name.starts_with("path.to")
+        || name.starts_with("some")
+        || [
+            "example.com",
+            "example.org",
+            "example.net",
+            ".example",
+            "domain.com",
+        ]
+        .iter()
+        .any(|d| name == d.trim_start_matches('.') || name.ends_with(d))
+        || h.contains(":port")
+}
+
+/// `scheme://user:password@host`: the password is a literal (not a template,
+/// variable or mask), and the URL is not a documented placeholder (`user:password`,
+/// a host like `host:port` or `example.com`). Passwords made of letters only are
+/// findings at low confidence: `postgres:postgres@db` is a real, weak credential.
+pub(crate) fn url_credentials(user: &[u8], password: &[u8], host: &[u8]) -> Option<Structure> {
+    let pw = String::from_utf8_lossy(password).to_ascii_lowercase();
+    let user = String::from_utf8_lossy(user).to_ascii_lowercase();
+    let host = String::from_utf8_lossy(host);
+    if password.is_empty()
+        || matches!(
+            password[0],
+            b'$' | b'%' | b'{' | b'*' | b'[' | b'(' | b'<' | b':'
+        )
+        || ["${", "{{", "<", "%s", "***", "..."]
+            .iter()
+            .any(|m| pw.contains(m))
+        || is_doc_host(&host)
+        || DOC_URL_PASSWORDS.contains(&pw.as_str())
+        || crate::assign::is_stand_in(password)
+        || pw.len() < 3
+        || crate::validate::is_placeholder(password)
+    {
+        return None;
+    }
+    let distinct = {
+        let mut seen = [false; 256];
+        password
+            .iter()
+            .filter(|&&b| !std::mem::replace(&mut seen[b as usize], true))
+            .count()
+    };
+    if password.len() >= 3 && distinct <= 1 {
+        return None;
+    }
+    let letters_only = password.iter().all(u8::is_ascii_alphabetic);
+    let confidence = if password.len() >= 12 && shannon_entropy(password) >= 3.0 && !letters_only {
+        Confidence::High
+    } else if letters_only || DOC_URL_USERS.contains(&user.as_str()) {
+        Confidence::Low
+    } else {
+        Confidence::Medium
+    };
+    Some(Structure {
+        confidence,
+        reason: "password embedded in a URL",
+        note: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -238,6 +238,10 @@ fn run_check(
         }
         Check::Jwt => structural::jwt(secret, now_unix()).map(from_structure),
         Check::BasicAuth => structural::basic_auth(secret).map(from_structure),
+        Check::UrlCredentials => {
+            let group = |name: &str| caps.name(name).map_or(&b""[..], |m| m.as_bytes());
+            structural::url_credentials(group("user"), secret, group("host")).map(from_structure)
+        }
         Check::Bearer => {
             if rule
                 .spec
