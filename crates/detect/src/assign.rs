@@ -30,10 +30,9 @@ pub(crate) struct Candidate {
     pub sep: (usize, usize),
     /// The opening quote of the value, if any.
     pub quote: Option<u8>,
-    /// The value.
+    /// Where the value starts (the pattern matches its first byte; the judge
+    /// measures the rest).
     pub value: (usize, usize),
-    /// True for `<name>value</name>`.
-    pub xml: bool,
 }
 
 /// The outcome for an accepted candidate.
@@ -41,6 +40,8 @@ pub(crate) struct Candidate {
 pub(crate) struct Judgement {
     pub confidence: Confidence,
     pub reason: &'static str,
+    /// The value's span.
+    pub value: (usize, usize),
 }
 
 /// Longest identifier considered on either side of the match.
@@ -797,6 +798,55 @@ fn trim_start(b: &[u8]) -> &[u8] {
     &b[n..]
 }
 
+/// Longest value considered.
+const MAX_VALUE: usize = 256;
+
+/// The end of the value starting at `start`: up to the closing `quote`, the `<` of
+/// an XML end tag, or, unquoted, the first blank, quote or `&` (trailing `,` and `;`
+/// left out). `None` when a quoted value does not close on its line within
+/// [`MAX_VALUE`] bytes.
+fn value_end(hay: &[u8], start: usize, quote: Option<u8>, xml: bool) -> Option<usize> {
+    let limit = (start + MAX_VALUE + 1).min(hay.len());
+    let mut i = start;
+    match quote {
+        Some(q) => {
+            while i < limit {
+                match hay[i] {
+                    b'\\' => i += 2,
+                    // Prose, not a secret: values with blanks are left out.
+                    b'\n' | b'\r' | b' ' | b'\t' => return None,
+                    b if b == q => return Some(i),
+                    _ => i += 1,
+                }
+            }
+            None
+        }
+        None => {
+            while i < limit {
+                let b = hay[i];
+                let stop = if xml {
+                    b == b'<' || b.is_ascii_whitespace()
+                } else {
+                    b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'`' | b'&')
+                };
+                if stop {
+                    break;
+                }
+                i += 1;
+            }
+            if i == limit && i < hay.len() {
+                return None; // longer than any value we judge
+            }
+            if !xml {
+                while i > start && matches!(hay[i - 1], b',' | b';') {
+                    i -= 1;
+                }
+            }
+            Some(i)
+        }
+    }
+}
+
 /// Judges a candidate of a rule whose name must say `class`.
 pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgement> {
     // The whole name: extend the matched name over identifier bytes to the left.
@@ -812,7 +862,22 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
     if name_class != class {
         return None;
     }
-    let value = &hay[c.value.0..c.value.1];
+    let sep_bytes = &hay[c.sep.0..c.sep.1];
+    let xml = sep_bytes == b">";
+    if xml {
+        // Element names may carry a namespace prefix (`<db:adminPassword>`).
+        while ns > 0
+            && c.name.0 - ns < MAX_NAME
+            && (is_name_byte(hay[ns - 1]) || hay[ns - 1] == b':')
+        {
+            ns -= 1;
+        }
+        if ns == 0 || hay[ns - 1] != b'<' {
+            return None;
+        }
+    }
+    let value_span = (c.value.0, value_end(hay, c.value.0, c.quote, xml)?);
+    let value = &hay[value_span.0..value_span.1];
     if value.is_empty() {
         return None;
     }
@@ -824,7 +889,7 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
         .copied()
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
-    let after_value = rest_of_line(hay, c.value.1, 160);
+    let after_value = rest_of_line(hay, value_span.1, 160);
 
     // The separator, as the syntax around it allows.
     let name_quoted = c.name.1 < hay.len() && matches!(hay[c.name.1], b'"' | b'\'' | b'`');
@@ -866,9 +931,9 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
         }
         _ => return None,
     }
-    if c.xml {
+    if xml {
         // `<password>value</password>`: the element must close right after.
-        if !hay[c.value.1..].starts_with(b"</") {
+        if !hay[value_span.1..].starts_with(b"</") {
             return None;
         }
     }
@@ -876,11 +941,11 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
     // The value: a complete literal.
     match c.quote {
         Some(q) => {
-            if hay.get(c.value.1) != Some(&q) {
+            if hay.get(value_span.1) != Some(&q) {
                 return None;
             }
             // Part of an expression: `"sk-" + random()`, `'pre' . $x`, `"%s" % v`.
-            let after_quote = trim_start(rest_of_line(hay, c.value.1 + 1, 16));
+            let after_quote = trim_start(rest_of_line(hay, value_span.1 + 1, 16));
             if matches!(after_quote.first(), Some(b'+' | b'.' | b'%' | b'|')) {
                 return None;
             }
@@ -895,7 +960,7 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
         }
         None => {
             let flag = hay[ns] == b'-';
-            if !c.xml && !flag && !ends_like_config(after_value) {
+            if !xml && !flag && !ends_like_config(after_value) {
                 // In code an unquoted value followed by more code is an expression,
                 // unless it could only be a literal secret.
                 if is_code_reference(value) || !machine_made(value) {
@@ -918,7 +983,7 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
     }
     // A name used as a lookup key in code: `params["password"]`, `form.get("token")`
     // has no literal after it; `"password": password` has a reference.
-    let unquoted_ref = c.quote.is_none() && !c.xml && hay[ns] != b'-' && is_code_reference(value);
+    let unquoted_ref = c.quote.is_none() && !xml && hay[ns] != b'-' && is_code_reference(value);
     if unquoted_ref {
         // In config files (`password: hunter2`, `DB_PASSWORD=hunter2`) a bare word
         // is the value itself; in code it is a variable. Config lines start with the
@@ -978,7 +1043,11 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
                     "password-like name assigned a short or dictionary-like literal",
                 )
             };
-            Some(Judgement { confidence, reason })
+            Some(Judgement {
+                confidence,
+                reason,
+                value: value_span,
+            })
         }
         KeyClass::Secret => {
             if value.len() < 8 || value.len() > 512 || !mm {
@@ -993,6 +1062,7 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
             Some(Judgement {
                 confidence,
                 reason: "secret-like name assigned a machine-made literal",
+                value: value_span,
             })
         }
     }

@@ -436,22 +436,26 @@ impl Detector {
             // taken by where they start.
             rule_hits.sort_unstable();
             let rule = &self.rules[ri];
-            let mut push = |caps: &regex::bytes::Captures<'_>| {
+            // Reports an accepted match; returns where its secret ends.
+            let mut push = |caps: &regex::bytes::Captures<'_>| -> usize {
                 let Some(m) = caps.get(rule.secret_group) else {
-                    return;
+                    return 0;
                 };
-                if let Some(v) = validate::accept(rule, hay, caps) {
-                    out.push(Finding {
-                        rule: ri,
-                        start: m.start(),
-                        end: m.end(),
-                        secret: m.as_bytes().to_vec(),
-                        encoding: None,
-                        confidence: v.confidence,
-                        reason: v.reason,
-                        note: v.note,
-                    });
-                }
+                let Some(v) = validate::accept(rule, hay, caps) else {
+                    return 0;
+                };
+                let (start, end) = v.span.unwrap_or((m.start(), m.end()));
+                out.push(Finding {
+                    rule: ri,
+                    start,
+                    end,
+                    secret: hay[start..end].to_vec(),
+                    encoding: None,
+                    confidence: v.confidence,
+                    reason: v.reason,
+                    note: v.note,
+                });
+                end
             };
             // Matches of one rule are taken in order, each search resuming where the
             // previous secret ended (not where its whole match ended): a match may
@@ -491,8 +495,8 @@ impl Detector {
                                 break;
                             };
                             work.matched += caps.get(0).map_or(0, |m| m.len());
-                            push(&caps);
-                            at = resume_after(&caps);
+                            let secret_end = push(&caps);
+                            at = resume_after(&caps).max(secret_end);
                         }
                         floor = at.max(to);
                     }
@@ -505,8 +509,8 @@ impl Detector {
                             break;
                         };
                         work.matched += caps.get(0).map_or(0, |m| m.len());
-                        push(&caps);
-                        at = resume_after(&caps);
+                        let secret_end = push(&caps);
+                        at = resume_after(&caps).max(secret_end);
                     }
                 }
             }

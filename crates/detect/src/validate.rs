@@ -159,6 +159,9 @@ pub struct Verdict {
     pub reason: &'static str,
     /// Facts read from the secret itself (a JWT's issuer and expiry).
     pub note: Option<String>,
+    /// Where the secret really is, when the check read it further than the
+    /// pattern's secret group (assignment values are measured in code).
+    pub span: Option<(usize, usize)>,
 }
 
 impl Verdict {
@@ -167,6 +170,7 @@ impl Verdict {
             confidence,
             reason,
             note: None,
+            span: None,
         }
     }
 }
@@ -217,16 +221,19 @@ fn run_check(
         confidence: s.confidence,
         reason: s.reason,
         note: s.note,
+        span: None,
     };
     match check {
         Check::PasswordAssignment | Check::SecretAssignment => {
             let span = |name: &str| caps.name(name).map(|m| (m.start(), m.end()));
             let candidate = assign::Candidate {
                 name: span("name")?,
-                sep: span("sep")?,
-                quote: caps.name("q").and_then(|m| m.as_bytes().last().copied()),
+                sep: span("sep").or_else(|| span("blank"))?,
+                quote: caps
+                    .name("q")
+                    .or_else(|| caps.name("bq"))
+                    .and_then(|m| m.as_bytes().last().copied()),
                 value: (start, end),
-                xml: caps.name("xml").is_some(),
             };
             let class = if check == Check::PasswordAssignment {
                 assign::KeyClass::Password
@@ -234,7 +241,10 @@ fn run_check(
                 assign::KeyClass::Secret
             };
             let j = assign::judge(hay, &candidate, class)?;
-            Some(Verdict::new(j.confidence, j.reason))
+            Some(Verdict {
+                span: Some(j.value),
+                ..Verdict::new(j.confidence, j.reason)
+            })
         }
         Check::Jwt => structural::jwt(secret, now_unix()).map(from_structure),
         Check::BasicAuth => structural::basic_auth(secret).map(from_structure),
