@@ -801,6 +801,10 @@ fn trim_start(b: &[u8]) -> &[u8] {
 /// Longest value considered.
 const MAX_VALUE: usize = 256;
 
+/// Bytes past the first byte of a value that a judgement may read: the value, its
+/// closing quote and the rest of its line (at most 160 bytes of it).
+pub(crate) const MAX_READ_PAST: usize = MAX_VALUE + 2 + 160;
+
 /// The end of the value starting at `start`: up to the closing `quote`, the `<` of
 /// an XML end tag, or, unquoted, the first blank, quote or `&` (trailing `,` and `;`
 /// left out). `None` when a quoted value does not close on its line within

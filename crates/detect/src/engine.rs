@@ -219,7 +219,7 @@ impl Detector {
             .iter()
             .map(|rs| {
                 rs.iter()
-                    .map(|&r| rules[r as usize].max_len.unwrap_or(usize::MAX))
+                    .map(|&r| rules[r as usize].reach().unwrap_or(usize::MAX))
                     .max()
                     .unwrap_or(0)
             })

@@ -294,6 +294,28 @@ impl Rule {
         self.max_len
     }
 
+    /// True when the rule's check measures the secret itself past the pattern's
+    /// match (assignment values: the pattern finds only their first byte, and the
+    /// judgement reads the rest of the line).
+    pub(crate) fn reads_past_match(&self) -> bool {
+        matches!(
+            self.spec.check,
+            Some(Check::PasswordAssignment | Check::SecretAssignment)
+        )
+    }
+
+    /// How far from a keyword occurrence the text can still change this rule's
+    /// findings: the longest match, plus for [`Rule::reads_past_match`] rules the
+    /// longest value and the rest of its line that the check reads.
+    pub(crate) fn reach(&self) -> Option<usize> {
+        let extra = if self.reads_past_match() {
+            crate::assign::MAX_READ_PAST
+        } else {
+            0
+        };
+        self.max_len.map(|m| m + extra)
+    }
+
     pub fn id(&self) -> &str {
         &self.spec.id
     }

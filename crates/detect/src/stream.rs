@@ -62,7 +62,20 @@ impl Prefixes {
                     .build()
                     .parse(&r.spec.pattern)
                     .expect("rule patterns parsed when the rule was compiled");
-                widen(&hir)
+                let widened = widen(&hir);
+                if r.reads_past_match() {
+                    // The check reads the rest of the line: a candidate stays
+                    // alive until the line ends.
+                    let rest_of_line = regex_syntax::ParserBuilder::new()
+                        .utf8(false)
+                        .unicode(false)
+                        .build()
+                        .parse(r"(?s-u:[^\r\n])*")
+                        .expect("a fixed pattern parses");
+                    Hir::concat(vec![widened, rest_of_line])
+                } else {
+                    widened
+                }
             })
             .collect();
         let nfa = thompson::Compiler::new()
@@ -82,7 +95,7 @@ impl Prefixes {
             .expect("prefix automaton builds");
         let max_len = rules
             .iter()
-            .map(|r| r.max_len.unwrap_or(MAX_HOLD))
+            .map(|r| r.reach().unwrap_or(MAX_HOLD))
             .max()
             .unwrap_or(0)
             .min(MAX_HOLD);
