@@ -86,6 +86,60 @@ pub fn github_style_seal(prefix: &str, body: &str) -> String {
     )
 }
 
+/// CRC-16/XMODEM (polynomial 0x1021, initial value 0), as NATS nkeys use it.
+fn crc16_xmodem(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// Decodes unpadded RFC 4648 base32 (`A`–`Z`, `2`–`7`); `None` on any other byte.
+fn base32_decode(text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 5 / 8);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in text {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => return None,
+        };
+        acc = (acc << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// True for a NATS nkey seed: 58 base32 characters that decode to a two-byte seed
+/// prefix (`S` and the key type), 32 bytes of seed and a little-endian CRC-16/XMODEM
+/// of everything before it.
+pub fn nats_seed_valid(token: &[u8]) -> bool {
+    if token.len() != 58 {
+        return false;
+    }
+    let Some(raw) = base32_decode(token) else {
+        return false;
+    };
+    if raw.len() != 36 || raw[0] >> 3 != 18 {
+        return false;
+    }
+    let (body, crc) = raw.split_at(34);
+    crc16_xmodem(body) == u16::from_le_bytes([crc[0], crc[1]])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,9 @@ pub enum Encoding {
     Base64,
     Percent,
     JsonEscape,
+    /// Zero-width characters or soft hyphens that split a token for the eye of a
+    /// regex but not for the service that accepts it.
+    Invisible,
 }
 
 impl Encoding {
@@ -17,6 +20,7 @@ impl Encoding {
             Encoding::Base64 => "base64",
             Encoding::Percent => "percent",
             Encoding::JsonEscape => "json-escape",
+            Encoding::Invisible => "invisible-characters",
         }
     }
 }
@@ -77,6 +81,50 @@ pub(crate) fn for_each_region(hay: &[u8], json_escapes: bool, mut f: impl FnMut(
     percent_regions(hay, &mut f);
     if json_escapes {
         json_escape_regions(hay, &mut f);
+    }
+    invisible_regions(hay, &mut f);
+}
+
+/// Length of the invisible character (U+200B–U+200D, U+2060, U+FEFF, U+00AD)
+/// starting at `hay[i]`, or 0.
+pub(crate) fn invisible_len(hay: &[u8], i: usize) -> usize {
+    match hay[i..] {
+        [0xE2, 0x80, 0x8B..=0x8D, ..] | [0xE2, 0x81, 0xA0, ..] | [0xEF, 0xBB, 0xBF, ..] => 3,
+        [0xC2, 0xAD, ..] => 2,
+        _ => 0,
+    }
+}
+
+/// Each line holding invisible characters, with them taken out.
+fn invisible_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
+    let mut done_until = 0;
+    for p in memchr::memchr3_iter(0xE2, 0xEF, 0xC2, hay) {
+        if p < done_until || invisible_len(hay, p) == 0 {
+            continue;
+        }
+        let start = memchr::memrchr(b'\n', &hay[..p]).map_or(0, |i| i + 1);
+        let end = memchr::memchr(b'\n', &hay[p..]).map_or(hay.len(), |i| p + i);
+        done_until = end;
+        let mut bytes = Vec::with_capacity(end - start);
+        let mut map = Vec::with_capacity(end - start + 1);
+        let mut i = start;
+        while i < end {
+            let n = invisible_len(hay, i);
+            if n > 0 {
+                i += n;
+                continue;
+            }
+            bytes.push(hay[i]);
+            map.push(i);
+            i += 1;
+        }
+        map.push(end);
+        f(Decoded {
+            encoding: Encoding::Invisible,
+            bytes,
+            region: (start, end),
+            map,
+        });
     }
 }
 

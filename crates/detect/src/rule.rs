@@ -43,6 +43,8 @@ pub enum Checksum {
     GithubCrc32,
     /// Keyward client key: CRC32 over prefix, environment and random part.
     Keyward,
+    /// NATS nkey seed: base32 with a CRC-16 over prefix and seed.
+    NatsNkey,
 }
 
 /// How sure a finding is that it is a real credential rather than a look-alike.

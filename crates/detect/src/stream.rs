@@ -330,15 +330,21 @@ impl<'d> StreamRedactor<'d> {
                 self.cand
             };
             let mut dead = sid.is_dead();
-            for &b in &bytes[from..n] {
-                if dead {
-                    break;
+            let mut i = from;
+            while i < n && !dead {
+                // Invisible characters are searched around (see `decode`), so they
+                // must not end a candidate here either.
+                let skip = decode::invisible_len(bytes, i);
+                if skip > 0 {
+                    i += skip;
+                    continue;
                 }
-                sid = match dfa.next_state(cache, sid, b) {
+                sid = match dfa.next_state(cache, sid, bytes[i]) {
                     Ok(s) => s,
                     Err(_) => return,
                 };
                 dead = sid.is_dead();
+                i += 1;
             }
             if dead {
                 self.cand += 1;

@@ -201,3 +201,32 @@ fn the_work_of_a_search_is_linear_in_its_input_whatever_the_input() {
         );
     }
 }
+
+#[test]
+fn tokens_split_by_invisible_characters_or_glued_to_a_name_are_found() {
+    let d = Detector::builtin();
+    let tok = gh(SEED);
+    for invisible in [
+        "\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}", "\u{00AD}",
+    ] {
+        let split = format!("{}{invisible}{}", &tok[..10], &tok[10..]);
+        let text = format!("token: {split} end");
+        let f = d.find(text.as_bytes());
+        assert_eq!(f.len(), 1, "{invisible:?}: {f:?}");
+        assert_eq!(
+            f[0].secret,
+            tok.as_bytes(),
+            "the secret is the token without the mark"
+        );
+        assert_eq!(
+            &text[f[0].start..f[0].end],
+            split,
+            "the span covers the mark"
+        );
+        assert_eq!(d.redact(&text), "token: [REDACTED:github-classic-pat] end");
+    }
+    let glued = format!("MY_{tok}");
+    let f = d.find(glued.as_bytes());
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].secret, tok.as_bytes());
+}

@@ -13,7 +13,8 @@ fn secrets() -> Vec<String> {
     let body = "Xq7Lm2Vt9Rk4Nw8Hs3Bc6Df1Gj5Ya0Zp".repeat(3);
     let anthropic = format!("sk-ant-api03-{}AA", &body[..93]);
     let aws = ["AKIA", "Q7MZX2LP3VT4RK6N"].concat();
-    vec![gh, kw, anthropic, aws]
+    let hidden = format!("{}\u{200B}{}", &gh[..10], &gh[10..]);
+    vec![gh, kw, anthropic, aws, hidden]
 }
 
 /// Examples from the rule files: realistic neighbours of secrets, with context.
@@ -47,6 +48,8 @@ fn pieces() -> Vec<String> {
         "AKIA",
         "-----BEGIN",
         "\\u0041",
+        "\u{200B}",
+        "\u{00AD}",
         "abc",
         "xyz123",
         "_",
