@@ -798,6 +798,79 @@ fn trim_start(b: &[u8]) -> &[u8] {
     &b[n..]
 }
 
+/// Reads the assignment shape of the `password-assignment` and `secret-assignment`
+/// patterns at a keyword occurrence `hay[ks..ke]`, in code rather than with the
+/// regex (the same language: name bytes after the keyword, up to two closing quotes
+/// or brackets, then `= : := => ,` with up to four blanks either side and an
+/// optional opening quote with a string prefix, or blanks and a single quote; then
+/// a value byte). Far cheaper than running captures on every `key = …` in code.
+pub(crate) fn parse_at(hay: &[u8], ks: usize, ke: usize) -> Option<Candidate> {
+    let n = hay.len();
+    let mut i = ke;
+    while i < n && i - ke < 30 && is_name_byte(hay[i]) {
+        i += 1;
+    }
+    let name = (ks, i);
+    let mut closes = 0;
+    while i < n && closes < 2 && matches!(hay[i], b'"' | b'\'' | b'`' | b']') {
+        i += 1;
+        closes += 1;
+    }
+    let blanks = |from: usize, max: usize| {
+        hay[from..]
+            .iter()
+            .take(max)
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count()
+    };
+    let sep_start = i;
+    let lead = blanks(i, 4);
+    let op = &hay[i + lead..];
+    let op_len = if op.starts_with(b":=") || op.starts_with(b"=>") {
+        2
+    } else if matches!(op.first(), Some(b'=' | b':' | b',')) {
+        1
+    } else {
+        0
+    };
+    let (sep, quote_span) = if op_len > 0 {
+        let after_op = i + lead + op_len;
+        let end = after_op + blanks(after_op, 4);
+        // An optional string prefix, then an optional quote.
+        let prefix = hay[end..]
+            .iter()
+            .take(2)
+            .take_while(|b| {
+                matches!(
+                    b,
+                    b'@' | b'r' | b'R' | b'b' | b'B' | b'u' | b'U' | b'f' | b'F'
+                )
+            })
+            .count();
+        let q = if matches!(hay.get(end + prefix), Some(b'"' | b'\'' | b'`')) {
+            Some((end, end + prefix + 1))
+        } else {
+            None
+        };
+        ((sep_start, end), q)
+    } else if lead > 0 && hay.get(i + lead) == Some(&b'\'') {
+        ((sep_start, i + lead), Some((i + lead, i + lead + 1)))
+    } else {
+        return None;
+    };
+    let value_start = quote_span.map_or(sep.1, |q| q.1);
+    let first = *hay.get(value_start)?;
+    if first.is_ascii_whitespace() || matches!(first, b'"' | b'\'' | b'`' | b'&' | b',' | b';') {
+        return None;
+    }
+    Some(Candidate {
+        name,
+        sep,
+        quote: quote_span.map(|q| hay[q.1 - 1]),
+        value: (value_start, value_start + 1),
+    })
+}
+
 /// Longest value considered.
 const MAX_VALUE: usize = 256;
 

@@ -76,11 +76,18 @@ static BASE64_CLASS: [u8; 256] = {
 
 /// Calls `f` with every decodable region of `hay`.
 /// JSON escapes are skipped when `json_escapes` is false (text already unescaped).
-pub(crate) fn for_each_region(hay: &[u8], json_escapes: bool, mut f: impl FnMut(Decoded)) {
+/// `keyword_at(i)` says whether a rule keyword starts at `hay[i]`: a `\n` or `\t`
+/// right before one may hide a token's word boundary.
+pub(crate) fn for_each_region(
+    hay: &[u8],
+    json_escapes: bool,
+    keyword_at: impl Fn(usize) -> bool,
+    mut f: impl FnMut(Decoded),
+) {
     base64_regions(hay, &mut f);
     percent_regions(hay, &mut f);
     if json_escapes {
-        json_escape_regions(hay, &mut f);
+        json_escape_regions(hay, &keyword_at, &mut f);
     }
     invisible_regions(hay, &mut f);
 }
@@ -271,20 +278,26 @@ fn percent_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
 
 /// True when the escape at `hay[p]` can hide a secret from a search of the raw
 /// text: `\"`, `\/` and `\u` change the bytes of a token; `\n`, `\t`, `\r`, `\b`
-/// and `\f` right before a letter or digit glue their letter to the token
+/// and `\f` right before a rule keyword glue their letter to the token
 /// (`\nghp_…` has no word boundary before `ghp_`).
-fn starts_telling_escape(hay: &[u8], p: usize) -> bool {
+fn starts_telling_escape(hay: &[u8], p: usize, keyword_at: &impl Fn(usize) -> bool) -> bool {
     match hay[p + 1] {
         b'"' | b'/' | b'u' => true,
-        b'n' | b't' | b'r' | b'b' | b'f' => hay.get(p + 2).is_some_and(u8::is_ascii_alphanumeric),
+        b'n' | b't' | b'r' | b'b' | b'f' => {
+            hay.get(p + 2).is_some_and(u8::is_ascii_alphanumeric) && keyword_at(p + 2)
+        }
         _ => false,
     }
 }
 
-fn json_escape_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
+fn json_escape_regions(
+    hay: &[u8],
+    keyword_at: &impl Fn(usize) -> bool,
+    f: &mut impl FnMut(Decoded),
+) {
     let mut done_until = 0;
     for p in memchr::memchr_iter(b'\\', hay) {
-        if p < done_until || p + 1 >= hay.len() || !starts_telling_escape(hay, p) {
+        if p < done_until || p + 1 >= hay.len() || !starts_telling_escape(hay, p, keyword_at) {
             continue;
         }
         // Decode the whole line holding the escape.
@@ -353,13 +366,18 @@ mod tests {
 
     fn regions(s: &str) -> Vec<(Encoding, String, (usize, usize))> {
         let mut v = Vec::new();
-        for_each_region(s.as_bytes(), true, |d| {
-            v.push((
-                d.encoding,
-                String::from_utf8_lossy(&d.bytes).into_owned(),
-                d.region,
-            ))
-        });
+        for_each_region(
+            s.as_bytes(),
+            true,
+            |_| true,
+            |d| {
+                v.push((
+                    d.encoding,
+                    String::from_utf8_lossy(&d.bytes).into_owned(),
+                    d.region,
+                ))
+            },
+        );
         v
     }
 
@@ -377,13 +395,18 @@ mod tests {
     fn percent_and_json_map_bytes_back() {
         let text = "u=https://a:p%40ss%2Fw0rd@host/x"; // keyward:allow (test fixture)
         let mut got = None;
-        for_each_region(text.as_bytes(), true, |d| {
-            if d.encoding == Encoding::Percent {
-                let s = String::from_utf8_lossy(&d.bytes).into_owned();
-                let i = s.find("p@ss/w0rd").unwrap();
-                got = Some(d.original_span(i, i + "p@ss/w0rd".len()));
-            }
-        });
+        for_each_region(
+            text.as_bytes(),
+            true,
+            |_| true,
+            |d| {
+                if d.encoding == Encoding::Percent {
+                    let s = String::from_utf8_lossy(&d.bytes).into_owned();
+                    let i = s.find("p@ss/w0rd").unwrap();
+                    got = Some(d.original_span(i, i + "p@ss/w0rd".len()));
+                }
+            },
+        );
         let (a, b) = got.unwrap();
         assert_eq!(&text[a..b], "p%40ss%2Fw0rd");
         let j = regions("{\"k\": \"a\\/b\\u0041\"}");

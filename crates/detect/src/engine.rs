@@ -423,7 +423,11 @@ impl Detector {
         work.scanned += hay.len();
         // Keyword occurrences per rule, in order: (start, end).
         let mut hits: Vec<Vec<(usize, usize)>> = Vec::new();
+        // Where keyword occurrences start: decoding uses them to tell which escapes
+        // glue a letter to a token.
+        let mut keyword_starts: Vec<usize> = Vec::new();
         self.for_each_keyword(hay, 0, |start, end, keyword| {
+            keyword_starts.push(start);
             for &r in &self.keyword_rules[keyword] {
                 if hits.is_empty() {
                     hits.resize_with(self.rules.len(), Vec::new);
@@ -467,6 +471,40 @@ impl Detector {
                     .map_or(whole.end(), |m| m.end())
                     .max(whole.start() + 1)
             };
+            if rule.spec.parse == Some(crate::rule::Parse::Assignment) {
+                let class = if rule.spec.check == Some(crate::rule::Check::PasswordAssignment) {
+                    crate::assign::KeyClass::Password
+                } else {
+                    crate::assign::KeyClass::Secret
+                };
+                let mut resume = 0;
+                for &(ks, ke) in rule_hits.iter() {
+                    if ks < resume {
+                        continue;
+                    }
+                    work.searched += 1;
+                    let Some(c) = crate::assign::parse_at(hay, ks, ke) else {
+                        continue;
+                    };
+                    work.matched += c.value.1 - ks;
+                    let Some(j) = crate::assign::judge(hay, &c, class) else {
+                        continue;
+                    };
+                    let (start, end) = j.value;
+                    out.push(Finding {
+                        rule: ri,
+                        start,
+                        end,
+                        secret: hay[start..end].to_vec(),
+                        encoding: None,
+                        confidence: j.confidence,
+                        reason: j.reason,
+                        note: None,
+                    });
+                    resume = end;
+                }
+                continue;
+            }
             match rule.max_len {
                 Some(max_len) => {
                     let lead = rule.spec.max_lead.unwrap_or(max_len).min(max_len);
@@ -516,7 +554,9 @@ impl Detector {
             }
         }
         if self.decode && depth < MAX_DECODE_DEPTH {
-            decode::for_each_region(hay, json_escapes, |d| {
+            keyword_starts.sort_unstable();
+            let glued = |at: usize| keyword_starts.binary_search(&at).is_ok();
+            decode::for_each_region(hay, json_escapes, glued, |d| {
                 let mut inner = Vec::new();
                 self.find_into(&d.bytes, depth + 1, json_escapes, &mut inner, work);
                 for f in inner {

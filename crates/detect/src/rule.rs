@@ -111,6 +111,14 @@ pub enum Check {
     Bearer,
 }
 
+/// Candidates a rule reads in code rather than with its regex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Parse {
+    /// `name = value` and its relatives, from the secret word in the name.
+    Assignment,
+}
+
 /// One rule exactly as written in a rule file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +155,11 @@ pub struct RuleSpec {
     /// finding's confidence.
     #[serde(default)]
     pub check: Option<Check>,
+    /// `"assignment"`: candidates are read in code at each keyword occurrence
+    /// (`assign::parse_at`) instead of by running `pattern`, which then describes
+    /// the same shape for streaming redaction and for readers.
+    #[serde(default)]
+    pub parse: Option<Parse>,
     #[serde(default)]
     pub severity: Severity,
     /// Texts in which this rule must report a finding.
@@ -302,18 +315,21 @@ impl Rule {
     pub(crate) fn reads_past_match(&self) -> bool {
         matches!(
             self.spec.check,
-            Some(Check::PasswordAssignment | Check::SecretAssignment)
+            Some(Check::PasswordAssignment | Check::SecretAssignment | Check::Jwt)
         )
     }
 
     /// How far from a keyword occurrence the text can still change this rule's
-    /// findings: the longest match, plus for [`Rule::reads_past_match`] rules the
-    /// longest value and the rest of its line that the check reads.
+    /// findings: the longest match, plus for [`Rule::reads_past_match`] rules what
+    /// the check reads past it (an assignment's value and the rest of its line, a
+    /// whole JWT).
     pub(crate) fn reach(&self) -> Option<usize> {
-        let extra = if self.reads_past_match() {
-            crate::assign::MAX_READ_PAST
-        } else {
-            0
+        let extra = match self.spec.check {
+            Some(Check::PasswordAssignment | Check::SecretAssignment) => {
+                crate::assign::MAX_READ_PAST
+            }
+            Some(Check::Jwt) => crate::structural::JWT_MAX_LEN,
+            _ => 0,
         };
         self.max_len.map(|m| m + extra)
     }

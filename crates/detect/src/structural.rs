@@ -24,6 +24,47 @@ fn b64url(part: &[u8]) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// Longest header, payload and signature of a JWT considered, in characters.
+const JWT_MAX_PART: [usize; 3] = [1024, 8192, 1024];
+
+/// Longest JWT considered: its three parts and two dots.
+pub(crate) const JWT_MAX_LEN: usize = 1024 + 8192 + 1024 + 2;
+
+fn is_b64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// The end of the JWT-shaped run starting at `start` (three base64url parts joined
+/// by dots, each within its bound, the payload starting `eyJ`), or `None`.
+pub(crate) fn jwt_end(hay: &[u8], start: usize) -> Option<usize> {
+    let mut at = start;
+    for (i, &max) in JWT_MAX_PART.iter().enumerate() {
+        let run = hay[at..]
+            .iter()
+            .take(max + 1)
+            .take_while(|&&b| is_b64url(b))
+            .count();
+        if run == 0 || run > max {
+            return None;
+        }
+        at += run;
+        if i < 2 {
+            if hay.get(at) != Some(&b'.') {
+                return None;
+            }
+            at += 1;
+            if i == 0 && !hay[at..].starts_with(b"eyJ") {
+                return None;
+            }
+        }
+    }
+    // A fourth part, or a base64 run going on, is some other format.
+    if matches!(hay.get(at), Some(b'.' | b'=' | b'+' | b'/')) {
+        return None;
+    }
+    Some(at)
+}
+
 /// A token of three dot-separated base64url parts whose header is a JSON object
 /// with an `alg` and whose payload is a JSON object. Unsigned tokens (no third part,
 /// or `alg: none` with an empty one) are sample data, not credentials.

@@ -247,7 +247,15 @@ fn run_check(
                 ..Verdict::new(j.confidence, j.reason)
             })
         }
-        Check::Jwt => structural::jwt(secret, now_unix()).map(from_structure),
+        Check::Jwt => {
+            // The pattern finds the start; the token is measured here.
+            let end = structural::jwt_end(hay, start)?;
+            let v = structural::jwt(&hay[start..end], now_unix()).map(from_structure)?;
+            Some(Verdict {
+                span: Some((start, end)),
+                ..v
+            })
+        }
         Check::BasicAuth => structural::basic_auth(secret).map(from_structure),
         Check::UrlCredentials => {
             let group = |name: &str| caps.name(name).map_or(&b""[..], |m| m.as_bytes());
