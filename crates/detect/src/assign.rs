@@ -1036,6 +1036,11 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
             }
         }
         None => {
+            // `secret:openai-prod:wk3`, `token:v1:abc`: a colon path (a cache key, a
+            // URN), not `name: value`.
+            if sep_trim.as_slice() == b":" && sep.len() == 1 && value.contains(&b':') {
+                return None;
+            }
             let flag = hay[ns] == b'-';
             if !xml && !flag && !ends_like_config(after_value) {
                 // In code an unquoted value followed by more code is an expression,
