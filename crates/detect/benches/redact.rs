@@ -4,7 +4,10 @@
 //!   a pasted config file), as the gateway screens it before forwarding;
 //! - `whole/with-secret`: the same with one GitHub token in it;
 //! - `stream/model-output`: 64 KiB of model prose fed to the streaming redactor in
-//!   the 4-to-16-byte pieces a model streams.
+//!   the 4-to-16-byte pieces a model streams;
+//! - `hostile/*`: 256 KiB of one keyword fragment repeated (`host= `, `azure `,
+//!   `PuTTY-User-Key-File-`, `password = `, …) beside `hostile/prose`: the per-byte
+//!   cost of the worst inputs, to compare with ordinary text.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use keyward_detect::{checksum, Detector, StreamRedactor};
@@ -81,5 +84,37 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Keyword fragments that once cost a window search each (see tests/engine.rs).
+const HOSTILE: &[(&str, &str)] = &[
+    ("host", "host= "),
+    ("azure", "azure "),
+    ("putty", "PuTTY-User-Key-File-"),
+    ("password", "password = "),
+    ("key-key", "key key "),
+    ("jwt-parts", "eyJhbGciOi.eyJ"),
+    ("pem", "-----BEGIN RSA PRIVATE KEY-----\n"),
+    ("url-creds", "https://u:p@"),
+    ("escape-token", "\\nghp_"),
+];
+
+fn hostile(c: &mut Criterion) {
+    let d = Detector::builtin();
+    let len = 256 << 10;
+    let prose = "The rollout failed because the readiness probe targets /healthz on port 8080 \
+                 while the container listens on 9090; align the two and redeploy. "
+        .repeat(len / 100 + 1);
+    let mut g = c.benchmark_group("hostile");
+    g.sample_size(20);
+    g.throughput(Throughput::Bytes(len as u64));
+    g.bench_function("prose", |b| {
+        b.iter(|| d.find(&prose.as_bytes()[..len]).len())
+    });
+    for (name, fragment) in HOSTILE {
+        let text = fragment.repeat(len / fragment.len());
+        g.bench_function(*name, |b| b.iter(|| d.find(text.as_bytes()).len()));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, hostile);
 criterion_main!(benches);
