@@ -23,6 +23,10 @@ pub struct ScanArgs {
     /// Scan every blob in the git history of the repository at PATH (default `.`).
     #[arg(long, value_name = "REPO", num_args = 0..=1, default_missing_value = ".", conflicts_with_all = ["staged", "paths"])]
     git: Option<PathBuf>,
+    /// With --git: scan only the commits after REV (`REV..HEAD`), for CI on a pull
+    /// request (e.g. `--since-commit origin/main`).
+    #[arg(long, value_name = "REV", requires = "git")]
+    since_commit: Option<String>,
     /// Scan what is staged for the next commit (the index), for pre-commit hooks.
     #[arg(long, conflicts_with = "paths")]
     staged: bool,
@@ -102,7 +106,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
     let source = if let Some(repo) = a.git {
-        Source::GitHistory(repo)
+        Source::GitHistory {
+            repo,
+            since: a.since_commit,
+        }
     } else if a.staged {
         Source::Staged(a.repo.unwrap_or_else(|| PathBuf::from(".")))
     } else if a.paths.len() == 1 && a.paths[0].as_os_str() == "-" {
@@ -133,7 +140,7 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
     let stats = Stats::default();
     let show_progress = !a.no_progress
         && std::io::stderr().is_terminal()
-        && matches!(opts.source, Source::Paths(_) | Source::GitHistory(_));
+        && matches!(opts.source, Source::Paths(_) | Source::GitHistory { .. });
     let done = std::sync::atomic::AtomicBool::new(false);
     let mut outcome = std::thread::scope(|s| {
         let done_ref = &done;

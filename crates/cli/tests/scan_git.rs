@@ -88,6 +88,84 @@ fn history_reports_the_commit_that_introduced_a_secret_removed_since() {
 }
 
 #[test]
+fn history_reports_every_distinct_secret_once_with_its_first_commit_and_every_path() {
+    const SEED_C: &str = "Hx5Kp2Qm9Rt4Vw7Yz1Bc3Df6Gj8Ln0";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    git_init(d);
+    // Three commits, each putting a different token at the same place.
+    let mut commits = Vec::new();
+    for (i, seed) in [SEED_A, SEED_B, SEED_C].iter().enumerate() {
+        fs::write(d.join("k.txt"), format!("{}\n", github_pat(seed))).unwrap();
+        git(d, &["add", "."]);
+        git(d, &["commit", "-qm", &format!("key {i}")]);
+        commits.push(git(d, &["rev-parse", "HEAD"]));
+    }
+    // The last token copied into another file (a new blob) two commits later.
+    fs::write(d.join("notes.md"), "todo\n").unwrap();
+    git(d, &["add", "."]);
+    git(d, &["commit", "-qm", "notes"]);
+    fs::write(
+        d.join("deploy.env"),
+        format!("# copied\nGH={}\n", github_pat(SEED_C)),
+    )
+    .unwrap();
+    git(d, &["add", "."]);
+    git(d, &["commit", "-qm", "copy"]);
+
+    let out = run_in(d, &["scan", "--git", "-f", "json"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let f = findings(&out);
+    let gh: Vec<_> = f
+        .iter()
+        .filter(|f| f["rule_id"] == "github-classic-pat")
+        .collect();
+    assert_eq!(gh.len(), 3, "one finding per distinct token: {f:#?}");
+    for (i, c) in commits.iter().enumerate() {
+        assert!(
+            gh.iter()
+                .any(|f| f["path"] == "k.txt" && f["commit"] == c.as_str()),
+            "token {i} reported at its own commit: {gh:#?}"
+        );
+    }
+    let copied: Vec<_> = gh
+        .iter()
+        .filter(|f| f["commit"] == commits[2].as_str())
+        .collect();
+    assert_eq!(copied.len(), 1);
+    assert_eq!(
+        copied[0]["paths"],
+        serde_json::json!(["deploy.env"]),
+        "{copied:#?}"
+    );
+
+    // Only the commits after the second one: the third token, at both paths.
+    let out = run_in(
+        d,
+        &["scan", "--git", "--since-commit", &commits[1], "-f", "json"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let f = findings(&out);
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_eq!(f[0]["commit"], commits[2].as_str());
+    // Nothing after HEAD itself.
+    let out = run_in(d, &["scan", "--git", "--since-commit", "HEAD"], None);
+    assert_eq!(out.status.code(), Some(0));
+    // A name that is no commit, or looks like an option, is refused with the reason.
+    for bad in ["no-such-branch", "--all"] {
+        let out = run_in(
+            d,
+            &["scan", "--git", &format!("--since-commit={bad}")],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(bad), "{err}");
+    }
+}
+
+#[test]
 fn staged_scans_the_index_not_the_working_tree() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -51,6 +51,10 @@ pub struct Finding {
     pub environment: Option<String>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub commit: Option<CommitInfo>,
+    /// History scans: every other path the same secret appeared at (`path` is the
+    /// first, in the commit that introduced it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
     /// Redacted unless the user asked for `--show-secrets`.
     pub secret: String,
     #[serde(skip)]

@@ -51,8 +51,12 @@ impl Error {
 pub enum Source {
     /// Files and directories.
     Paths(Vec<PathBuf>),
-    /// Every blob in the history of a repository.
-    GitHistory(PathBuf),
+    /// Every blob in the history of a repository: of every ref, or with `since`
+    /// only of the commits after that revision (`since..HEAD`).
+    GitHistory {
+        repo: PathBuf,
+        since: Option<String>,
+    },
     /// The index of a repository (what `git commit` would record).
     Staged(PathBuf),
     /// Bytes read from standard input, reported as path `-`.
@@ -113,7 +117,7 @@ pub struct Outcome {
 fn scan_root(source: &Source) -> PathBuf {
     match source {
         Source::Paths(p) if p.len() == 1 && p[0].is_dir() => p[0].clone(),
-        Source::GitHistory(r) | Source::Staged(r) => r.clone(),
+        Source::GitHistory { repo: r, .. } | Source::Staged(r) => r.clone(),
         _ => PathBuf::from("."),
     }
 }
@@ -183,11 +187,12 @@ pub fn run(opts: &ScanOptions, stats: &scanner::Stats) -> Result<Outcome, Error>
             };
             source::fs::scan_paths(&scanner, &sink, paths, &root, &walk);
         }
-        Source::GitHistory(repo) => {
+        Source::GitHistory { repo, since } => {
             commit_order = Some(source::git::scan_history(
                 &scanner,
                 &sink,
                 repo,
+                since.as_deref(),
                 threads,
                 opts.archives,
             )?);
@@ -215,14 +220,22 @@ pub fn run(opts: &ScanOptions, stats: &scanner::Stats) -> Result<Outcome, Error>
     }
     let (mut findings, warnings) = sink.into_parts();
     if let Some(order) = commit_order {
-        findings = earliest_per_fingerprint(findings, &order);
+        findings = earliest_per_secret(findings, &order);
     }
     findings.sort_by(|a, b| {
-        (&a.path, a.line, a.column, &a.rule_id).cmp(&(&b.path, b.line, b.column, &b.rule_id))
+        (&a.path, a.line, a.column, &a.rule_id, &a.fingerprint).cmp(&(
+            &b.path,
+            b.line,
+            b.column,
+            &b.rule_id,
+            &b.fingerprint,
+        ))
     });
-    // A file named twice (itself and through its directory) is reported once.
+    // A file named twice (itself and through its directory) is reported once; two
+    // different secrets at one place (two versions of a file) are not one finding.
     findings.dedup_by(|a, b| {
-        (&a.path, a.line, a.column, &a.rule_id) == (&b.path, b.line, b.column, &b.rule_id)
+        (&a.path, a.line, a.column, &a.rule_id, &a.fingerprint)
+            == (&b.path, b.line, b.column, &b.rule_id, &b.fingerprint)
     });
     let s = scanner.stats;
     Ok(Outcome {
@@ -237,9 +250,10 @@ pub fn run(opts: &ScanOptions, stats: &scanner::Stats) -> Result<Outcome, Error>
     })
 }
 
-/// In history scans the same secret at the same path shows up in every later
-/// version of the file; keep the commit that introduced it.
-fn earliest_per_fingerprint(findings: Vec<Finding>, order: &[CommitInfo]) -> Vec<Finding> {
+/// In history scans the same secret shows up in every later version of a file, and
+/// often at other paths too: report each distinct secret (per rule) once, at the
+/// commit that introduced it, with every other path it appeared at.
+fn earliest_per_secret(findings: Vec<Finding>, order: &[CommitInfo]) -> Vec<Finding> {
     let pos: std::collections::HashMap<&str, usize> = order
         .iter()
         .enumerate()
@@ -251,12 +265,22 @@ fn earliest_per_fingerprint(findings: Vec<Finding>, order: &[CommitInfo]) -> Vec
             .and_then(|c| pos.get(c.commit.as_str()).copied())
             .unwrap_or(usize::MAX)
     };
-    let mut best: std::collections::HashMap<String, Finding> = std::collections::HashMap::new();
+    let mut findings = findings;
+    findings.sort_by_key(|f| (rank(f), f.path.clone(), f.line));
+    let mut best: std::collections::HashMap<(String, String), Finding> =
+        std::collections::HashMap::new();
     for f in findings {
-        match best.get(&f.fingerprint) {
-            Some(existing) if rank(existing) <= rank(&f) => {}
-            _ => {
-                best.insert(f.fingerprint.clone(), f);
+        let key = (f.rule_id.clone(), f.raw_secret.clone());
+        match best.get_mut(&key) {
+            Some(first) => {
+                for p in std::iter::once(&f.path).chain(&f.paths) {
+                    if *p != first.path && !first.paths.contains(p) {
+                        first.paths.push(p.clone());
+                    }
+                }
+            }
+            None => {
+                best.insert(key, f);
             }
         }
     }

@@ -104,6 +104,7 @@ impl<'a> Scanner<'a> {
                 encoding: f.encoding.map(|e| e.as_str()),
                 environment: checksum::keyward_key_env(&f.secret).map(str::to_string),
                 commit: commit.cloned(),
+                paths: Vec::new(),
                 secret: String::new(),
                 raw_secret: secret,
                 severity_rank: rule.severity,

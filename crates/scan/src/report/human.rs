@@ -56,6 +56,9 @@ pub fn write(out: &mut dyn Write, o: &Outcome) -> std::io::Result<()> {
                 c.date
             )?;
         }
+        if !f.paths.is_empty() {
+            writeln!(out, "  {dim}also at {}{dim:#}", f.paths.join(", "))?;
+        }
         writeln!(out, "  {dim}fingerprint {}{dim:#}", f.fingerprint)?;
     }
     for w in &o.warnings {

@@ -15,11 +15,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// One blob to scan and where it was first seen.
+/// One blob to scan, where it was first seen, and every other path it had.
 struct BlobRef {
     oid: String,
     path: String,
     commit: Option<usize>,
+    other_paths: Vec<String>,
 }
 
 fn git(repo: &Path) -> Command {
@@ -59,14 +60,43 @@ pub fn scan_history(
     scanner: &Scanner,
     sink: &Sink,
     repo: &Path,
+    since: Option<&str>,
     threads: usize,
     archives: bool,
 ) -> Result<Vec<CommitInfo>, Error> {
+    // Every ref, or only the commits after `since` (`since..HEAD`, for CI on a pull
+    // request). A revision is never taken as an option.
+    let range = match since {
+        Some(rev) if rev.is_empty() || rev.starts_with('-') => {
+            return Err(Error::Git(format!(
+                "`{rev}` is not a revision; give a commit, tag or branch (e.g. origin/main)"
+            )))
+        }
+        Some(rev) => {
+            run_git(
+                repo,
+                &[
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    &format!("{rev}^{{commit}}"),
+                ],
+            )
+            .map_err(|_| {
+                Error::Git(format!(
+                    "`{rev}` names no commit in {}; fetch it first or check the name",
+                    repo.display()
+                ))
+            })?;
+            format!("{rev}..HEAD")
+        }
+        None => "--all".to_string(),
+    };
     let log = run_git(
         repo,
         &[
             "log",
-            "--all",
+            &range,
             "--topo-order",
             "--reverse",
             "-m",
@@ -117,6 +147,7 @@ pub fn scan_staged(
                 oid: format!(":{path}"),
                 path,
                 commit: None,
+                other_paths: Vec::new(),
             });
         }
     }
@@ -126,7 +157,7 @@ pub fn scan_staged(
 fn parse_log(log: &[u8]) -> (Vec<CommitInfo>, Vec<BlobRef>) {
     let mut commits = Vec::new();
     let mut blobs = Vec::new();
-    let mut seen: HashMap<String, ()> = HashMap::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
     let mut tokens = log
         .split(|&b| b == 0)
         .map(|t| t.strip_prefix(b"\n").unwrap_or(t));
@@ -157,12 +188,23 @@ fn parse_log(log: &[u8]) -> (Vec<CommitInfo>, Vec<BlobRef>) {
             {
                 continue;
             }
-            if seen.insert(new_oid.to_string(), ()).is_none() {
-                blobs.push(BlobRef {
-                    oid: new_oid.to_string(),
-                    path: String::from_utf8_lossy(path).into_owned(),
-                    commit: commits.len().checked_sub(1),
-                });
+            let path = String::from_utf8_lossy(path).into_owned();
+            match seen.get(new_oid) {
+                Some(&i) => {
+                    let b: &mut BlobRef = &mut blobs[i];
+                    if b.path != path && !b.other_paths.contains(&path) {
+                        b.other_paths.push(path);
+                    }
+                }
+                None => {
+                    seen.insert(new_oid.to_string(), blobs.len());
+                    blobs.push(BlobRef {
+                        oid: new_oid.to_string(),
+                        path,
+                        commit: commits.len().checked_sub(1),
+                        other_paths: Vec::new(),
+                    });
+                }
             }
         }
     }
@@ -220,7 +262,13 @@ fn stream_blobs(
                             std::io::Cursor::new(&data[..]),
                             0,
                         ),
-                        _ => sink.push(scanner.scan_blob(&b.path, &data, commit)),
+                        _ => {
+                            let mut found = scanner.scan_blob(&b.path, &data, commit);
+                            for f in &mut found {
+                                f.paths.extend(b.other_paths.iter().cloned());
+                            }
+                            sink.push(found)
+                        }
                     }
                 }
             });
@@ -304,6 +352,11 @@ mod tests {
         assert_eq!(
             (blobs[1].oid.as_str(), blobs[1].commit),
             (oid2.as_str(), Some(1))
+        );
+        assert_eq!(
+            blobs[0].other_paths,
+            ["copy.txt"],
+            "the same blob at a new path"
         );
     }
 }
