@@ -37,6 +37,27 @@ pub struct Finding {
     pub note: Option<String>,
 }
 
+impl Finding {
+    /// The finding for an accepted candidate of rule `rule` at `hay[start..end]`.
+    fn accepted(
+        rule: usize,
+        hay: &[u8],
+        (start, end): (usize, usize),
+        v: validate::Verdict,
+    ) -> Finding {
+        Finding {
+            rule,
+            start,
+            end,
+            secret: hay[start..end].to_vec(),
+            encoding: None,
+            confidence: v.confidence,
+            reason: v.reason,
+            note: v.note,
+        }
+    }
+}
+
 /// Work done by one search, in bytes: what the keyword pass walked (decoded
 /// regions included), what rule regexes were asked to search, and the length of the
 /// matches they returned (each then runs its capture groups and checks).
@@ -448,18 +469,9 @@ impl Detector {
                 let Some(v) = validate::accept(rule, hay, caps) else {
                     return 0;
                 };
-                let (start, end) = v.span.unwrap_or((m.start(), m.end()));
-                out.push(Finding {
-                    rule: ri,
-                    start,
-                    end,
-                    secret: hay[start..end].to_vec(),
-                    encoding: None,
-                    confidence: v.confidence,
-                    reason: v.reason,
-                    note: v.note,
-                });
-                end
+                let span = v.span.unwrap_or((m.start(), m.end()));
+                out.push(Finding::accepted(ri, hay, span, v));
+                span.1
             };
             // Matches of one rule are taken in order, each search resuming where the
             // previous secret ended (not where its whole match ended): a match may
@@ -471,12 +483,9 @@ impl Detector {
                     .map_or(whole.end(), |m| m.end())
                     .max(whole.start() + 1)
             };
-            if rule.spec.parse == Some(crate::rule::Parse::Assignment) {
-                let class = if rule.spec.check == Some(crate::rule::Check::PasswordAssignment) {
-                    crate::assign::KeyClass::Password
-                } else {
-                    crate::assign::KeyClass::Secret
-                };
+            if let (Some(crate::rule::Parse::Assignment), Some(check)) =
+                (rule.spec.parse, rule.spec.check)
+            {
                 let mut resume = 0;
                 for &(ks, ke) in rule_hits.iter() {
                     if ks < resume {
@@ -487,21 +496,12 @@ impl Detector {
                         continue;
                     };
                     work.matched += c.value.1 - ks;
-                    let Some(j) = crate::assign::judge(hay, &c, class) else {
+                    let Some(v) = validate::judge_assignment(check, hay, &c) else {
                         continue;
                     };
-                    let (start, end) = j.value;
-                    out.push(Finding {
-                        rule: ri,
-                        start,
-                        end,
-                        secret: hay[start..end].to_vec(),
-                        encoding: None,
-                        confidence: j.confidence,
-                        reason: j.reason,
-                        note: None,
-                    });
-                    resume = end;
+                    let span = v.span.unwrap_or(c.value);
+                    out.push(Finding::accepted(ri, hay, span, v));
+                    resume = span.1;
                 }
                 continue;
             }
@@ -554,8 +554,18 @@ impl Detector {
             }
         }
         if self.decode && depth < MAX_DECODE_DEPTH {
-            keyword_starts.sort_unstable();
-            let glued = |at: usize| keyword_starts.binary_search(&at).is_ok();
+            // Sorted only if some escape needs it: most inputs have none.
+            let sorted = std::cell::OnceCell::new();
+            let glued = |at: usize| {
+                sorted
+                    .get_or_init(|| {
+                        let mut v = keyword_starts.clone();
+                        v.sort_unstable();
+                        v
+                    })
+                    .binary_search(&at)
+                    .is_ok()
+            };
             decode::for_each_region(hay, json_escapes, glued, |d| {
                 let mut inner = Vec::new();
                 self.find_into(&d.bytes, depth + 1, json_escapes, &mut inner, work);

@@ -236,16 +236,7 @@ fn run_check(
                     .and_then(|m| m.as_bytes().last().copied()),
                 value: (start, end),
             };
-            let class = if check == Check::PasswordAssignment {
-                assign::KeyClass::Password
-            } else {
-                assign::KeyClass::Secret
-            };
-            let j = assign::judge(hay, &candidate, class)?;
-            Some(Verdict {
-                span: Some(j.value),
-                ..Verdict::new(j.confidence, j.reason)
-            })
+            judge_assignment(check, hay, &candidate)
         }
         Check::Jwt => {
             // The pattern finds the start; the token is measured here.
@@ -272,6 +263,25 @@ fn run_check(
             structural::bearer(secret).map(from_structure)
         }
     }
+}
+
+/// Judges an assignment candidate (from the pattern's groups or read in code at a
+/// keyword) for a rule whose check is `check`.
+pub(crate) fn judge_assignment(
+    check: Check,
+    hay: &[u8],
+    candidate: &assign::Candidate,
+) -> Option<Verdict> {
+    let class = match check {
+        Check::PasswordAssignment => assign::KeyClass::Password,
+        Check::SecretAssignment => assign::KeyClass::Secret,
+        _ => return None,
+    };
+    let j = assign::judge(hay, candidate, class)?;
+    Some(Verdict {
+        span: Some(j.value),
+        ..Verdict::new(j.confidence, j.reason)
+    })
 }
 
 fn now_unix() -> i64 {
