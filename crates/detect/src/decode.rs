@@ -102,6 +102,36 @@ pub(crate) fn invisible_len(hay: &[u8], i: usize) -> usize {
     }
 }
 
+/// Decodes `hay[start..end]` byte by byte: `step(i)` says what the bytes at `i`
+/// decode to (`Some((Some(b), n))`: one byte from `n`; `Some((None, n))`: nothing
+/// from `n`; `None`: the byte itself), and the map records where each decoded byte
+/// came from.
+fn byte_mapped(
+    hay: &[u8],
+    (start, end): (usize, usize),
+    encoding: Encoding,
+    step: impl Fn(usize) -> Option<(Option<u8>, usize)>,
+) -> Decoded {
+    let mut bytes = Vec::with_capacity(end - start);
+    let mut map = Vec::with_capacity(end - start + 1);
+    let mut i = start;
+    while i < end {
+        let (byte, n) = step(i).unwrap_or((Some(hay[i]), 1));
+        if let Some(b) = byte {
+            bytes.push(b);
+            map.push(i);
+        }
+        i += n;
+    }
+    map.push(end);
+    Decoded {
+        encoding,
+        bytes,
+        region: (start, end),
+        map,
+    }
+}
+
 /// Each line holding invisible characters, with them taken out.
 fn invisible_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
     let mut done_until = 0;
@@ -112,26 +142,15 @@ fn invisible_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
         let start = memchr::memrchr(b'\n', &hay[..p]).map_or(0, |i| i + 1);
         let end = memchr::memchr(b'\n', &hay[p..]).map_or(hay.len(), |i| p + i);
         done_until = end;
-        let mut bytes = Vec::with_capacity(end - start);
-        let mut map = Vec::with_capacity(end - start + 1);
-        let mut i = start;
-        while i < end {
-            let n = invisible_len(hay, i);
-            if n > 0 {
-                i += n;
-                continue;
-            }
-            bytes.push(hay[i]);
-            map.push(i);
-            i += 1;
-        }
-        map.push(end);
-        f(Decoded {
-            encoding: Encoding::Invisible,
-            bytes,
-            region: (start, end),
-            map,
-        });
+        f(byte_mapped(
+            hay,
+            (start, end),
+            Encoding::Invisible,
+            |i| match invisible_len(hay, i) {
+                0 => None,
+                n => Some((None, n)),
+            },
+        ));
     }
 }
 
@@ -250,29 +269,13 @@ fn percent_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
             end += 1;
         }
         done_until = end;
-        let mut bytes = Vec::with_capacity(end - start);
-        let mut map = Vec::with_capacity(end - start + 1);
-        let mut i = start;
-        while i < end {
-            if hay[i] == b'%' && i + 2 < end + 1 && i + 2 < hay.len() {
-                if let (Some(h), Some(l)) = (hex_val(hay[i + 1]), hex_val(hay[i + 2])) {
-                    bytes.push(h << 4 | l);
-                    map.push(i);
-                    i += 3;
-                    continue;
-                }
+        f(byte_mapped(hay, (start, end), Encoding::Percent, |i| {
+            if hay[i] != b'%' || i + 2 > end || i + 2 >= hay.len() {
+                return None;
             }
-            bytes.push(hay[i]);
-            map.push(i);
-            i += 1;
-        }
-        map.push(end);
-        f(Decoded {
-            encoding: Encoding::Percent,
-            bytes,
-            region: (start, end),
-            map,
-        });
+            let (h, l) = (hex_val(hay[i + 1])?, hex_val(hay[i + 2])?);
+            Some((Some(h << 4 | l), 3))
+        }));
     }
 }
 

@@ -59,8 +59,9 @@ impl Finding {
 }
 
 /// Work done by one search, in bytes: what the keyword pass walked (decoded
-/// regions included), what rule regexes were asked to search, and the length of the
-/// matches they returned (each then runs its capture groups and checks).
+/// regions included), what rule regexes were asked to search (one byte per keyword
+/// occurrence for rules whose candidates are read in code), and the length of the
+/// matches and candidates they produced (each then runs its checks).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Work {
     pub scanned: usize,
