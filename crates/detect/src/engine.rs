@@ -285,7 +285,7 @@ impl Detector {
     }
 
     /// Calls `f(start, end, keyword)` for every keyword occurrence in `hay[from..]`,
-    /// overlapping ones included, in no particular order.
+    /// overlapping ones included, in order of where they end.
     ///
     /// A DFA step waits on the previous one (a table load per byte), so one walk
     /// is bound by load latency, not by the work per byte. Longer inputs are cut
@@ -293,6 +293,8 @@ impl Detector {
     /// side by side. Each part's walk starts `max_keyword_len - 1` bytes early,
     /// reporting nothing there, so that an occurrence ending in the part is seen
     /// whole; each occurrence is reported by exactly one part, the one it ends in.
+    /// The first part reports as it goes; the others' occurrences are held and
+    /// reported after it, in part order.
     fn for_each_keyword(&self, hay: &[u8], from: usize, mut f: impl FnMut(usize, usize, usize)) {
         /// Parts shorter than this are not worth their warm-up.
         const MIN_PART: usize = 96;
@@ -315,6 +317,7 @@ impl Detector {
                     dfa.next_state(Anchored::No, state, byte)
                 })
         });
+        let mut held: [Vec<(usize, usize, usize)>; 3] = Default::default();
         let lane = |k: usize| &hay[starts[k]..starts[k] + part];
         let bytes = lane(0).iter().zip(lane(1)).zip(lane(2)).zip(lane(3));
         for (step, (((&b0, &b1), &b2), &b3)) in bytes.enumerate() {
@@ -326,10 +329,16 @@ impl Detector {
             ];
             states = next;
             if next.iter().any(|&state| dfa.is_special(state)) {
-                for (k, &state) in next.iter().enumerate() {
-                    self.report_keywords(state, starts[k] + step, &mut f);
+                self.report_keywords(next[0], starts[0] + step, &mut f);
+                for (k, held) in held.iter_mut().enumerate() {
+                    self.report_keywords(next[k + 1], starts[k + 1] + step, &mut |s, e, kw| {
+                        held.push((s, e, kw))
+                    });
                 }
             }
+        }
+        for (s, e, kw) in held.into_iter().flatten() {
+            f(s, e, kw);
         }
         // The last part also takes what the division left over.
         self.walk_keywords(hay, starts[3] + part, states[3], &mut f);
@@ -458,12 +467,15 @@ impl Detector {
             }
         });
         for (ri, rule_hits) in hits.iter_mut().enumerate().filter(|(_, h)| !h.is_empty()) {
-            // Keyword occurrences arrive in no particular order; matches are
-            // taken by where they start.
-            rule_hits.sort_unstable();
+            // Keyword occurrences arrive in order of where they end; matches are
+            // taken by where they start. Only keywords of different lengths ending
+            // close together can be out of order, so this is rarely a real sort.
+            if !rule_hits.windows(2).all(|w| w[0] <= w[1]) {
+                rule_hits.sort();
+            }
             let rule = &self.rules[ri];
             // Reports an accepted match; returns where its secret ends.
-            let mut push = |caps: &regex::bytes::Captures<'_>| -> usize {
+            let mut push = |caps: &crate::rule::Groups<'_>| -> usize {
                 let Some(m) = caps.get(rule.secret_group) else {
                     return 0;
                 };
@@ -478,7 +490,7 @@ impl Detector {
             // previous secret ended (not where its whole match ended): a match may
             // start inside the previous one's trailing context, so a secret there is
             // found now rather than only when the redacted text is scanned again.
-            let resume_after = |caps: &regex::bytes::Captures<'_>| {
+            let resume_after = |caps: &crate::rule::Groups<'_>| {
                 let whole = caps.get(0).expect("group 0 always matches");
                 caps.get(rule.secret_group)
                     .map_or(whole.end(), |m| m.end())
@@ -488,6 +500,7 @@ impl Detector {
                 (rule.spec.parse, rule.spec.check)
             {
                 let mut resume = 0;
+                let mut runs = crate::assign::ValueRuns::default();
                 for &(ks, ke) in rule_hits.iter() {
                     if ks < resume {
                         continue;
@@ -497,7 +510,7 @@ impl Detector {
                         continue;
                     };
                     work.matched += c.value.1 - ks;
-                    let Some(v) = validate::judge_assignment(check, hay, &c) else {
+                    let Some(v) = validate::judge_assignment(check, hay, &c, &mut runs) else {
                         continue;
                     };
                     let span = v.span.unwrap_or(c.value);
@@ -506,6 +519,8 @@ impl Detector {
                 }
                 continue;
             }
+            let regex = rule.regex();
+            let mut slots = regex.create_captures();
             match rule.max_len {
                 Some(max_len) => {
                     let lead = rule.spec.max_lead.unwrap_or(max_len).min(max_len);
@@ -530,9 +545,12 @@ impl Detector {
                         work.searched += to.saturating_sub(from);
                         let mut at = from;
                         while at < to {
-                            let Some(caps) = rule.regex().captures_at(&hay[..to], at) else {
+                            let input = regex_automata::Input::new(&hay[..to]).range(at..);
+                            regex.search_captures(&input, &mut slots);
+                            if !slots.is_match() {
                                 break;
-                            };
+                            }
+                            let caps = crate::rule::Groups::new(hay, &slots);
                             work.matched += caps.get(0).map_or(0, |m| m.len());
                             let secret_end = push(&caps);
                             at = resume_after(&caps).max(secret_end);
@@ -544,9 +562,12 @@ impl Detector {
                     work.searched += hay.len();
                     let mut at = 0;
                     while at <= hay.len() {
-                        let Some(caps) = rule.regex().captures_at(hay, at) else {
+                        let input = regex_automata::Input::new(hay).range(at..);
+                        regex.search_captures(&input, &mut slots);
+                        if !slots.is_match() {
                             break;
-                        };
+                        }
+                        let caps = crate::rule::Groups::new(hay, &slots);
                         work.matched += caps.get(0).map_or(0, |m| m.len());
                         let secret_end = push(&caps);
                         at = resume_after(&caps).max(secret_end);

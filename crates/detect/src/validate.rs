@@ -177,7 +177,7 @@ impl Verdict {
 
 /// Runs every check a rule asks for on a candidate: `caps` is the rule's match in
 /// `hay`, and its secret group the candidate secret. `None` rejects it.
-pub fn accept(rule: &Rule, hay: &[u8], caps: &regex::bytes::Captures<'_>) -> Option<Verdict> {
+pub fn accept(rule: &Rule, hay: &[u8], caps: &crate::rule::Groups<'_>) -> Option<Verdict> {
     let m = caps.get(rule.secret_group)?;
     let secret = m.as_bytes();
     if let Some(kind) = rule.spec.checksum {
@@ -213,7 +213,7 @@ fn run_check(
     check: Check,
     rule: &Rule,
     hay: &[u8],
-    caps: &regex::bytes::Captures<'_>,
+    caps: &crate::rule::Groups<'_>,
     start: usize,
     end: usize,
 ) -> Option<Verdict> {
@@ -236,7 +236,7 @@ fn run_check(
                     .and_then(|m| m.as_bytes().last().copied()),
                 value: (start, end),
             };
-            judge_assignment(check, hay, &candidate)
+            judge_assignment(check, hay, &candidate, &mut assign::ValueRuns::default())
         }
         Check::Jwt => {
             // The pattern finds the start; the token is measured here.
@@ -250,7 +250,13 @@ fn run_check(
         Check::BasicAuth => structural::basic_auth(secret).map(from_structure),
         Check::UrlCredentials => {
             let group = |name: &str| caps.name(name).map_or(&b""[..], |m| m.as_bytes());
-            structural::url_credentials(group("user"), secret, group("host")).map(from_structure)
+            // The pattern finds the host's first byte; the host is read here (a
+            // counted repetition of hundreds in the pattern made every match cost
+            // microseconds to capture).
+            let host = caps
+                .name("host")
+                .map_or(&b""[..], |m| structural::host_at(hay, m.start()));
+            structural::url_credentials(group("user"), secret, host).map(from_structure)
         }
         Check::Bearer => {
             if rule
@@ -271,13 +277,14 @@ pub(crate) fn judge_assignment(
     check: Check,
     hay: &[u8],
     candidate: &assign::Candidate,
+    runs: &mut assign::ValueRuns,
 ) -> Option<Verdict> {
     let class = match check {
         Check::PasswordAssignment => assign::KeyClass::Password,
         Check::SecretAssignment => assign::KeyClass::Secret,
         _ => return None,
     };
-    let j = assign::judge(hay, candidate, class)?;
+    let j = assign::judge(hay, candidate, class, runs)?;
     Some(Verdict {
         span: Some(j.value),
         ..Verdict::new(j.confidence, j.reason)
