@@ -878,11 +878,68 @@ const MAX_VALUE: usize = 256;
 /// closing quote and the rest of its line (at most 160 bytes of it).
 pub(crate) const MAX_READ_PAST: usize = MAX_VALUE + 2 + 160;
 
+/// What earlier unquoted values of one search learned about the text: no stop byte
+/// (blank, quote, `&`; for XML `<` and blanks) lies in `hay[from..upto]`, and
+/// `stop` says whether `hay[upto]` is one. Keywords repeated inside one long run
+/// of value bytes would otherwise each rescan it: with this, a search reads each
+/// byte of such a run once, however many candidates start in it.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ValueRuns {
+    known: Option<Run>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    from: usize,
+    upto: usize,
+    stop: bool,
+    xml: bool,
+}
+
+impl ValueRuns {
+    /// The first stop byte at or after `start`, looking no further than `limit`
+    /// (exclusive): its position, or `limit` when there is none before it.
+    fn stop_from(&mut self, hay: &[u8], start: usize, limit: usize, xml: bool) -> usize {
+        let is_stop = |b: u8| {
+            if xml {
+                b == b'<' || b.is_ascii_whitespace()
+            } else {
+                b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'`' | b'&')
+            }
+        };
+        let (from, mut i) = match self.known {
+            Some(run) if run.xml == xml && run.from <= start && start <= run.upto => {
+                if run.stop || run.upto >= limit {
+                    return run.upto.min(limit);
+                }
+                (run.from, run.upto)
+            }
+            _ => (start, start),
+        };
+        while i < limit && !is_stop(hay[i]) {
+            i += 1;
+        }
+        self.known = Some(Run {
+            from,
+            upto: i,
+            stop: i < limit,
+            xml,
+        });
+        i
+    }
+}
+
 /// The end of the value starting at `start`: up to the closing `quote`, the `<` of
 /// an XML end tag, or, unquoted, the first blank, quote or `&` (trailing `,` and `;`
 /// left out). `None` when a quoted value does not close on its line within
 /// [`MAX_VALUE`] bytes.
-fn value_end(hay: &[u8], start: usize, quote: Option<u8>, xml: bool) -> Option<usize> {
+fn value_end(
+    hay: &[u8],
+    start: usize,
+    quote: Option<u8>,
+    xml: bool,
+    runs: &mut ValueRuns,
+) -> Option<usize> {
     let limit = (start + MAX_VALUE + 1).min(hay.len());
     let mut i = start;
     match quote {
@@ -899,18 +956,7 @@ fn value_end(hay: &[u8], start: usize, quote: Option<u8>, xml: bool) -> Option<u
             None
         }
         None => {
-            while i < limit {
-                let b = hay[i];
-                let stop = if xml {
-                    b == b'<' || b.is_ascii_whitespace()
-                } else {
-                    b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'`' | b'&')
-                };
-                if stop {
-                    break;
-                }
-                i += 1;
-            }
+            i = runs.stop_from(hay, start, limit, xml);
             if i == limit && i < hay.len() {
                 return None; // longer than any value we judge
             }
@@ -925,7 +971,15 @@ fn value_end(hay: &[u8], start: usize, quote: Option<u8>, xml: bool) -> Option<u
 }
 
 /// Judges a candidate of a rule whose name must say `class`.
-pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgement> {
+///
+/// `runs` carries what earlier judgements of the same search read (see
+/// [`ValueRuns`]); a fresh one is always correct, only slower.
+pub(crate) fn judge(
+    hay: &[u8],
+    c: &Candidate,
+    class: KeyClass,
+    runs: &mut ValueRuns,
+) -> Option<Judgement> {
     // The whole name: extend the matched name over identifier bytes to the left.
     let mut ns = c.name.0;
     while ns > 0 && c.name.0 - ns < MAX_NAME && is_name_byte(hay[ns - 1]) {
@@ -953,7 +1007,7 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
             return None;
         }
     }
-    let value_span = (c.value.0, value_end(hay, c.value.0, c.quote, xml)?);
+    let value_span = (c.value.0, value_end(hay, c.value.0, c.quote, xml, runs)?);
     let value = &hay[value_span.0..value_span.1];
     if value.is_empty() {
         return None;
@@ -1153,6 +1207,25 @@ pub(crate) fn judge(hay: &[u8], c: &Candidate, class: KeyClass) -> Option<Judgem
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Value ends found with what earlier values of the same search learned
+        /// equal those found from scratch, whatever order the starts come in.
+        #[test]
+        fn remembered_runs_do_not_change_value_ends(
+            text in "[a-z=&<' \n]{0,600}",
+            starts in proptest::collection::vec(0usize..600, 1..40),
+            xml in any::<bool>(),
+        ) {
+            let hay = text.as_bytes();
+            let mut runs = ValueRuns::default();
+            for start in starts.into_iter().filter(|&s| s < hay.len()) {
+                let fresh = value_end(hay, start, None, xml, &mut ValueRuns::default());
+                prop_assert_eq!(value_end(hay, start, None, xml, &mut runs), fresh);
+            }
+        }
+    }
 
     #[test]
     fn names_split_into_words() {

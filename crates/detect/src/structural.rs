@@ -250,6 +250,18 @@ fn is_doc_host(host: &str) -> bool {
 /// variable or mask), and the URL is not a documented placeholder (`user:password`,
 /// a host like `host:port` or `example.com`). Passwords made of letters only are
 /// findings at low confidence: `postgres:postgres@db` is a real, weak credential.
+/// The host (with port, or a bracketed IPv6 address) starting at `hay[at]`: at
+/// most 254 bytes of the characters a URL authority's host part can hold.
+pub(crate) fn host_at(hay: &[u8], at: usize) -> &[u8] {
+    let rest = &hay[at.min(hay.len())..];
+    let len = rest
+        .iter()
+        .take(254)
+        .take_while(|&&b| b.is_ascii_alphanumeric() || b"[]_%.:-".contains(&b))
+        .count();
+    &rest[..len]
+}
+
 pub(crate) fn url_credentials(user: &[u8], password: &[u8], host: &[u8]) -> Option<Structure> {
     let pw = String::from_utf8_lossy(password).to_ascii_lowercase();
     let user = String::from_utf8_lossy(user).to_ascii_lowercase();
