@@ -125,6 +125,80 @@ pub struct ServerSection {
     /// Largest request body accepted, in bytes (default 10 MiB).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Seconds a client may take to send a request's header, counted from the
+    /// connection's start or the end of the previous response (default 10): bounds
+    /// slow headers and idle keep-alive connections alike.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may go without starting a request before it is closed
+    /// (default 60; HTTP/2 included). A response still streaming finishes first.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a request body may pause between two pieces (default 15).
+    #[serde(default = "default_body_idle_timeout")]
+    pub body_idle_timeout_secs: u64,
+    /// Seconds the whole request body may take to arrive (default 60).
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+    /// Most client connections held at once; further clients wait to be accepted.
+    /// Default: what the open-file limit allows with room for upstream calls.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+
+fn default_idle_timeout() -> u64 {
+    60
+}
+
+fn default_body_idle_timeout() -> u64 {
+    15
+}
+
+fn default_body_timeout() -> u64 {
+    60
+}
+
+/// Longest timeout accepted in `[server]` (a day): longer is a typo, and would
+/// keep a connection open past any sane deployment's patience.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+impl ServerSection {
+    /// The connection bounds this section sets (validated when the config loads).
+    pub fn conn_limits(&self) -> crate::conn::ConnLimits {
+        let secs = std::time::Duration::from_secs;
+        crate::conn::ConnLimits {
+            header_timeout: secs(self.header_timeout_secs),
+            idle_timeout: secs(self.idle_timeout_secs),
+            body_idle_timeout: secs(self.body_idle_timeout_secs),
+            body_timeout: secs(self.body_timeout_secs),
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(crate::conn::connections_allowed_by_fd_limit),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("header_timeout_secs", self.header_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("body_idle_timeout_secs", self.body_idle_timeout_secs),
+            ("body_timeout_secs", self.body_timeout_secs),
+        ] {
+            if v == 0 || v > MAX_TIMEOUT_SECS {
+                return Err(format!(
+                    "[server] {name} = {v}: use a number of seconds from 1 to {MAX_TIMEOUT_SECS}"
+                ));
+            }
+        }
+        if self.max_connections == Some(0) {
+            return Err("[server] max_connections = 0: use at least 1, or leave it out".into());
+        }
+        Ok(())
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -142,6 +216,11 @@ impl Default for ServerSection {
             tls_cert: None,
             tls_key: None,
             max_body_bytes: default_max_body(),
+            header_timeout_secs: default_header_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            body_idle_timeout_secs: default_body_idle_timeout(),
+            body_timeout_secs: default_body_timeout(),
+            max_connections: None,
         }
     }
 }
@@ -281,6 +360,7 @@ impl Config {
                 ));
             }
         }
+        self.server.validate()?;
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err("[server]: set both tls_cert and tls_key, or neither".into());
         }

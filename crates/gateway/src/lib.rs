@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod conn;
 pub mod keys;
 pub mod proxy;
 pub mod redact;
@@ -150,23 +151,17 @@ pub async fn serve(
         .map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
     on_ready(addr, &backend);
-    let app = router(gw).into_make_service_with_connect_info::<tls::PeerAddr>();
-    let served = match tls {
-        Some(cfg) => {
-            axum::serve(tls::TlsListener::new(listener, cfg), app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        None => {
-            axum::serve(tls::PlainListener(listener), app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    };
-    served.map_err(|e| ServeError::Listen {
-        addr,
-        reason: e.to_string(),
-    })?;
+    let limits = config.server.conn_limits();
+    tracing::info!(
+        max_connections = limits.max_connections,
+        "accepting at most {} client connections at once",
+        limits.max_connections
+    );
+    let app = router(gw);
+    match tls {
+        Some(cfg) => conn::serve(tls::TlsListener::new(listener, cfg), app, limits, shutdown).await,
+        None => conn::serve(tls::PlainListener(listener), app, limits, shutdown).await,
+    }
     let _ = backend.store.replica_gone(&replica_id).await;
     backend.store.close().await;
     Ok(())

@@ -296,7 +296,7 @@ pub async fn handle(
                 break 'done api::error_response(
                     family,
                     ErrorKind::InvalidRequest,
-                    "The request body could not be read",
+                    "The request body could not be read: it broke off, or arrived too slowly",
                     &rid,
                 )
             }
