@@ -57,6 +57,7 @@ fn error(status: StatusCode, message: &str, rid: &str) -> Response {
 fn authenticate(
     gw: &Gateway,
     headers: &HeaderMap,
+    source: std::net::IpAddr,
     rid: &str,
 ) -> Result<AdminKeyRecord, (StatusCode, &'static str)> {
     if !gw.live.fresh() {
@@ -82,13 +83,15 @@ fn authenticate(
     {
         Some(rec) if is_admin_format => Ok(rec.clone()),
         _ => {
-            gw.audit.record(crate::audit::Event::new(
-                "anonymous",
-                "admin.refused",
-                "admin-api",
-                "denied",
-                json!({"request_id": rid, "reason": "invalid_admin_key"}),
-            ));
+            gw.audit.refused(crate::audit::Refusal {
+                actor: "anonymous",
+                reason: "invalid_admin_key",
+                action: "admin.refused",
+                source,
+                target: "admin-api",
+                request_id: rid,
+                status: 401,
+            });
             Err((StatusCode::UNAUTHORIZED, "invalid admin key"))
         }
     }
@@ -109,7 +112,11 @@ impl axum::extract::FromRequestParts<Arc<Gateway>> for Caller {
         gw: &Arc<Gateway>,
     ) -> Result<Self, Response> {
         let rid = request_id();
-        match authenticate(gw, &parts.headers, &rid) {
+        let source = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<crate::tls::PeerAddr>>()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0 .0.ip());
+        match authenticate(gw, &parts.headers, source, &rid) {
             Ok(admin) => Ok(Caller { admin, rid }),
             Err((status, message)) => Err(error(status, message, &rid)),
         }
@@ -194,13 +201,15 @@ pub fn rotation_schedule(
         Some(Some(d)) => d,
         _ => {
             return Err(format!(
-                "rotate_every `{every}`: use a period such as 30d or 12h"
+                "rotate_every `{every}`: use a period such as 30d or 12h (at most 36500d)"
             ))
         }
     };
     let grace = match parse_lifetime(grace.unwrap_or("24h")) {
         Some(Some(d)) => d,
-        _ => return Err("rotation_grace: use a duration such as 24h or 30m".into()),
+        _ => {
+            return Err("rotation_grace: use a duration such as 24h or 30m (at most 36500d)".into())
+        }
     };
     let notify_secret = notify.ok_or_else(|| {
         "scheduled rotation needs the owner's webhook: store its URL in the vault and name it (notify)".to_string()
@@ -212,7 +221,13 @@ pub fn rotation_schedule(
     }))
 }
 
-/// `30d`, `12h`, `45m`, `10s` or `never`.
+/// Longest duration accepted anywhere (keys, rotation periods, grace windows, vault
+/// age): 100 years. Longer is a typo, and past it time arithmetic in milliseconds
+/// since 1970 would overflow; `never` says "no limit".
+pub const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `30d`, `12h`, `45m`, `10s` or `never`. `None` for anything else, zero, or a
+/// duration over [`MAX_LIFETIME`] (checked: a huge count cannot wrap around).
 pub fn parse_lifetime(s: &str) -> Option<Option<Duration>> {
     if s == "never" {
         return Some(None);
@@ -226,7 +241,8 @@ pub fn parse_lifetime(s: &str) -> Option<Option<Duration>> {
         "s" => 1,
         _ => return None,
     };
-    (n > 0).then(|| Some(Duration::from_secs(n * mult)))
+    let secs = n.checked_mul(mult)?;
+    (n > 0 && secs <= MAX_LIFETIME.as_secs()).then(|| Some(Duration::from_secs(secs)))
 }
 
 async fn create_key(
@@ -247,7 +263,7 @@ async fn create_key(
     let Some(expires_in) = parse_lifetime(req.expires.as_deref().unwrap_or("90d")) else {
         return error(
             StatusCode::BAD_REQUEST,
-            "`expires` must look like 30d, 12h, 45m or never",
+            "`expires` must look like 30d, 12h, 45m or never (at most 36500d)",
             &rid,
         );
     };
@@ -472,5 +488,40 @@ async fn report_leak(
             .into_response()
         }
         Err(e) => store_failure("leaks", &e, &rid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_parse_within_range_and_nothing_wraps() {
+        assert_eq!(
+            parse_lifetime("30d"),
+            Some(Some(Duration::from_secs(30 * 86_400)))
+        );
+        assert_eq!(parse_lifetime("never"), Some(None));
+        assert_eq!(parse_lifetime("36500d"), Some(Some(MAX_LIFETIME)));
+        for bad in [
+            "0d",
+            "36501d",
+            "9223372036854775808s",  // spun the scheduler
+            "106751991167301d",      // wrapped to a small period: rotated at once
+            "213503982334602d",      // wrapped to 17 hours
+            "18446744073709551616s", // past u64
+            "12",
+            "12w",
+            "",
+        ] {
+            assert_eq!(parse_lifetime(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn rotation_periods_out_of_range_are_refused_with_the_limit() {
+        let e =
+            rotation_schedule(Some("9223372036854775808s"), None, Some("hook".into())).unwrap_err();
+        assert!(e.contains("36500d"), "{e}");
     }
 }

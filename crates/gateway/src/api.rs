@@ -175,6 +175,8 @@ pub enum ErrorKind {
     NotFound,
     InvalidRequest,
     TooLarge,
+    /// The request target is longer than [`MAX_TARGET_LEN`].
+    UriTooLong,
     Unavailable,
     Upstream,
     Timeout,
@@ -188,12 +190,17 @@ impl ErrorKind {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 }
+
+/// Longest request target (path and query, bytes) answered other than with 414:
+/// provider paths are short, and every byte of a path is screened and logged.
+pub const MAX_TARGET_LEN: usize = 8 << 10;
 
 /// An error response in the family's own format. `message` must be free of
 /// secrets (callers pass fixed phrases and ids); the request id is appended.
@@ -229,6 +236,7 @@ pub fn error_body(family: Family, kind: ErrorKind, message: &str, request_id: &s
                 ErrorKind::NotFound => ("invalid_request_error", "not_found"),
                 ErrorKind::InvalidRequest => ("invalid_request_error", "invalid_request"),
                 ErrorKind::TooLarge => ("invalid_request_error", "request_too_large"),
+                ErrorKind::UriTooLong => ("invalid_request_error", "uri_too_long"),
                 ErrorKind::Unavailable => ("server_error", "unavailable"),
                 ErrorKind::Upstream => ("server_error", "upstream_error"),
                 ErrorKind::Timeout => ("server_error", "upstream_timeout"),
@@ -240,7 +248,7 @@ pub fn error_body(family: Family, kind: ErrorKind, message: &str, request_id: &s
                 ErrorKind::Authentication => "authentication_error",
                 ErrorKind::Permission => "permission_error",
                 ErrorKind::NotFound => "not_found_error",
-                ErrorKind::InvalidRequest => "invalid_request_error",
+                ErrorKind::InvalidRequest | ErrorKind::UriTooLong => "invalid_request_error",
                 ErrorKind::TooLarge => "request_too_large",
                 ErrorKind::Unavailable | ErrorKind::Upstream | ErrorKind::Timeout => "api_error",
             };
@@ -251,7 +259,9 @@ pub fn error_body(family: Family, kind: ErrorKind, message: &str, request_id: &s
                 ErrorKind::Authentication => "UNAUTHENTICATED",
                 ErrorKind::Permission => "PERMISSION_DENIED",
                 ErrorKind::NotFound => "NOT_FOUND",
-                ErrorKind::InvalidRequest | ErrorKind::TooLarge => "INVALID_ARGUMENT",
+                ErrorKind::InvalidRequest | ErrorKind::TooLarge | ErrorKind::UriTooLong => {
+                    "INVALID_ARGUMENT"
+                }
                 ErrorKind::Unavailable => "UNAVAILABLE",
                 ErrorKind::Upstream => "INTERNAL",
                 ErrorKind::Timeout => "DEADLINE_EXCEEDED",

@@ -187,40 +187,244 @@ pub async fn verify(store: &Store, key: &HashKey) -> Result<Report, keyward_stor
 
 /// A non-blocking sink for events from the request path, written in small batches
 /// (at most [`BATCH_WINDOW`] or [`BATCH_MAX`] entries later).
+///
+/// Nothing queued is dropped: the queue has no bound, and what bounds it is that
+/// events need an authenticated caller (admin actions, leak reports, secrets found
+/// in a key's traffic). Refused requests, which anyone can cause by the hundred
+/// thousand, go through [`Sink::refused`] instead: the first refusal of each kind
+/// from each source in a [`REFUSAL_WINDOW`] is written at once, the rest are counted
+/// and written as one `request.refused.repeated` entry when the window closes.
 #[derive(Clone)]
 pub struct Sink {
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::UnboundedSender<Command>,
+    refusals: std::sync::Arc<std::sync::Mutex<Refusals>>,
+}
+
+enum Command {
+    Write(Event),
+    /// Flush what is pending and answer when it is written.
+    Close(tokio::sync::oneshot::Sender<()>),
 }
 
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 pub const BATCH_MAX: usize = 256;
 
+/// How long repeated refusals are counted before their total is written.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// Distinct (actor, reason, source) groups counted in one window; refusals past it
+/// are counted under one group per reason with actor and source `*`.
+const MAX_REFUSAL_GROUPS: usize = 10_000;
+
+/// One refused request, as [`Sink::refused`] takes it.
+#[derive(Debug, Clone)]
+pub struct Refusal<'a> {
+    /// The key id when the key was known, else `anonymous`.
+    pub actor: &'a str,
+    /// The refusal's stable code (`invalid_key`, `revoked`, …).
+    pub reason: &'static str,
+    /// Audit action: `request.refused` or `admin.refused`.
+    pub action: &'static str,
+    pub source: std::net::IpAddr,
+    /// Already cut short and redacted by the caller.
+    pub target: &'a str,
+    pub request_id: &'a str,
+    pub status: u16,
+}
+
+#[derive(Debug, Default)]
+struct Refusals {
+    window_start: i64,
+    groups: std::collections::HashMap<(String, &'static str, &'static str, String), RefusalGroup>,
+}
+
+#[derive(Debug)]
+struct RefusalGroup {
+    target: String,
+    status: u16,
+    /// Refusals after the first, which was written on its own.
+    repeats: u64,
+}
+
+impl Refusals {
+    /// The `request.refused.repeated` entries for the window ending now, and a fresh window.
+    fn close_window(&mut self, now: i64) -> Vec<Event> {
+        let start = std::mem::replace(&mut self.window_start, now);
+        let mut out: Vec<Event> = self
+            .groups
+            .drain()
+            .filter(|(_, g)| g.repeats > 0)
+            .map(|((actor, action, reason, source), g)| {
+                Event::new(
+                    &actor,
+                    &format!("{action}.repeated"),
+                    &g.target,
+                    "denied",
+                    serde_json::json!({
+                        "reason": reason, "source": source, "count": g.repeats,
+                        "status": g.status, "window_start": start, "window_end": now,
+                    }),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.actor, &a.target).cmp(&(&b.actor, &b.target)));
+        out
+    }
+}
+
 impl Sink {
     /// Starts the writer task.
     pub fn spawn(store: Store, key: HashKey) -> Sink {
-        let (tx, mut rx) = mpsc::channel::<Event>(16_384);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Command>();
+        let refusals = std::sync::Arc::new(std::sync::Mutex::new(Refusals {
+            window_start: crate::state::now(),
+            ..Refusals::default()
+        }));
+        let counted = refusals.clone();
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
+            let mut windows = tokio::time::interval(REFUSAL_WINDOW);
+            windows.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            windows.tick().await;
+            let take_window = || {
+                counted
+                    .lock()
+                    .expect("refusal counts are never left half-updated")
+                    .close_window(crate::state::now())
+            };
+            loop {
+                let mut batch = Vec::new();
+                let mut closed = None;
+                tokio::select! {
+                    cmd = rx.recv() => match cmd {
+                        Some(Command::Write(e)) => batch.push(e),
+                        Some(Command::Close(done)) => closed = Some(done),
+                        None => {
+                            write(&store, &key, &take_window()).await;
+                            return;
+                        }
+                    },
+                    _ = windows.tick() => batch = take_window(),
+                }
                 let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-                while batch.len() < BATCH_MAX {
+                while closed.is_none() && batch.len() < BATCH_MAX {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(e)) => batch.push(e),
+                        Ok(Some(Command::Write(e))) => batch.push(e),
+                        Ok(Some(Command::Close(done))) => closed = Some(done),
                         _ => break,
                     }
                 }
-                if let Err(e) = append(&store, &key, &batch).await {
-                    tracing::error!("cannot write {} audit entries: {e}", batch.len());
+                if let Some(done) = closed {
+                    // Everything queued before the close, then the open window.
+                    while let Ok(Command::Write(e)) = rx.try_recv() {
+                        batch.push(e);
+                    }
+                    batch.extend(take_window());
+                    write(&store, &key, &batch).await;
+                    let _ = done.send(());
+                    continue;
                 }
+                write(&store, &key, &batch).await;
             }
         });
-        Sink { tx }
+        Sink { tx, refusals }
     }
 
-    /// Queues an event; if the queue is full the event is logged as lost.
+    /// Queues an event. It is written within [`BATCH_WINDOW`]; it is never dropped.
     pub fn record(&self, e: Event) {
-        if let Err(mpsc::error::TrySendError::Full(e)) = self.tx.try_send(e) {
-            tracing::error!(action = e.action.as_str(), "audit queue full: entry lost");
+        if self.tx.send(Command::Write(e)).is_err() {
+            tracing::error!("audit writer stopped: an entry could not be queued");
         }
+    }
+
+    /// Records a refused request: written at once if it is the first of its kind
+    /// from its source in this window, else counted (see [`Sink`]).
+    pub fn refused(&self, r: Refusal<'_>) {
+        let source = r.source.to_string();
+        let first = {
+            let mut w = self
+                .refusals
+                .lock()
+                .expect("refusal counts are never left half-updated");
+            let full = w.groups.len() >= MAX_REFUSAL_GROUPS;
+            let group = if full {
+                ("*".to_string(), r.action, r.reason, "*".to_string())
+            } else {
+                (r.actor.to_string(), r.action, r.reason, source.clone())
+            };
+            match w.groups.get_mut(&group) {
+                Some(g) => {
+                    g.repeats += 1;
+                    false
+                }
+                None => {
+                    w.groups.insert(
+                        group,
+                        RefusalGroup {
+                            target: r.target.to_string(),
+                            status: r.status,
+                            repeats: u64::from(full),
+                        },
+                    );
+                    !full
+                }
+            }
+        };
+        if first {
+            self.record(Event::new(
+                r.actor,
+                r.action,
+                r.target,
+                "denied",
+                serde_json::json!({
+                    "request_id": r.request_id, "source": source, "reason": r.reason,
+                    "status": r.status,
+                }),
+            ));
+        }
+    }
+
+    /// Writes everything queued and the refusals counted so far, and returns when
+    /// they are in the store (at shutdown).
+    pub async fn close(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.tx.send(Command::Close(done)).is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+/// Appends a batch; while the store refuses it, logs and tries again (100 ms, then
+/// doubling up to 5 s): entries wait in memory rather than being lost.
+async fn write(store: &Store, key: &HashKey, batch: &[Event]) {
+    let mut pause = Duration::from_millis(100);
+    while let Err(e) = append(store, key, batch).await {
+        tracing::error!(
+            "cannot write {} audit entries ({e}); retrying in {pause:?}",
+            batch.len()
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Longest request path kept in an audit entry (bytes; longer ones are cut and
+/// marked with `…`).
+pub const MAX_TARGET: usize = 256;
+
+/// A request path as audit entries and logs may hold it: cut to [`MAX_TARGET`]
+/// bytes first (so that the detector's cost is bounded), then with every secret the
+/// detector finds replaced by its marker. `/v1beta/models/ghp_…:generateContent`
+/// must not put the token in the database.
+pub fn safe_target(path: &str) -> String {
+    let mut end = path.len().min(MAX_TARGET);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = &path[..end];
+    let redacted = keyward_detect::Detector::builtin().redact(cut);
+    if end < path.len() {
+        format!("{redacted}…")
+    } else {
+        redacted.into_owned()
     }
 }

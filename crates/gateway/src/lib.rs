@@ -157,11 +157,14 @@ pub async fn serve(
         "accepting at most {} client connections at once",
         limits.max_connections
     );
-    let app = router(gw);
+    let app = router(gw.clone());
     match tls {
         Some(cfg) => conn::serve(tls::TlsListener::new(listener, cfg), app, limits, shutdown).await,
         None => conn::serve(tls::PlainListener(listener), app, limits, shutdown).await,
     }
+    // Refusals counted in the open window, and anything still queued, are written
+    // before the store closes.
+    gw.audit.close().await;
     let _ = backend.store.replica_gone(&replica_id).await;
     backend.store.close().await;
     Ok(())

@@ -152,7 +152,10 @@ pub(crate) fn request_id() -> String {
 }
 
 /// The client key from wherever its SDK put it.
-fn client_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+/// Every credential the request presents, in the order the key is taken from:
+/// `Authorization` (bearer or bare), `x-api-key`, `x-goog-api-key`, `api-key`, then
+/// `?key=`. The first is the request's key; all of them are checked for canaries.
+fn client_keys(headers: &HeaderMap, query: Option<&str>) -> Vec<String> {
     let h = |n: &str| {
         headers
             .get(n)
@@ -160,19 +163,28 @@ fn client_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
+    let mut keys: Vec<String> = Vec::new();
+    let mut add = |v: &str| {
+        if !keys.iter().any(|k| k == v) {
+            keys.push(v.to_string());
+        }
+    };
     if let Some(v) = h("authorization") {
         let v = v
             .strip_prefix("Bearer ")
             .or_else(|| v.strip_prefix("bearer "))
             .unwrap_or(v);
-        return Some(v.trim().to_string());
+        add(v.trim());
     }
     for n in ["x-api-key", "x-goog-api-key", "api-key"] {
         if let Some(v) = h(n) {
-            return Some(v.to_string());
+            add(v);
         }
     }
-    query_param(query, "key").map(str::to_string)
+    if let Some(v) = query_param(query, "key") {
+        add(v);
+    }
+    keys
 }
 
 fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
@@ -209,23 +221,35 @@ pub async fn handle(
         provider: None,
     };
     let snapshot;
+    let target = crate::audit::safe_target(&path);
     let resp = 'done: {
+        if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > api::MAX_TARGET_LEN {
+            let fam = api::guess_family(&path, req.headers());
+            break 'done api::error_response(
+                fam,
+                ErrorKind::UriTooLong,
+                &format!(
+                    "Request path and query longer than {} bytes",
+                    api::MAX_TARGET_LEN
+                ),
+                &rid,
+            );
+        }
         let Some(endpoint) = api::classify(&method, &path, req.headers()) else {
             let fam = api::guess_family(&path, req.headers());
             break 'done api::error_response(fam, ErrorKind::NotFound, "Unknown endpoint", &rid);
         };
         let family = endpoint.family();
         let deny = |d: Denial, key_id: Option<&str>| {
-            gw.audit.record(crate::audit::Event::new(
-                key_id.unwrap_or("anonymous"),
-                "request.refused",
-                &path,
-                "denied",
-                serde_json::json!({
-                    "request_id": rid, "source": peer.ip().to_string(), "reason": d.code(),
-                    "status": d.kind().status().as_u16(),
-                }),
-            ));
+            gw.audit.refused(crate::audit::Refusal {
+                actor: key_id.unwrap_or("anonymous"),
+                reason: d.code(),
+                action: "request.refused",
+                source: peer.ip(),
+                target: &target,
+                request_id: &rid,
+                status: d.kind().status().as_u16(),
+            });
             api::error_response(family, d.kind(), &d.message(), &rid)
         };
         if !gw.live.fresh() {
@@ -236,18 +260,20 @@ pub async fn handle(
                 &rid,
             );
         }
-        let Some(key) = client_key(req.headers(), req.uri().query()) else {
+        let presented = client_keys(req.headers(), req.uri().query());
+        let Some(key) = presented.first() else {
             break 'done deny(Denial::MissingKey, None);
         };
-        if checksum::keyward_key_env(key.as_bytes()).is_none() {
-            break 'done deny(Denial::InvalidKey, None);
-        }
         snapshot = gw.live.snapshot.load_full();
-        let Some(found) = snapshot.keys.get(&gw.hash_key.hash_hex(key.as_bytes())) else {
-            break 'done deny(Denial::InvalidKey, None);
-        };
-        let entry = &found.entry;
-        if entry.record.canary {
+        // A canary among any of the presented credentials gives the caller away,
+        // whichever key the request would be served with.
+        let canary = presented
+            .iter()
+            .filter(|k| checksum::keyward_key_env(k.as_bytes()).is_some())
+            .filter_map(|k| snapshot.keys.get(&gw.hash_key.hash_hex(k.as_bytes())))
+            .find(|found| found.entry.record.canary);
+        if let Some(found) = canary {
+            let record = &found.entry.record;
             let ua = req
                 .headers()
                 .get("user-agent")
@@ -255,12 +281,19 @@ pub async fn handle(
                 .unwrap_or("")
                 .to_string();
             gw.alerts.send(serde_json::json!({
-                "kind": "canary_key_used", "severity": "critical", "key_id": entry.record.id,
-                "key_name": entry.record.name, "source": peer.ip().to_string(), "user_agent": ua,
-                "path": path, "at": now(), "request_id": rid,
+                "kind": "canary_key_used", "severity": "critical", "key_id": record.id,
+                "key_name": record.name, "source": peer.ip().to_string(), "user_agent": ua,
+                "path": target, "at": now(), "request_id": rid,
             }));
-            break 'done deny(Denial::Canary, Some(&entry.record.id));
+            break 'done deny(Denial::Canary, Some(&record.id));
         }
+        if checksum::keyward_key_env(key.as_bytes()).is_none() {
+            break 'done deny(Denial::InvalidKey, None);
+        }
+        let Some(found) = snapshot.keys.get(&gw.hash_key.hash_hex(key.as_bytes())) else {
+            break 'done deny(Denial::InvalidKey, None);
+        };
+        let entry = &found.entry;
         if found.previous_until.is_some_and(|until| now() >= until) {
             break 'done deny(Denial::RotatedOut, Some(&entry.record.id));
         }
@@ -382,7 +415,7 @@ pub async fn handle(
             gw: gw.clone(),
             key_id: entry.record.id.clone(),
             request_id: rid.clone(),
-            path: path.clone(),
+            path: target.clone(),
             family,
         };
         let body = match screen.inbound(policy.inbound, body) {
@@ -399,19 +432,19 @@ pub async fn handle(
             &headers,
             body,
             secret.expose_secret(),
-            &key,
+            key,
             &rid,
         )
         .await;
         tracing::info!(
-            request_id = %rid, %method, path = %path, status = resp.status().as_u16(), key_id = entry.record.id.as_str(),
+            request_id = %rid, %method, path = %target, status = resp.status().as_u16(), key_id = entry.record.id.as_str(),
             provider = provider.config.name.as_str(), model = model.as_str(), ms = started.elapsed().as_millis() as u64,
             "request"
         );
         return with_request_id(resp, &rid);
     };
     tracing::info!(
-        request_id = %rid, %method, path = %path, status = resp.status().as_u16(), key_id = outcome.key_id.unwrap_or("-"),
+        request_id = %rid, %method, path = %target, status = resp.status().as_u16(), key_id = outcome.key_id.unwrap_or("-"),
         provider = outcome.provider.unwrap_or("-"), ms = started.elapsed().as_millis() as u64,
         "request"
     );

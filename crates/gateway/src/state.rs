@@ -338,6 +338,17 @@ impl Backend {
                 spec.environment
             )));
         }
+        let too_long = |d: &Duration| *d > crate::admin::MAX_LIFETIME;
+        if spec.expires_in.as_ref().is_some_and(too_long)
+            || spec
+                .rotation
+                .as_ref()
+                .is_some_and(|r| too_long(&r.every) || too_long(&r.grace))
+        {
+            return Err(StateError::Invalid(
+                "lifetimes, rotation periods and grace windows are at most 36500d (100 years); use `never` for no expiry".into(),
+            ));
+        }
         if let Some(r) = &spec.rotation {
             if spec.canary {
                 return Err(StateError::Invalid(

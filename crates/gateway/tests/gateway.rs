@@ -855,6 +855,26 @@ async fn canary_use_is_refused_like_an_unknown_key_and_alerts_the_webhook() {
         .filter(|s| s.path_and_query.starts_with("/v1/"))
         .count();
     assert_eq!(upstream, 0, "nothing was sent upstream");
+
+    // A canary in a second header, beside a valid key, gives the caller away too.
+    let (_, valid) = r.backend.create_key(new_key("prod", &["*"])).await.unwrap();
+    settle().await;
+    let s = c
+        .post(format!("{}/v1/chat/completions", r.url))
+        .bearer_auth(&valid)
+        .header("x-api-key", &canary)
+        .body(r#"{"model":"gpt-4o-mini"}"#)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(s, 401, "a request presenting a canary is refused");
+    wait_for(Duration::from_secs(3), || {
+        r.fake.posted("/alerts").len() >= 2
+    })
+    .await;
+    assert_eq!(r.fake.posted("/alerts")[1]["kind"], "canary_key_used");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1277,4 +1297,44 @@ async fn suspension_refuses_at_once_and_resume_restores() {
             .iter()
             .any(|e| e.action == action && e.target == rec.id));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_request_paths_stay_out_of_the_audit_log_and_long_paths_get_414() {
+    let r = start(None).await;
+    let token =
+        keyward_detect::checksum::github_style_seal("ghp_", "Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc7Jd0Fa");
+    let c = reqwest::Client::new();
+    let s = c
+        .post(format!("{}/v1beta/models/{token}:generateContent", r.url))
+        .header("x-goog-api-key", "kw_prod_notakey")
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(s, 401);
+    let long = format!("{}/v1/chat/{}", r.url, "a".repeat(16 << 10));
+    let resp = c.post(long).bearer_auth("kw_prod_x").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 414);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "uri_too_long", "{body}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let audit = r.backend.store.audit_entries(0, 1000).await.unwrap();
+    let refused: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "request.refused")
+        .collect();
+    assert!(!refused.is_empty());
+    for e in &audit {
+        let row = format!("{e:?}");
+        assert!(
+            !row.contains(&token),
+            "a token reached the audit log: {row}"
+        );
+    }
+    assert!(refused
+        .iter()
+        .any(|e| e.target.contains("[REDACTED:github-classic-pat]")));
 }
