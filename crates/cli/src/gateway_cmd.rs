@@ -221,7 +221,7 @@ pub fn admin(cmd: AdminCmd) -> anyhow::Result<ExitCode> {
             } else {
                 for k in &keys {
                     let state = state_label(k.revoked_at);
-                    println!("{:<26} {:<8} {:<20} {}", k.id, state, k.name, k.hint);
+                    println!("{:<26} {:<8} {:<20} {}", k.id, state, safe(&k.name), k.hint);
                 }
             }
         }
@@ -290,13 +290,25 @@ async fn each_entry(
     }
 }
 
+/// A stored text as a terminal may show it: control and invisible formatting
+/// characters escaped, so that no value can forge or hide a row.
+fn safe(s: &str) -> std::borrow::Cow<'_, str> {
+    keyward_gateway::keys::escape_for_terminal(s)
+}
+
 fn print_entry(r: &keyward_store::AuditRow, json: bool) {
     if json {
         println!("{}", serde_json::to_string(r).expect("serialisable"));
     } else {
         println!(
             "{:>6} {} {:<24} {:<20} {:<8} {:<28} {}",
-            r.seq, r.at, r.actor, r.action, r.outcome, r.target, r.details
+            r.seq,
+            r.at,
+            safe(&r.actor),
+            safe(&r.action),
+            safe(&r.outcome),
+            safe(&r.target),
+            safe(&r.details)
         );
     }
 }
@@ -450,8 +462,9 @@ const ENDPOINT_NAMES: &[&str] = &[
 ];
 
 fn parse_lifetime(s: &str) -> anyhow::Result<Option<Duration>> {
-    keyward_gateway::admin::parse_lifetime(s)
-        .with_context(|| format!("`{s}` is not a lifetime; use e.g. 30d, 12h, 45m or never"))
+    keyward_gateway::admin::parse_lifetime(s).with_context(|| {
+        format!("`{s}` is not a lifetime; use e.g. 30d, 12h, 45m or never (at most 36500d)")
+    })
 }
 
 fn state_label(revoked_at: Option<i64>) -> &'static str {
@@ -788,7 +801,11 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                     };
                     println!(
                         "{:<26} {:<9} {:<6} {:<20} {}",
-                        k.id, state, k.environment, k.name, k.hint
+                        k.id,
+                        state,
+                        k.environment,
+                        safe(&k.name),
+                        k.hint
                     );
                 }
             }

@@ -27,6 +27,66 @@ pub fn valid_environment(env: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
+/// Longest key or admin key name, in characters.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// True for characters that move a terminal's cursor, change its state or reorder
+/// or hide text: control characters (C0, DEL, C1) and Unicode format characters
+/// (bidirectional overrides and isolates such as U+202E, zero-width characters,
+/// the BOM, interlinear annotation and tag characters).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
+}
+
+/// Checks a key or admin key name: 1 to [`MAX_NAME_LEN`] characters, none of them
+/// [unsafe](is_unsafe_char) (a newline or U+202E in a name forged rows in listings).
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME_LEN {
+        return Err(format!(
+            "a key name must be 1 to {MAX_NAME_LEN} characters and not only spaces"
+        ));
+    }
+    if let Some(c) = name.chars().find(|&c| is_unsafe_char(c)) {
+        return Err(format!(
+            "a key name may not contain control or invisible formatting characters (found U+{:04X}): use letters, digits, spaces and punctuation",
+            c as u32
+        ));
+    }
+    Ok(())
+}
+
+/// `s` with every [unsafe](is_unsafe_char) character written as an escape (`\n`,
+/// `\u{202e}`), for listings on a terminal: names stored before they were checked,
+/// audit fields, anything a client chose.
+pub fn escape_for_terminal(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(is_unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if is_unsafe_char(c) {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
 /// A new key for `env`: the plaintext (shown once) and a display hint.
 pub fn generate(env: &str) -> (String, String) {
     let key = checksum::keyward_key_seal(&format!(
@@ -201,6 +261,25 @@ impl KeyEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_could_forge_listing_rows_are_refused_and_escaped() {
+        assert!(check_name("payments backend (prod)").is_ok());
+        assert!(check_name("équipe données").is_ok());
+        for bad in [
+            "a\nkey_fake   active",
+            "\x1b[2Jcleared",
+            "evil\u{202E}txt.exe",
+            "zero\u{200B}width",
+            "",
+            "   ",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name(&"x".repeat(129)).is_err());
+        assert_eq!(escape_for_terminal("a\nb\u{202E}c"), "a\\nb\\u{202e}c");
+        assert_eq!(escape_for_terminal("plain"), "plain");
+    }
 
     fn entry() -> KeyEntry {
         KeyEntry::new(KeyRecord {

@@ -14,6 +14,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod conn;
+pub mod echo;
 pub mod keys;
 pub mod proxy;
 pub mod redact;

@@ -523,6 +523,12 @@ async fn forward(
         );
     };
     headers.insert(hn, hv);
+    // A compressed answer could not be screened: ask for none (and refuse one below).
+    headers.insert(
+        axum::http::header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    let echo = crate::echo::EchoScrubber::new(&[secret, client_key]);
     let timeout = Duration::from_secs(provider.config.timeout_secs.unwrap_or(600));
     let upstream = gw
         .client
@@ -546,10 +552,27 @@ async fn forward(
     };
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let encoded = upstream
+        .headers()
+        .get(axum::http::header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        tracing::warn!(request_id = %rid, provider = provider.config.name.as_str(),
+            "the provider sent a compressed body although asked for none: not forwarded");
+        return api::error_response(
+            family,
+            ErrorKind::Upstream,
+            "The provider sent a compressed response, which the gateway cannot screen",
+            rid,
+        );
+    }
     let mut out_headers = HeaderMap::new();
     for name in FORWARD_RESPONSE_HEADERS {
         if let Some(v) = upstream.headers().get(*name) {
-            if let Ok(v) = HeaderValue::from_bytes(v.as_bytes()) {
+            // Headers are screened like bodies: a provider may echo its key in any.
+            let value = String::from_utf8_lossy(&echo.scrub(v.as_bytes())).into_owned();
+            let value = gw.detector.redact(&value);
+            if let Ok(v) = HeaderValue::from_str(&value) {
                 out_headers.insert(HeaderName::from_static(name), v);
             }
         }
@@ -561,7 +584,7 @@ async fn forward(
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
-        let stream = Box::pin(upstream.bytes_stream());
+        let stream = without_echoes(upstream.bytes_stream(), echo.stream());
         let body = if outbound == Action::Off {
             Body::from_stream(stream)
         } else if is_sse {
@@ -589,12 +612,48 @@ async fn forward(
     }
     let text = scrub(
         gw.detector,
-        &String::from_utf8_lossy(&buf),
+        &String::from_utf8_lossy(&echo.scrub(&buf)),
         &[secret, client_key],
     );
     let mut resp = (status, text).into_response();
     *resp.headers_mut() = out_headers;
     resp
+}
+
+/// `upstream` with every form of the request's credentials replaced as it streams
+/// (see [`crate::echo`]), whatever the redaction policy.
+fn without_echoes<S>(
+    upstream: S,
+    echo: crate::echo::EchoStream,
+) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>
+where
+    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + Unpin + 'static,
+{
+    use futures_util::StreamExt;
+    Box::pin(futures_util::stream::unfold(
+        (upstream, echo, false),
+        |(mut upstream, mut echo, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match upstream.next().await {
+                    Some(Ok(piece)) => {
+                        let out = echo.push(&piece);
+                        if !out.is_empty() {
+                            return Some((Ok(bytes::Bytes::from(out)), (upstream, echo, false)));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), (upstream, echo, true))),
+                    None => {
+                        let rest = echo.finish();
+                        return (!rest.is_empty())
+                            .then(|| (Ok(bytes::Bytes::from(rest)), (upstream, echo, true)));
+                    }
+                }
+            }
+        },
+    ))
 }
 
 /// Removes known secrets and anything the detector recognises.

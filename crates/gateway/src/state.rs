@@ -330,6 +330,7 @@ impl Backend {
 
     /// Issues a key. Returns the record and the plaintext, which is not kept.
     pub async fn create_key(&self, spec: NewKey) -> Result<(KeyRecord, String), StateError> {
+        keys::check_name(&spec.name).map_err(StateError::Invalid)?;
         if !keys::valid_environment(&spec.environment)
             || spec.environment == keys::ADMIN_ENVIRONMENT
         {
@@ -424,6 +425,7 @@ impl Backend {
         &self,
         name: &str,
     ) -> Result<(AdminKeyRecord, String), StateError> {
+        keys::check_name(name).map_err(StateError::Invalid)?;
         let (plaintext, hint) = keys::generate(keys::ADMIN_ENVIRONMENT);
         let record = AdminKeyRecord {
             id: format!("adm_{}", keyward_vault::random_base62(20)),

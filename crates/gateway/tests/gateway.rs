@@ -91,6 +91,55 @@ async fn fake_handler(State(f): State<Arc<Fake>>, req: Request) -> Response {
         headers,
         body: body.clone(),
     });
+    let key_sent = auth.trim_start_matches("Bearer ").to_string();
+    if body.contains("ECHO_IN_HEADERS") {
+        // A provider that echoes its credential in rate-limit headers, on 200 and 401.
+        let status = if body.contains("as401") { 401 } else { 200 };
+        return Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("x-ratelimit-limit-requests", format!("100; key={key_sent}"))
+            .header("retry-after", key_sent.clone())
+            .body(Body::from(
+                r#"{"id":"c1","object":"chat.completion","choices":[]}"#,
+            ))
+            .unwrap();
+    }
+    if body.contains("ECHO_ENCODED") {
+        use base64::Engine;
+        let unicode: String = key_sent
+            .chars()
+            .map(|c| format!("\\u{:04x}", c as u32))
+            .collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("user:{key_sent}"));
+        let content = format!(r#"seen {unicode} and {b64}"#);
+        if body.contains("\"stream\":true") {
+            let event = format!(
+                "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}}}}]}}\n\ndata: [DONE]\n\n"
+            );
+            // Cut inside the echoed key: a form split across pieces.
+            let (a, b) = event.split_at(event.len() / 2);
+            let pieces: Vec<Result<String, std::io::Error>> =
+                vec![Ok(a.to_string()), Ok(b.to_string())];
+            return Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(futures_util::stream::iter(pieces)))
+                .unwrap();
+        }
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(format!(
+                r#"{{"id":"c1","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"{content}"}},"finish_reason":"stop"}}]}}"#
+            )))
+            .unwrap();
+    }
+    if body.contains("COMPRESSED") {
+        return Response::builder()
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(Body::from(vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]))
+            .unwrap();
+    }
     if body.contains("ECHO_KEY") {
         let msg = format!(
             r#"{{"error":{{"message":"Incorrect API key provided: {}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#,
@@ -1337,4 +1386,63 @@ async fn secrets_in_request_paths_stay_out_of_the_audit_log_and_long_paths_get_4
     assert!(refused
         .iter()
         .any(|e| e.target.contains("[REDACTED:github-classic-pat]")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_credentials_never_reach_clients_in_headers_encodings_or_compressed_bodies() {
+    use base64::Engine;
+    let r = start(None).await;
+    let (_, key) = r.backend.create_key(new_key("prod", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let leaked = |text: &str| {
+        text.contains(PROD_CRED)
+            || text.contains(&PROD_CRED[..12])
+            || text.contains("\\u0073\\u006b")
+            || text.contains(&b64(&format!("user:{PROD_CRED}"))[8..30])
+    };
+    for body in [
+        r#"{"model":"gpt-4o-mini","messages":[],"x":"ECHO_IN_HEADERS"}"#,
+        r#"{"model":"gpt-4o-mini","messages":[],"x":"ECHO_IN_HEADERS as401"}"#,
+        r#"{"model":"gpt-4o-mini","messages":[],"x":"ECHO_ENCODED"}"#,
+        r#"{"model":"gpt-4o-mini","messages":[],"x":"ECHO_ENCODED","stream":true}"#,
+    ] {
+        let resp = c
+            .post(format!("{}/v1/chat/completions", r.url))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let headers = format!("{:?}", resp.headers());
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        assert!(!leaked(&headers), "{body}: headers {headers}");
+        assert!(!leaked(&text), "{body}: body {text}");
+        assert!(
+            text.contains("[REDACTED]") || headers.contains("[REDACTED]"),
+            "{body}: {status} {text}"
+        );
+    }
+    let asked = r.fake.seen.lock().unwrap().last().unwrap().headers.clone();
+    assert!(
+        asked
+            .iter()
+            .any(|(k, v)| k == "accept-encoding" && v == "identity"),
+        "the gateway asks for an uncompressed answer: {asked:?}"
+    );
+    let (status, text) = chat(
+        &c,
+        &r.url,
+        &key,
+        r#"{"model":"gpt-4o-mini","messages":[],"x":"COMPRESSED"}"#,
+    )
+    .await;
+    assert_eq!(
+        status, 502,
+        "a body that cannot be screened is not passed: {text}"
+    );
+    assert!(text.contains("compressed"), "{text}");
 }
