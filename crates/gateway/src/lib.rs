@@ -122,6 +122,9 @@ pub async fn serve(
         client: upstream_client()?,
         max_body: config.server.max_body_bytes,
         detector: keyward_detect::Detector::builtin(),
+        screening: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        )),
         redaction: config.redaction,
         redactions: Default::default(),
     });

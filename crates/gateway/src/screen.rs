@@ -21,6 +21,10 @@ use std::sync::Arc;
 /// withheld rather than passed unscreened.
 const MAX_SCREENED_RESPONSE: usize = 64 << 20;
 
+/// Bodies up to this size are screened on the async worker (tens of microseconds);
+/// larger ones on the blocking pool.
+const SCREEN_INLINE_MAX: usize = 64 << 10;
+
 /// One request's identity, for reports.
 #[derive(Clone)]
 pub struct Screen {
@@ -32,12 +36,35 @@ pub struct Screen {
 }
 
 impl Screen {
+    /// Runs the detector over a body: inline when it is small, else on the blocking
+    /// pool under one of the gateway's screening permits, so that screening a large
+    /// body never holds an async worker (which `/healthz` and every other request
+    /// share) and at most that many large bodies are screened at once.
+    async fn find_secrets(&self, body: &Bytes) -> Option<(Vec<u8>, Vec<&'static str>)> {
+        if body.len() <= SCREEN_INLINE_MAX {
+            return redact::redact_json(self.gw.detector, body);
+        }
+        let permit = self.gw.screening.clone().acquire_owned().await;
+        let (detector, owned) = (self.gw.detector, body.clone());
+        let screened = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            redact::redact_json(detector, &owned)
+        })
+        .await;
+        match screened {
+            Ok(found) => found,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: screen here rather than pass the body.
+            Err(_) => redact::redact_json(self.gw.detector, body),
+        }
+    }
+
     /// Screens a request body. `Err` is the response to send instead (`block`).
-    pub fn inbound(&self, action: Action, body: Bytes) -> Result<Bytes, Response> {
+    pub async fn inbound(&self, action: Action, body: Bytes) -> Result<Bytes, Response> {
         if action == Action::Off {
             return Ok(body);
         }
-        let Some((redacted, hits)) = redact::redact_json(self.gw.detector, &body) else {
+        let Some((redacted, hits)) = self.find_secrets(&body).await else {
             return Ok(body);
         };
         self.report(Direction::Inbound, action, &hits);
@@ -84,7 +111,7 @@ impl Screen {
             buf.extend_from_slice(&chunk);
         }
         let body = buf.freeze();
-        let Some((redacted, hits)) = redact::redact_json(self.gw.detector, &body) else {
+        let Some((redacted, hits)) = self.find_secrets(&body).await else {
             return Ok(body);
         };
         self.report(Direction::Outbound, action, &hits);

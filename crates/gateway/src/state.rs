@@ -781,6 +781,9 @@ pub struct Live {
     pub replica_id: String,
     /// Unix time (ms) of the last successful check against the store.
     last_ok_ms: AtomicI64,
+    /// The generation served, sent after each new snapshot is swapped in: open
+    /// streams watch it to end when their key stops being usable.
+    changes: tokio::sync::watch::Sender<i64>,
 }
 
 /// How often the store is asked whether anything changed.
@@ -798,11 +801,18 @@ pub fn now_ms() -> i64 {
 
 impl Live {
     pub fn new(s: Snapshot) -> Live {
+        let generation = s.generation;
         Live {
             snapshot: ArcSwap::from_pointee(s),
             replica_id: format!("rep_{}", keyward_vault::random_base62(12)),
             last_ok_ms: AtomicI64::new(now_ms()),
+            changes: tokio::sync::watch::Sender::new(generation),
         }
+    }
+
+    /// Notified each time a new snapshot is served.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.changes.subscribe()
     }
 
     /// True while the snapshot is known to be current.
@@ -826,6 +836,7 @@ impl Live {
                     Ok(s) => {
                         let g = s.generation;
                         self.snapshot.store(Arc::new(s));
+                        self.changes.send_replace(g);
                         tracing::info!("reloaded keys and credentials");
                         Some(g)
                     }

@@ -1446,3 +1446,108 @@ async fn provider_credentials_never_reach_clients_in_headers_encodings_or_compre
     );
     assert!(text.contains("compressed"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_stream_ends_within_a_second_of_its_key_being_revoked() {
+    let r = start(None).await;
+    let (rec, key) = r.backend.create_key(new_key("dev", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    let mut resp = c
+        .post(format!("{}/v1/chat/completions", r.url))
+        .bearer_auth(&key)
+        .body(r#"{"model":"gpt-4o-mini","stream":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.chunk().await.unwrap().expect("the stream has started");
+    assert!(r.backend.revoke_key(&rec.id, "stolen").await.unwrap());
+    let revoked = Instant::now();
+    // The provider would go on for about 5 s; the gateway must cut it off.
+    let mut ended = None;
+    while revoked.elapsed() < Duration::from_secs(4) {
+        match resp.chunk().await {
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => {
+                ended = Some(revoked.elapsed());
+                break;
+            }
+        }
+    }
+    let ended = ended.expect("the stream ended after the revocation");
+    assert!(
+        ended < Duration::from_secs(1),
+        "stream ran {ended:?} past its revocation"
+    );
+    wait_for(Duration::from_secs(3), || {
+        r.fake.stream_cancelled.lock().unwrap().is_some()
+    })
+    .await;
+    assert!(
+        r.fake.stream_cancelled.lock().unwrap().is_some(),
+        "the provider stream was cancelled too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screening_large_bodies_does_not_stall_the_server() {
+    let r = start(None).await;
+    let (_, key) = r.backend.create_key(new_key("dev", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    // Dense keyword text: slow to screen, and one screen per async worker.
+    let text = "password = hunter2 token=abc https://u:p@h ".repeat(230_000);
+    let body = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": text}],
+    })
+    .to_string();
+    let started = Instant::now();
+    let screens: Vec<_> = (0..2)
+        .map(|_| {
+            let (c, url, key, body) = (c.clone(), r.url.clone(), key.clone(), body.clone());
+            tokio::spawn(async move { chat(&c, &url, &key, &body).await.0 })
+        })
+        .collect();
+    // Probed from a thread of its own: the test's runtime is the server's, and a
+    // stalled worker would stall a probe running on it too.
+    let addr = r.url.trim_start_matches("http://").to_string();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            use std::io::{Read, Write};
+            let mut slowest = Duration::ZERO;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let asked = Instant::now();
+                let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                    .unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).unwrap();
+                assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+                slowest = slowest.max(asked.elapsed());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            slowest
+        }
+    });
+    while screens.iter().any(|s| !s.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let slowest = prober.join().unwrap();
+    let screened_in = started.elapsed();
+    for s in screens {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+    assert!(
+        screened_in > Duration::from_secs(1),
+        "the screens must be slow for this to test anything: {screened_in:?}"
+    );
+    assert!(
+        slowest < Duration::from_millis(300),
+        "/healthz took {slowest:?} while two bodies were screened ({screened_in:?})"
+    );
+}
