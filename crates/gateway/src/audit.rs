@@ -65,6 +65,49 @@ fn head_marker(key: &HashKey, seq: i64, mac: &str) -> String {
     )
 }
 
+/// The sealing step for `events` written at `at`: given the newest stored entry's
+/// sequence number and MAC, the chained rows and the new head marker. For
+/// [`Store::append_audit`], and for changes that commit their audit entries in
+/// their own transaction.
+pub fn sealer<'a>(
+    key: &'a HashKey,
+    events: &'a [Event],
+    at: i64,
+) -> impl FnMut(i64, Option<&str>) -> (Vec<AuditRow>, String) + Send + 'a {
+    move |last_seq, last_mac| {
+        let mut prev = last_mac.unwrap_or(GENESIS).to_string();
+        let mut rows = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            let seq = last_seq + 1 + i as i64;
+            let details = e.details.to_string();
+            let mac = entry_mac(
+                key,
+                seq,
+                at,
+                (&e.actor, &e.action, &e.target, &e.outcome, &details),
+                &prev,
+            );
+            rows.push(AuditRow {
+                seq,
+                at,
+                actor: e.actor.clone(),
+                action: e.action.clone(),
+                target: e.target.clone(),
+                outcome: e.outcome.clone(),
+                details,
+                prev_mac: prev.clone(),
+                mac: mac.clone(),
+            });
+            prev = mac;
+        }
+        let head = rows
+            .last()
+            .map(|last| head_marker(key, last.seq, &last.mac))
+            .unwrap_or_default();
+        (rows, head)
+    }
+}
+
 /// Appends events in order, durably, before returning.
 pub async fn append(
     store: &Store,
@@ -74,38 +117,8 @@ pub async fn append(
     if events.is_empty() {
         return Ok(());
     }
-    let at = crate::state::now();
     store
-        .append_audit(|last_seq, last_mac| {
-            let mut prev = last_mac.unwrap_or(GENESIS).to_string();
-            let mut rows = Vec::with_capacity(events.len());
-            for (i, e) in events.iter().enumerate() {
-                let seq = last_seq + 1 + i as i64;
-                let details = e.details.to_string();
-                let mac = entry_mac(
-                    key,
-                    seq,
-                    at,
-                    (&e.actor, &e.action, &e.target, &e.outcome, &details),
-                    &prev,
-                );
-                rows.push(AuditRow {
-                    seq,
-                    at,
-                    actor: e.actor.clone(),
-                    action: e.action.clone(),
-                    target: e.target.clone(),
-                    outcome: e.outcome.clone(),
-                    details,
-                    prev_mac: prev.clone(),
-                    mac: mac.clone(),
-                });
-                prev = mac;
-            }
-            let last = rows.last().expect("non-empty");
-            let head = head_marker(key, last.seq, &last.mac);
-            (rows, head)
-        })
+        .append_audit(sealer(key, events, crate::state::now()))
         .await
 }
 

@@ -205,6 +205,11 @@ impl Backend {
         Ok(crate::audit::append(&self.store, &self.audit_key, events).await?)
     }
 
+    /// The audit event of an action by this backend's actor.
+    fn event(&self, action: &str, target: &str, details: serde_json::Value) -> crate::audit::Event {
+        crate::audit::Event::new(&self.actor, action, target, "ok", details)
+    }
+
     async fn audit_one(
         &self,
         action: &str,
@@ -408,7 +413,6 @@ impl Backend {
             suspended_at: None,
             suspend_reason: None,
         };
-        self.store.insert_key(&record).await?;
         let details = serde_json::json!({
             "name": record.name, "environment": record.environment, "models": record.models,
             "providers": record.providers, "endpoints": record.endpoints,
@@ -416,7 +420,14 @@ impl Backend {
             "redact_inbound": record.redact_inbound, "redact_outbound": record.redact_outbound,
             "rotate_every": record.rotate_every, "notify_secret": record.notify_secret,
         });
-        self.audit_one("keys.create", &record.id, details).await?;
+        // The key and its audit entry commit together: no key without its record.
+        let events = [self.event("keys.create", &record.id, details)];
+        self.store
+            .insert_key(
+                &record,
+                &mut crate::audit::sealer(&self.audit_key, &events, now()),
+            )
+            .await?;
         Ok((record, plaintext))
     }
 
@@ -435,13 +446,17 @@ impl Backend {
             created_at: now(),
             revoked_at: None,
         };
-        self.store.insert_admin_key(&record).await?;
-        self.audit_one(
+        let events = [self.event(
             "admin_keys.create",
             &record.id,
             serde_json::json!({"name": record.name}),
-        )
-        .await?;
+        )];
+        self.store
+            .insert_admin_key(
+                &record,
+                &mut crate::audit::sealer(&self.audit_key, &events, now()),
+            )
+            .await?;
         Ok((record, plaintext))
     }
 
@@ -464,15 +479,19 @@ impl Backend {
         let (plaintext, hint) = keys::generate(&rec.environment);
         let until = now() + grace.as_secs() as i64;
         let hash = self.hash_key.hash_hex(plaintext.as_bytes());
-        if !self.store.rotate_key(id, &hash, &hint, until).await? {
-            return Ok(None);
-        }
-        self.audit_one(
+        let events = [self.event(
             "keys.rotate",
             id,
             serde_json::json!({"previous_valid_until": until}),
-        )
-        .await?;
+        )];
+        let mut audit = crate::audit::sealer(&self.audit_key, &events, now());
+        if !self
+            .store
+            .rotate_key(id, &hash, &hint, until, &mut audit)
+            .await?
+        {
+            return Ok(None);
+        }
         Ok(Some(plaintext))
     }
 
@@ -480,34 +499,25 @@ impl Backend {
     /// the same way with [`Backend::await_replicas`]) until resumed. Returns
     /// false when no such key exists or it is revoked.
     pub async fn suspend_key(&self, id: &str, reason: &str) -> Result<bool, StateError> {
-        let found = self
+        let events = [self.event("keys.suspend", id, serde_json::json!({"reason": reason}))];
+        let mut audit = crate::audit::sealer(&self.audit_key, &events, now());
+        Ok(self
             .store
-            .set_key_suspension(id, Some((now(), reason)))
-            .await?;
-        if found {
-            self.audit_one("keys.suspend", id, serde_json::json!({"reason": reason}))
-                .await?;
-        }
-        Ok(found)
+            .set_key_suspension(id, Some((now(), reason)), &mut audit)
+            .await?)
     }
 
     /// Lifts a suspension. Returns false when no such key exists or it is revoked.
     pub async fn resume_key(&self, id: &str) -> Result<bool, StateError> {
-        let found = self.store.set_key_suspension(id, None).await?;
-        if found {
-            self.audit_one("keys.resume", id, serde_json::json!({}))
-                .await?;
-        }
-        Ok(found)
+        let events = [self.event("keys.resume", id, serde_json::json!({}))];
+        let mut audit = crate::audit::sealer(&self.audit_key, &events, now());
+        Ok(self.store.set_key_suspension(id, None, &mut audit).await?)
     }
 
     pub async fn revoke_key(&self, id: &str, reason: &str) -> Result<bool, StateError> {
-        let found = self.store.revoke_key(id, reason, now()).await?;
-        if found {
-            self.audit_one("keys.revoke", id, serde_json::json!({"reason": reason}))
-                .await?;
-        }
-        Ok(found)
+        let events = [self.event("keys.revoke", id, serde_json::json!({"reason": reason}))];
+        let mut audit = crate::audit::sealer(&self.audit_key, &events, now());
+        Ok(self.store.revoke_key(id, reason, now(), &mut audit).await?)
     }
 
     /// Handles a leak report: every Keyward key among `tokens` (current or
@@ -529,15 +539,20 @@ impl Backend {
             match found {
                 Some(k) if k.revoked_at.is_some() => out.already_revoked.push(k.id.clone()),
                 Some(k) => {
-                    self.store
-                        .revoke_key(&k.id, &format!("leak reported at {location}"), now())
-                        .await?;
-                    self.audit_one(
+                    let events = [self.event(
                         "keys.leak_reported",
                         &k.id,
                         serde_json::json!({"location": location, "environment": k.environment}),
-                    )
-                    .await?;
+                    )];
+                    let mut audit = crate::audit::sealer(&self.audit_key, &events, now());
+                    self.store
+                        .revoke_key(
+                            &k.id,
+                            &format!("leak reported at {location}"),
+                            now(),
+                            &mut audit,
+                        )
+                        .await?;
                     out.revoked.push((k.id.clone(), k.environment.clone()));
                 }
                 None => out.unknown += 1,
@@ -573,12 +588,9 @@ impl Backend {
     }
 
     pub async fn revoke_admin_key(&self, id: &str) -> Result<bool, StateError> {
-        let found = self.store.revoke_admin_key(id, now()).await?;
-        if found {
-            self.audit_one("admin_keys.revoke", id, serde_json::json!({}))
-                .await?;
-        }
-        Ok(found)
+        let events = [self.event("admin_keys.revoke", id, serde_json::json!({}))];
+        let mut audit = crate::audit::sealer(&self.audit_key, &events, now());
+        Ok(self.store.revoke_admin_key(id, now(), &mut audit).await?)
     }
 
     pub fn hash_key(&self) -> &HashKey {

@@ -161,3 +161,46 @@ async fn concurrent_writers_keep_one_chain() {
         }
     );
 }
+
+#[tokio::test]
+async fn a_change_whose_audit_entry_cannot_be_written_is_not_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, url) = backend(dir.path()).await;
+    let (kept, _) = b.create_key(key_spec()).await.unwrap();
+    // From now on the audit log refuses every entry, as a crash between the two
+    // writes would have left it.
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert!(b.create_key(key_spec()).await.is_err());
+    assert_eq!(
+        b.store.keys().await.unwrap().len(),
+        1,
+        "no key exists without its audit entry"
+    );
+    assert!(b.revoke_key(&kept.id, "test").await.is_err());
+    assert!(b.suspend_key(&kept.id, "test").await.is_err());
+    assert!(b.create_admin_key("ops").await.is_err());
+    let k = &b.store.keys().await.unwrap()[0];
+    assert_eq!(
+        k.revoked_at, None,
+        "an unaudited revocation was rolled back"
+    );
+    assert_eq!(
+        k.suspended_at, None,
+        "an unaudited suspension was rolled back"
+    );
+    assert!(b.store.admin_keys().await.unwrap().is_empty());
+    sqlx::query("DROP TRIGGER refuse_audit")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert!(b.revoke_key(&kept.id, "test").await.unwrap());
+    let report = audit::verify(&b.store, b.audit_key()).await.unwrap();
+    assert_eq!(report.first_broken, None);
+    assert_eq!(report.entries, 2, "create and revoke, nothing in between");
+}

@@ -119,6 +119,12 @@ pub struct AuditRow {
     pub mac: String,
 }
 
+/// Audit entries to commit in the same transaction as the change they record:
+/// called with the sequence number and MAC of the newest stored entry (0 and `None`
+/// when the log is empty), it returns the rows and the new head marker, as for
+/// [`Store::append_audit`]. No rows: nothing is appended.
+pub type Seal<'a> = &'a mut (dyn FnMut(i64, Option<&str>) -> (Vec<AuditRow>, String) + Send);
+
 /// A connection pool to the store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -197,16 +203,18 @@ impl Store {
         Ok(tx)
     }
 
-    /// Runs one UPDATE in a write transaction and, when it changed a row, bumps
-    /// the generation and commits. Returns whether a row changed.
+    /// Runs one UPDATE in a write transaction and, when it changed a row, appends
+    /// `audit`, bumps the generation and commits. Returns whether a row changed.
     async fn update_bumping<'q>(
         &self,
         update: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        audit: Seal<'_>,
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         if update.execute(&mut *tx).await?.rows_affected() == 0 {
             return Ok(false);
         }
+        self.append_audit_in(&mut tx, audit).await?;
         bump_generation(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
@@ -477,7 +485,8 @@ impl Store {
         rows.iter().map(secret_from_row).collect()
     }
 
-    pub async fn insert_key(&self, k: &KeyRecord) -> Result<()> {
+    /// Stores a new key and its audit entries, in one transaction.
+    pub async fn insert_key(&self, k: &KeyRecord, audit: Seal<'_>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret) \
@@ -505,6 +514,7 @@ impl Store {
         .bind(k.notify_secret.clone())
         .execute(&mut *tx)
         .await?;
+        self.append_audit_in(&mut tx, audit).await?;
         bump_generation(&mut tx).await?;
         tx.commit().await?;
         Ok(())
@@ -529,6 +539,7 @@ impl Store {
         new_hash: &str,
         new_hint: &str,
         prev_valid_until: i64,
+        audit: Seal<'_>,
     ) -> Result<bool> {
         self.update_bumping(
             sqlx::query(
@@ -538,6 +549,7 @@ impl Store {
             .bind(new_hash)
             .bind(new_hint)
             .bind(id),
+            audit,
         )
         .await
     }
@@ -548,6 +560,7 @@ impl Store {
         &self,
         id: &str,
         suspension: Option<(i64, &str)>,
+        audit: Seal<'_>,
     ) -> Result<bool> {
         self.update_bumping(
             sqlx::query(
@@ -556,6 +569,7 @@ impl Store {
             .bind(id)
             .bind(suspension.map(|s| s.0))
             .bind(suspension.map(|s| s.1.to_string())),
+            audit,
         )
         .await
     }
@@ -590,9 +604,16 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Marks a key revoked. Returns false when no such key exists; revoking a
-    /// revoked key keeps the first revocation.
-    pub async fn revoke_key(&self, id: &str, reason: &str, now: i64) -> Result<bool> {
+    /// Marks a key revoked and appends `audit`, in one transaction. Returns false
+    /// (and writes nothing) when no such key exists; revoking a revoked key keeps
+    /// the first revocation.
+    pub async fn revoke_key(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+        audit: Seal<'_>,
+    ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let exists: Option<String> = sqlx::query_scalar("SELECT id FROM client_keys WHERE id = $1")
             .bind(id)
@@ -607,6 +628,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        self.append_audit_in(&mut tx, audit).await?;
         bump_generation(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
@@ -614,7 +636,8 @@ impl Store {
 }
 
 impl Store {
-    pub async fn insert_admin_key(&self, k: &AdminKeyRecord) -> Result<()> {
+    /// Stores a new admin key and its audit entries, in one transaction.
+    pub async fn insert_admin_key(&self, k: &AdminKeyRecord, audit: Seal<'_>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO admin_keys (id, key_hash, hint, name, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&k.id)
@@ -625,6 +648,7 @@ impl Store {
             .bind(k.revoked_at)
             .execute(&mut *tx)
             .await?;
+        self.append_audit_in(&mut tx, audit).await?;
         bump_generation(&mut tx).await?;
         tx.commit().await?;
         Ok(())
@@ -648,8 +672,9 @@ impl Store {
             .collect()
     }
 
-    /// Revokes an admin key; false when no such key exists.
-    pub async fn revoke_admin_key(&self, id: &str, now: i64) -> Result<bool> {
+    /// Revokes an admin key and appends `audit`, in one transaction; false (and
+    /// nothing written) when no such key exists.
+    pub async fn revoke_admin_key(&self, id: &str, now: i64, audit: Seal<'_>) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "UPDATE admin_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
@@ -663,6 +688,9 @@ impl Store {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
+        if exists.is_some() {
+            self.append_audit_in(&mut tx, audit).await?;
+        }
         if n > 0 {
             bump_generation(&mut tx).await?;
         }
@@ -678,7 +706,7 @@ impl Store {
     /// if another writer appended in between.
     pub async fn append_audit<F>(&self, mut seal: F) -> Result<()>
     where
-        F: FnMut(i64, Option<&str>) -> (Vec<AuditRow>, String),
+        F: FnMut(i64, Option<&str>) -> (Vec<AuditRow>, String) + Send,
     {
         for attempt in 0..64u32 {
             match self.try_append_audit(&mut seal).await {
@@ -700,17 +728,42 @@ impl Store {
 
     async fn try_append_audit<F>(&self, seal: &mut F) -> Result<()>
     where
-        F: FnMut(i64, Option<&str>) -> (Vec<AuditRow>, String),
+        F: FnMut(i64, Option<&str>) -> (Vec<AuditRow>, String) + Send,
     {
-        let mut tx = self.begin_write().await?;
+        // PostgreSQL: no generation lock, so an audit write never waits on a
+        // revocation (the audit lock is taken inside). SQLite has one write lock.
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.begin_write().await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        self.append_audit_in(&mut tx, seal).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Appends the entries `seal` makes within `tx`, after the newest stored one,
+    /// holding the audit lock until `tx` ends.
+    async fn append_audit_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        seal: Seal<'_>,
+    ) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT value FROM meta WHERE name = 'audit_lock' FOR UPDATE")
+                .execute(&mut **tx)
+                .await?;
+        }
         let last: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
         let (rows, head) = match &last {
             Some((seq, mac)) => seal(*seq, Some(mac)),
             None => seal(0, None),
         };
+        if rows.is_empty() {
+            return Ok(());
+        }
         for r in &rows {
             sqlx::query(
                 "INSERT INTO audit_log (seq, at, actor, action, target, outcome, details, prev_mac, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -724,18 +777,17 @@ impl Store {
             .bind(&r.details)
             .bind(&r.prev_mac)
             .bind(&r.mac)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         sqlx::query("UPDATE meta SET value = $1 WHERE name = 'audit_head'")
             .bind(&head)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         sqlx::query("INSERT INTO meta (name, value) SELECT 'audit_head', $1 WHERE NOT EXISTS (SELECT 1 FROM meta WHERE name = 'audit_head')")
             .bind(&head)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 

@@ -119,19 +119,29 @@ async fn exercise(store: Store) {
         3
     );
     assert_eq!(store.current_secrets().await.unwrap().len(), 1);
-    // Keys.
-    store.insert_key(&record("key_a", "h1")).await.unwrap();
+    // Keys (audited by the gateway; nothing to append here).
+    let mut no_audit = |_: i64, _: Option<&str>| (Vec::new(), String::new());
+    store
+        .insert_key(&record("key_a", "h1"), &mut no_audit)
+        .await
+        .unwrap();
     assert!(
-        store.insert_key(&record("key_b", "h1")).await.is_err(),
+        store
+            .insert_key(&record("key_b", "h1"), &mut no_audit)
+            .await
+            .is_err(),
         "hashes are unique"
     );
     let keys = store.keys().await.unwrap();
     assert_eq!(keys, vec![record("key_a", "h1")]);
     assert!(store
-        .rotate_key("key_a", "h2", "kw_dev_Cd", 180)
+        .rotate_key("key_a", "h2", "kw_dev_Cd", 180, &mut no_audit)
         .await
         .unwrap());
-    assert!(!store.rotate_key("missing", "h3", "x", 180).await.unwrap());
+    assert!(!store
+        .rotate_key("missing", "h3", "x", 180, &mut no_audit)
+        .await
+        .unwrap());
     let k = &store.keys().await.unwrap()[0];
     assert_eq!(
         (
@@ -141,8 +151,14 @@ async fn exercise(store: Store) {
         ),
         ("h2", Some("h1"), Some(180))
     );
-    assert!(store.revoke_key("key_a", "leaked", 150).await.unwrap());
-    assert!(!store.revoke_key("missing", "x", 150).await.unwrap());
+    assert!(store
+        .revoke_key("key_a", "leaked", 150, &mut no_audit)
+        .await
+        .unwrap());
+    assert!(!store
+        .revoke_key("missing", "x", 150, &mut no_audit)
+        .await
+        .unwrap());
     let k = &store.keys().await.unwrap()[0];
     assert_eq!(
         (k.revoked_at, k.revoke_reason.as_deref()),
@@ -160,11 +176,17 @@ async fn exercise(store: Store) {
         created_at: 5,
         revoked_at: None,
     };
-    store.insert_admin_key(&admin).await.unwrap();
+    store.insert_admin_key(&admin, &mut no_audit).await.unwrap();
     assert_eq!(store.admin_keys().await.unwrap(), vec![admin]);
-    assert!(store.revoke_admin_key("adm_1", 9).await.unwrap());
+    assert!(store
+        .revoke_admin_key("adm_1", 9, &mut no_audit)
+        .await
+        .unwrap());
     assert_eq!(store.admin_keys().await.unwrap()[0].revoked_at, Some(9));
-    assert!(!store.revoke_admin_key("adm_x", 9).await.unwrap());
+    assert!(!store
+        .revoke_admin_key("adm_x", 9, &mut no_audit)
+        .await
+        .unwrap());
     assert_eq!(store.meta_init("check", "abc").await.unwrap(), "abc");
     assert_eq!(
         store.meta_init("check", "zzz").await.unwrap(),
