@@ -22,6 +22,7 @@ pub mod rekey;
 pub mod schedule;
 pub mod screen;
 pub mod state;
+pub mod tasks;
 pub mod tls;
 
 use axum::routing::get;
@@ -104,7 +105,12 @@ pub async fn serve(
         )
         .await
         .map_err(state::StateError::from)?;
-    tokio::spawn(live.clone().follow(backend.clone()));
+    {
+        let (live, backend) = (live.clone(), backend.clone());
+        tasks::supervise("store follower", move || {
+            live.clone().follow(backend.clone())
+        });
+    }
     // Off the start-up path; a stream arriving first waits for it.
     tokio::task::spawn_blocking(|| keyward_detect::Detector::builtin().prepare_streaming());
     let gw = Arc::new(proxy::Gateway {
@@ -128,18 +134,23 @@ pub async fn serve(
         redaction: config.redaction,
         redactions: Default::default(),
     });
-    tokio::spawn(schedule::run(
-        backend.clone(),
-        gw.live.clone(),
-        upstream_client()?,
-        gw.alerts.clone(),
-    ));
+    {
+        let (backend, live, alerts) = (backend.clone(), gw.live.clone(), gw.alerts.clone());
+        let client = upstream_client()?;
+        tasks::supervise("rotation schedule", move || {
+            schedule::run(
+                backend.clone(),
+                live.clone(),
+                client.clone(),
+                alerts.clone(),
+            )
+        });
+    }
     if let Some(max_age) = config.vault.max_age() {
-        tokio::spawn(alerts::watch_credential_age(
-            gw.live.clone(),
-            gw.alerts.clone(),
-            max_age,
-        ));
+        let (live, alerts) = (gw.live.clone(), gw.alerts.clone());
+        tasks::supervise("credential age alerts", move || {
+            alerts::watch_credential_age(live.clone(), alerts.clone(), max_age)
+        });
     }
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(c), Some(k)) => Some(tls::server_config(c, k).map_err(ServeError::Tls)?),

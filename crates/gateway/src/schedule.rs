@@ -69,12 +69,22 @@ async fn step(
         if k.revoked_at.is_some() || !seen.insert(k.id.as_str()) {
             continue;
         }
+        if every <= 0 || every > crate::admin::MAX_LIFETIME.as_secs() as i64 {
+            // Only a store edited by hand gets here: keys are created with checked
+            // periods. Skipped loudly rather than looped on.
+            tracing::error!(
+                key_id = k.id.as_str(),
+                rotate_every = every,
+                "rotation period out of range (1 s to 36500 d): this key is not rotated"
+            );
+            continue;
+        }
         let webhook = snapshot
             .credentials
             .get(notify)
             .map(|s| s.expose_secret().to_string());
         if t < due {
-            if t >= due - notice_lead(every)
+            if t >= due.saturating_sub(notice_lead(every))
                 && backend.store.claim_rotation_notice(&k.id, due).await?
             {
                 let body = json!({
@@ -87,10 +97,8 @@ async fn step(
             continue;
         }
         // Due (or overdue after downtime): the next one is a period after now's slot.
-        let mut next = due + every;
-        while next <= t {
-            next += every;
-        }
+        let periods_late = t.saturating_sub(due) / every;
+        let next = due.saturating_add(every.saturating_mul(periods_late.saturating_add(1)));
         if !backend.store.claim_rotation(&k.id, due, next).await? {
             continue;
         }
