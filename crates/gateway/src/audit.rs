@@ -108,6 +108,20 @@ pub fn sealer<'a>(
     }
 }
 
+/// [`sealer`] for events that carry a number only the store's transaction knows
+/// (a version, a count): `make` builds them from it.
+pub fn sealer_with<'a>(
+    key: &'a HashKey,
+    at: i64,
+    make: impl Fn(i64) -> Vec<Event> + Send + 'a,
+) -> impl FnMut(i64, i64, Option<&str>) -> (Vec<AuditRow>, String) + Send + 'a {
+    move |n, last_seq, last_mac| {
+        let events = make(n);
+        let sealed = sealer(key, &events, at)(last_seq, last_mac);
+        sealed
+    }
+}
+
 /// Appends events in order, durably, before returning.
 pub async fn append(
     store: &Store,

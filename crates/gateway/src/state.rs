@@ -152,6 +152,13 @@ impl Backend {
     /// keys re-wrapped.
     pub async fn rekey(&self, new: MasterKey) -> Result<usize, StateError> {
         let old = self.current_master().await?;
+        let mut audit = crate::audit::sealer_with(&self.audit_key, now(), |n| {
+            vec![self.event(
+                "vault.rekey",
+                "master-key",
+                serde_json::json!({"rewrapped": n}),
+            )]
+        });
         let n = self
             .store
             .rekey(
@@ -172,15 +179,10 @@ impl Backend {
                         .map(|s| s.wrapped_key)
                         .map_err(|e| format!("{kind} {name}: {e}"))
                 },
+                &mut audit,
             )
             .await?;
         self.master.store(Arc::new(new));
-        self.audit_one(
-            "vault.rekey",
-            "master-key",
-            serde_json::json!({"rewrapped": n}),
-        )
-        .await?;
         Ok(n)
     }
 
@@ -208,22 +210,6 @@ impl Backend {
     /// The audit event of an action by this backend's actor.
     fn event(&self, action: &str, target: &str, details: serde_json::Value) -> crate::audit::Event {
         crate::audit::Event::new(&self.actor, action, target, "ok", details)
-    }
-
-    async fn audit_one(
-        &self,
-        action: &str,
-        target: &str,
-        details: serde_json::Value,
-    ) -> Result<(), StateError> {
-        self.audit(&[crate::audit::Event::new(
-            &self.actor,
-            action,
-            target,
-            "ok",
-            details,
-        )])
-        .await
     }
 
     /// Stores a new version of a provider credential and makes it current.
@@ -258,17 +244,22 @@ impl Backend {
 
     /// Takes one version of a pooled credential out of service.
     pub async fn vault_retire(&self, name: &str, version: i64) -> Result<(), StateError> {
-        if !self.store.retire_secret_version(name, version).await? {
+        let events = [self.event(
+            "vault.retire",
+            name,
+            serde_json::json!({"version": version}),
+        )];
+        let mut audit = crate::audit::sealer(&self.audit_key, &events, now());
+        if !self
+            .store
+            .retire_secret_version(name, version, &mut audit)
+            .await?
+        {
             return Err(StateError::Invalid(format!(
                 "`{name}` v{version} is not live, or is its only live version (use `vault rotate` to replace it)"
             )));
         }
-        self.audit_one(
-            "vault.retire",
-            name,
-            serde_json::json!({"version": version}),
-        )
-        .await
+        Ok(())
     }
 
     async fn vault_store(&self, name: &str, value: &str, pooled: bool) -> Result<i64, StateError> {
@@ -282,6 +273,13 @@ impl Backend {
                 "the secret on standard input is empty; nothing stored".into(),
             ));
         }
+        let mut audit = crate::audit::sealer_with(&self.audit_key, now(), |version| {
+            vec![self.event(
+                "vault.put",
+                name,
+                serde_json::json!({"version": version, "pooled": pooled}),
+            )]
+        });
         let mut master = self.master.load_full();
         let mut retried = false;
         let version = loop {
@@ -290,11 +288,14 @@ impl Backend {
                 .store
                 .put_secret(
                     name,
-                    &sealed.wrapped_key,
-                    &sealed.ciphertext,
-                    now(),
-                    &master.check_value(),
+                    keyward_store::SealedVersion {
+                        wrapped_key: &sealed.wrapped_key,
+                        ciphertext: &sealed.ciphertext,
+                        created_at: now(),
+                        master_check: &master.check_value(),
+                    },
                     pooled,
+                    &mut audit,
                 )
                 .await
             {
@@ -307,29 +308,24 @@ impl Backend {
                 Err(e) => return Err(e.into()),
             }
         };
-        self.audit_one(
-            "vault.put",
-            name,
-            serde_json::json!({"version": version, "pooled": pooled}),
-        )
-        .await?;
         Ok(version)
     }
 
     /// Switches `name` back to its previous version; traffic follows within the
     /// poll interval. Returns the version now current.
     pub async fn vault_rollback(&self, name: &str) -> Result<i64, StateError> {
-        let Some(version) = self.store.rollback_secret(name).await? else {
+        let mut audit = crate::audit::sealer_with(&self.audit_key, now(), |version| {
+            vec![self.event(
+                "vault.rollback",
+                name,
+                serde_json::json!({"version": version}),
+            )]
+        });
+        let Some(version) = self.store.rollback_secret(name, &mut audit).await? else {
             return Err(StateError::Invalid(format!(
                 "`{name}` has no earlier version to roll back to"
             )));
         };
-        self.audit_one(
-            "vault.rollback",
-            name,
-            serde_json::json!({"version": version}),
-        )
-        .await?;
         Ok(version)
     }
 

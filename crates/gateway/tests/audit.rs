@@ -185,6 +185,18 @@ async fn a_change_whose_audit_entry_cannot_be_written_is_not_made() {
     assert!(b.revoke_key(&kept.id, "test").await.is_err());
     assert!(b.suspend_key(&kept.id, "test").await.is_err());
     assert!(b.create_admin_key("ops").await.is_err());
+    assert!(b
+        .vault_put("openai-prod", "sk-never-stored-0123456789")
+        .await
+        .is_err());
+    assert!(
+        b.store
+            .current_secret("openai-prod")
+            .await
+            .unwrap()
+            .is_none(),
+        "no credential is stored without its audit entry"
+    );
     let k = &b.store.keys().await.unwrap()[0];
     assert_eq!(
         k.revoked_at, None,

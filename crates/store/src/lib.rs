@@ -125,6 +125,22 @@ pub struct AuditRow {
 /// [`Store::append_audit`]. No rows: nothing is appended.
 pub type Seal<'a> = &'a mut (dyn FnMut(i64, Option<&str>) -> (Vec<AuditRow>, String) + Send);
 
+/// [`Seal`] for a change whose audit entries carry a number only known inside its
+/// transaction (the version stored, the keys re-wrapped): called with it first.
+pub type VersionSeal<'a> =
+    &'a mut (dyn FnMut(i64, i64, Option<&str>) -> (Vec<AuditRow>, String) + Send);
+
+/// A new version of a secret as [`Store::put_secret`] takes it: sealed by the
+/// caller under the master key whose check value is `master_check`.
+#[derive(Debug, Clone, Copy)]
+pub struct SealedVersion<'a> {
+    pub wrapped_key: &'a [u8],
+    pub ciphertext: &'a [u8],
+    /// Unix time, seconds.
+    pub created_at: i64,
+    pub master_check: &'a str,
+}
+
 /// A connection pool to the store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -271,12 +287,16 @@ impl Store {
     pub async fn put_secret(
         &self,
         name: &str,
-        wrapped_key: &[u8],
-        ciphertext: &[u8],
-        now: i64,
-        master_check: &str,
+        sealed: SealedVersion<'_>,
         pooled: bool,
+        audit: VersionSeal<'_>,
     ) -> Result<i64> {
+        let SealedVersion {
+            wrapped_key,
+            ciphertext,
+            created_at: now,
+            master_check,
+        } = sealed;
         let mut tx = self.begin_write().await?;
         let stored: Option<String> =
             sqlx::query_scalar("SELECT value FROM meta WHERE name = 'master_key_check'")
@@ -307,6 +327,8 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        self.append_audit_in(&mut tx, &mut |seq, mac| audit(version, seq, mac))
+            .await?;
         bump_generation(&mut tx).await?;
         tx.commit().await?;
         Ok(version)
@@ -324,6 +346,7 @@ impl Store {
         new_check: &str,
         sealed_meta: &[&str],
         mut rewrap: F,
+        audit: VersionSeal<'_>,
     ) -> Result<usize>
     where
         F: FnMut(&str, &str, &[u8]) -> std::result::Result<Vec<u8>, String>,
@@ -381,6 +404,9 @@ impl Store {
             .bind(new_check)
             .execute(&mut *tx)
             .await?;
+        let rewrapped = n as i64;
+        self.append_audit_in(&mut tx, &mut |seq, mac| audit(rewrapped, seq, mac))
+            .await?;
         bump_generation(&mut tx).await?;
         tx.commit().await?;
         Ok(n)
@@ -390,7 +416,7 @@ impl Store {
     /// When it was the only live one, the newest earlier version becomes live
     /// again. Returns the newest version live afterwards, or `None` (changing
     /// nothing) when there is nothing to roll back to.
-    pub async fn rollback_secret(&self, name: &str) -> Result<Option<i64>> {
+    pub async fn rollback_secret(&self, name: &str, audit: VersionSeal<'_>) -> Result<Option<i64>> {
         let mut tx = self.begin_write().await?;
         let live: Vec<i64> = sqlx::query_scalar(
             "SELECT version FROM secrets WHERE name = $1 AND state = 'current' ORDER BY version DESC",
@@ -429,6 +455,8 @@ impl Store {
             .bind(newest)
             .execute(&mut *tx)
             .await?;
+        self.append_audit_in(&mut tx, &mut |seq, mac| audit(serving, seq, mac))
+            .await?;
         bump_generation(&mut tx).await?;
         tx.commit().await?;
         Ok(Some(serving))
@@ -436,7 +464,12 @@ impl Store {
 
     /// Takes one live version of a pooled secret out of service (kept as
     /// `previous`). Refused (`Ok(false)`) unless another version stays live.
-    pub async fn retire_secret_version(&self, name: &str, version: i64) -> Result<bool> {
+    pub async fn retire_secret_version(
+        &self,
+        name: &str,
+        version: i64,
+        audit: Seal<'_>,
+    ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let live: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM secrets WHERE name = $1 AND state = 'current'")
@@ -451,6 +484,7 @@ impl Store {
             .bind(version)
             .execute(&mut *tx)
             .await?;
+        self.append_audit_in(&mut tx, audit).await?;
         bump_generation(&mut tx).await?;
         tx.commit().await?;
         Ok(true)

@@ -41,6 +41,20 @@ fn rand_suffix() -> u64 {
     h.finish() % 1_000_000_000
 }
 
+fn sealed<'a>(
+    wk: &'a [u8],
+    ct: &'a [u8],
+    at: i64,
+    check: &'a str,
+) -> keyward_store::SealedVersion<'a> {
+    keyward_store::SealedVersion {
+        wrapped_key: wk,
+        ciphertext: ct,
+        created_at: at,
+        master_check: check,
+    }
+}
+
 fn record(id: &str, hash: &str) -> KeyRecord {
     KeyRecord {
         id: id.into(),
@@ -59,18 +73,30 @@ fn record(id: &str, hash: &str) -> KeyRecord {
 }
 
 async fn exercise(store: Store) {
+    // The gateway audits these changes; nothing to append here.
+    let mut no_audit_n = |_: i64, _: i64, _: Option<&str>| (Vec::new(), String::new());
     let g0 = store.generation().await.unwrap();
     // Secrets: versions, one current.
     assert_eq!(
         store
-            .put_secret("openai-prod", b"wk1", b"ct1", 10, "check", false)
+            .put_secret(
+                "openai-prod",
+                sealed(b"wk1", b"ct1", 10, "check"),
+                false,
+                &mut no_audit_n
+            )
             .await
             .unwrap(),
         1
     );
     assert_eq!(
         store
-            .put_secret("openai-prod", b"wk2", b"ct2", 11, "check", false)
+            .put_secret(
+                "openai-prod",
+                sealed(b"wk2", b"ct2", 11, "check"),
+                false,
+                &mut no_audit_n
+            )
             .await
             .unwrap(),
         2
@@ -78,7 +104,13 @@ async fn exercise(store: Store) {
     let cur = store.current_secret("openai-prod").await.unwrap().unwrap();
     assert_eq!((cur.version, cur.ciphertext.as_slice()), (2, &b"ct2"[..]));
     assert!(store.current_secret("nope").await.unwrap().is_none());
-    assert_eq!(store.rollback_secret("openai-prod").await.unwrap(), Some(1));
+    assert_eq!(
+        store
+            .rollback_secret("openai-prod", &mut no_audit_n)
+            .await
+            .unwrap(),
+        Some(1)
+    );
     assert_eq!(
         store
             .current_secret("openai-prod")
@@ -89,7 +121,10 @@ async fn exercise(store: Store) {
         1
     );
     assert_eq!(
-        store.rollback_secret("openai-prod").await.unwrap(),
+        store
+            .rollback_secret("openai-prod", &mut no_audit_n)
+            .await
+            .unwrap(),
         None,
         "nothing older to roll back to"
     );
@@ -103,7 +138,12 @@ async fn exercise(store: Store) {
     assert_eq!(states, ["current", "rolled_back"]);
     assert_eq!(
         store
-            .put_secret("openai-prod", b"wk3", b"ct3", 12, "check", false)
+            .put_secret(
+                "openai-prod",
+                sealed(b"wk3", b"ct3", 12, "check"),
+                false,
+                &mut no_audit_n
+            )
             .await
             .unwrap(),
         3,
@@ -119,7 +159,7 @@ async fn exercise(store: Store) {
         3
     );
     assert_eq!(store.current_secrets().await.unwrap().len(), 1);
-    // Keys (audited by the gateway; nothing to append here).
+    // Keys.
     let mut no_audit = |_: i64, _: Option<&str>| (Vec::new(), String::new());
     store
         .insert_key(&record("key_a", "h1"), &mut no_audit)
@@ -202,13 +242,19 @@ async fn exercise(store: Store) {
         .unwrap();
     let before = store.current_secret("openai-prod").await.unwrap().unwrap();
     let failing = store
-        .rekey("old", "new", &["audit_key"], |kind, _, _| {
-            if kind == "meta" {
-                Err("cannot unwrap".into())
-            } else {
-                Ok(b"x".to_vec())
-            }
-        })
+        .rekey(
+            "old",
+            "new",
+            &["audit_key"],
+            |kind, _, _| {
+                if kind == "meta" {
+                    Err("cannot unwrap".into())
+                } else {
+                    Ok(b"x".to_vec())
+                }
+            },
+            &mut no_audit_n,
+        )
         .await;
     assert!(failing.is_err());
     assert_eq!(
@@ -222,9 +268,13 @@ async fn exercise(store: Store) {
         "a failed rekey changes nothing"
     );
     let n = store
-        .rekey("old", "new", &["audit_key", "absent"], |kind, name, wk| {
-            Ok([kind.as_bytes(), b":", name.as_bytes(), b":", wk].concat())
-        })
+        .rekey(
+            "old",
+            "new",
+            &["audit_key", "absent"],
+            |kind, name, wk| Ok([kind.as_bytes(), b":", name.as_bytes(), b":", wk].concat()),
+            &mut no_audit_n,
+        )
         .await
         .unwrap();
     assert_eq!(n, 4, "three secret versions and one meta key");
@@ -241,20 +291,36 @@ async fn exercise(store: Store) {
     );
     assert!(matches!(
         store
-            .put_secret("openai-prod", b"w", b"c", 20, "old", false)
+            .put_secret(
+                "openai-prod",
+                sealed(b"w", b"c", 20, "old"),
+                false,
+                &mut no_audit_n
+            )
             .await,
         Err(keyward_store::Error::StaleMasterKey)
     ));
     assert!(matches!(
         store
-            .rekey("old", "newer", &[], |_, _, w| Ok(w.to_vec()))
+            .rekey(
+                "old",
+                "newer",
+                &[],
+                |_, _, w| Ok(w.to_vec()),
+                &mut no_audit_n
+            )
             .await,
         Err(keyward_store::Error::StaleMasterKey)
     ));
     // Pools: a pooled version joins the live ones; retiring and rolling back take
     // versions out, never the last one.
     let v4 = store
-        .put_secret("openai-prod", b"wk4", b"ct4", 30, "new", true)
+        .put_secret(
+            "openai-prod",
+            sealed(b"wk4", b"ct4", 30, "new"),
+            true,
+            &mut no_audit_n,
+        )
         .await
         .unwrap();
     let live = |s: Vec<keyward_store::StoredSecret>| -> Vec<i64> {
@@ -273,20 +339,31 @@ async fn exercise(store: Store) {
             .version,
         v4
     );
-    assert!(store.retire_secret_version("openai-prod", 3).await.unwrap());
+    assert!(store
+        .retire_secret_version("openai-prod", 3, &mut no_audit)
+        .await
+        .unwrap());
     assert!(
         !store
-            .retire_secret_version("openai-prod", v4)
+            .retire_secret_version("openai-prod", v4, &mut no_audit)
             .await
             .unwrap(),
         "the last live version stays"
     );
     store
-        .put_secret("openai-prod", b"wk5", b"ct5", 31, "new", true)
+        .put_secret(
+            "openai-prod",
+            sealed(b"wk5", b"ct5", 31, "new"),
+            true,
+            &mut no_audit_n,
+        )
         .await
         .unwrap();
     assert_eq!(
-        store.rollback_secret("openai-prod").await.unwrap(),
+        store
+            .rollback_secret("openai-prod", &mut no_audit_n)
+            .await
+            .unwrap(),
         Some(v4),
         "the pooled newest goes, v4 stays"
     );
