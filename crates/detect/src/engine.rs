@@ -496,6 +496,26 @@ impl Detector {
                     .map_or(whole.end(), |m| m.end())
                     .max(whole.start() + 1)
             };
+            if rule.spec.parse == Some(crate::rule::Parse::Url) {
+                let mut resume = 0;
+                for &(ks, _) in rule_hits.iter() {
+                    if ks < resume {
+                        continue;
+                    }
+                    work.searched += 1;
+                    let Some(url) = crate::structural::url_at(hay, ks) else {
+                        continue;
+                    };
+                    work.matched += url.host_start - ks;
+                    let Some(v) = validate::judge_url(hay, &url) else {
+                        continue;
+                    };
+                    let span = v.span.unwrap_or(url.password);
+                    out.push(Finding::accepted(ri, hay, span, v));
+                    resume = span.1;
+                }
+                continue;
+            }
             if let (Some(crate::rule::Parse::Assignment), Some(check)) =
                 (rule.spec.parse, rule.spec.check)
             {

@@ -117,6 +117,8 @@ pub enum Check {
 pub enum Parse {
     /// `name = value` and its relatives, from the secret word in the name.
     Assignment,
+    /// `scheme://user:password@host`, from the `://`.
+    Url,
 }
 
 /// One rule exactly as written in a rule file.

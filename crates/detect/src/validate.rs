@@ -271,6 +271,19 @@ fn run_check(
     }
 }
 
+/// Judges a URL read in code at a `://` ([`structural::url_at`]).
+pub(crate) fn judge_url(hay: &[u8], url: &structural::UrlParts) -> Option<Verdict> {
+    let bytes = |(s, e): (usize, usize)| &hay[s..e];
+    let host = structural::host_at(hay, url.host_start);
+    let s = structural::url_credentials(bytes(url.user), bytes(url.password), host)?;
+    Some(Verdict {
+        confidence: s.confidence,
+        reason: s.reason,
+        note: s.note,
+        span: Some(url.password),
+    })
+}
+
 /// Judges an assignment candidate (from the pattern's groups or read in code at a
 /// keyword) for a rule whose check is `check`.
 pub(crate) fn judge_assignment(

@@ -238,3 +238,53 @@ fn tokens_split_by_invisible_characters_or_glued_to_a_name_are_found() {
         assert!(!d.redact(&glued).contains(&tok), "{glued}");
     }
 }
+
+/// The URL-credentials rule reads its candidates in code; the same rule run through
+/// its pattern must find exactly the same secrets.
+mod url_credentials_read_in_code {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn detector(parse_in_code: bool) -> &'static Detector {
+        static BOTH: std::sync::OnceLock<[Detector; 2]> = std::sync::OnceLock::new();
+        &BOTH.get_or_init(|| [build(false), build(true)])[usize::from(parse_in_code)]
+    }
+
+    fn build(parse_in_code: bool) -> Detector {
+        let mut spec = keyward_detect::builtin_specs()
+            .into_iter()
+            .find(|s| s.id == "uri-embedded-credentials")
+            .expect("the rule exists");
+        if !parse_in_code {
+            spec.parse = None;
+        }
+        DetectorBuilder::default()
+            .without_builtin()
+            .without_decoding()
+            .add_rules([spec])
+            .build()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn in_code_and_pattern_agree(
+            pieces in proptest::collection::vec(
+                prop_oneof![
+                    Just("https://"), Just("://"), Just("s3+x.y://"), Just("_db://"),
+                    Just(":"), Just("@"), Just("@@"), Just("/"), Just("?"), Just(" "),
+                    Just("Zq8vLm3TxR0wK5pN"), Just("ci-bot"), Just("db.acme.net"),
+                    Just("[::1]"), Just("x"), Just("#"), Just(","), Just("\n"), Just("%"),
+                ],
+                0..24,
+            ),
+        ) {
+            let text = pieces.concat();
+            let spans = |d: &'static Detector| {
+                d.find(text.as_bytes()).iter().map(|f| (f.start, f.end)).collect::<Vec<_>>()
+            };
+            prop_assert_eq!(spans(detector(true)), spans(detector(false)), "{:?}", text);
+        }
+    }
+}
