@@ -438,8 +438,14 @@ pub async fn handle(
             &rid,
         )
         .await;
-        let key_hash = gw.hash_key.hash_hex(key.as_bytes());
-        let resp = resp.map(|b| until_unusable(b, gw.live.clone(), key_hash, peer.ip()));
+        // A body already whole cannot outlive a revocation; a streamed one can.
+        let streamed = http_body::Body::size_hint(resp.body()).exact().is_none();
+        let resp = if streamed {
+            let key_hash = gw.hash_key.hash_hex(key.as_bytes());
+            resp.map(|b| until_unusable(b, gw.live.clone(), key_hash, peer.ip()))
+        } else {
+            resp
+        };
         tracing::info!(
             request_id = %rid, %method, path = %target, status = resp.status().as_u16(), key_id = entry.record.id.as_str(),
             provider = provider.config.name.as_str(), model = model.as_str(), ms = started.elapsed().as_millis() as u64,
