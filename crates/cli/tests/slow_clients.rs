@@ -202,6 +202,20 @@ fn closed_after(c: &mut TcpStream, limit: Duration) -> Option<Duration> {
     None
 }
 
+/// Writes `bytes` to `c` one every 200 ms from a thread of its own, until the
+/// server closes the connection.
+fn trickle(c: &TcpStream, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
+    let mut w = c.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for b in bytes {
+            if w.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+}
+
 #[test]
 fn held_and_slow_connections_are_closed_and_real_requests_get_through() {
     let s = start_server();
@@ -233,20 +247,10 @@ fn held_and_slow_connections_are_closed_and_real_requests_get_through() {
     // A header sent a byte at a time is cut off at the header timeout.
     let mut slow = TcpStream::connect(s.addr).unwrap();
     let header = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n";
-    let trickle = std::thread::spawn({
-        let mut w = slow.try_clone().unwrap();
-        move || {
-            for b in header.iter() {
-                if w.write_all(&[*b]).is_err() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    });
+    let header_writer = trickle(&slow, header.to_vec());
     let t = closed_after(&mut slow, Duration::from_secs(6)).expect("slow header closed");
     assert!(t < Duration::from_secs(4), "slow header closed after {t:?}");
-    let _ = trickle.join();
+    let _ = header_writer.join();
 
     // A body sent a byte at a time is cut off at the body timeout (2 s in all).
     let mut slow_body = TcpStream::connect(s.addr).unwrap();
@@ -256,20 +260,10 @@ fn held_and_slow_connections_are_closed_and_real_requests_get_through() {
         s.key
     )
     .unwrap();
-    let trickle = std::thread::spawn({
-        let mut w = slow_body.try_clone().unwrap();
-        move || {
-            for _ in 0..60 {
-                if w.write_all(b" ").is_err() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    });
+    let body_writer = trickle(&slow_body, vec![b' '; 60]);
     let t = closed_after(&mut slow_body, Duration::from_secs(8)).expect("slow body closed");
     assert!(t < Duration::from_secs(5), "slow body closed after {t:?}");
-    let _ = trickle.join();
+    let _ = body_writer.join();
 
     // A keep-alive connection left idle after its response is closed too.
     let mut idle = TcpStream::connect(s.addr).unwrap();

@@ -296,6 +296,16 @@ async fn chat(client: &reqwest::Client, url: &str, key: &str, body: &str) -> (u1
     (status, r.text().await.unwrap())
 }
 
+/// Starts a streamed chat completion (the fake provider sends 50 events, 100 ms apart).
+async fn open_stream(c: &reqwest::Client, url: &str, key: &str) -> reqwest::Response {
+    c.post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(key)
+        .body(r#"{"model":"gpt-4o-mini","stream":true}"#)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Waits until the running server has picked up store changes.
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -483,13 +493,7 @@ async fn streams_pass_through_as_they_arrive_and_disconnects_cancel_upstream() {
     settle().await;
     let c = reqwest::Client::new();
     let started = Instant::now();
-    let mut resp = c
-        .post(format!("{}/v1/chat/completions", r.url))
-        .bearer_auth(&key)
-        .body(r#"{"model":"gpt-4o-mini","stream":true}"#)
-        .send()
-        .await
-        .unwrap();
+    let mut resp = open_stream(&c, &r.url, &key).await;
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let first = resp.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).starts_with("data: "));
@@ -1453,13 +1457,7 @@ async fn an_open_stream_ends_within_a_second_of_its_key_being_revoked() {
     let (rec, key) = r.backend.create_key(new_key("dev", &["*"])).await.unwrap();
     settle().await;
     let c = reqwest::Client::new();
-    let mut resp = c
-        .post(format!("{}/v1/chat/completions", r.url))
-        .bearer_auth(&key)
-        .body(r#"{"model":"gpt-4o-mini","stream":true}"#)
-        .send()
-        .await
-        .unwrap();
+    let mut resp = open_stream(&c, &r.url, &key).await;
     assert_eq!(resp.status().as_u16(), 200);
     resp.chunk().await.unwrap().expect("the stream has started");
     assert!(r.backend.revoke_key(&rec.id, "stolen").await.unwrap());
