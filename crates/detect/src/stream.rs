@@ -8,6 +8,15 @@
 //! one documented exception: an unbroken run of URL or base64 characters longer
 //! than [`MAX_HOLD`] is released in pieces rather than held without bound.
 //!
+//! [`StreamRedactor::prompt`] trades that exactness for latency where text is read
+//! as it arrives (model output): a word at the end of a chunk (`Hello`, `from.`,
+//! `42`) is released at once instead of being held in case the next chunk
+//! continues it into a base64 or percent-encoded run. Should it be continued so, a
+//! secret found in the decoded run is redacted from the first byte not yet
+//! released: only that word, at most [`MAX_EARLY_WORD`] bytes, went out before.
+//! Secrets with a recognisable start (`sk-`, `ghp_`, `AKIA`, `-----BEGIN`, …) are
+//! held exactly as in the default mode.
+//!
 //! Deciding "could still become part of a secret" uses a prefix automaton: one
 //! lazy DFA over every rule's pattern, run anchored at each candidate start. A
 //! start whose automaton dies can never begin a match, whatever comes next, so
@@ -27,6 +36,70 @@ use std::sync::Mutex;
 /// Longest tail held back for a run that decoding (base64, percent) might still
 /// extend, and for rules whose patterns have no length bound.
 pub const MAX_HOLD: usize = 64 << 10;
+
+/// Longest word released early by [`StreamRedactor::prompt`]: shorter than any run
+/// the decoders look at, so a word alone never decodes to anything.
+pub const MAX_EARLY_WORD: usize = decode::MIN_BASE64_RUN - 1;
+
+/// Whether `run` (URL-safe characters at the end of a chunk) reads as a word of
+/// prose: letters with at most a leading capital (and a contraction such as
+/// `'t`), or a number of up to six digits, then at most three of `. ! ? : '`.
+fn reads_as_word(run: &[u8]) -> bool {
+    let core_len = run.len()
+        - run
+            .iter()
+            .rev()
+            .take(3)
+            .take_while(|b| matches!(b, b'.' | b'!' | b'?' | b':' | b'\''))
+            .count();
+    let core = &run[..core_len];
+    // A contraction: `don't`, `it's`, `we're`.
+    let (core, ending) = match core.iter().position(|&b| b == b'\'') {
+        Some(i) => (&core[..i], &core[i + 1..]),
+        None => (core, &[][..]),
+    };
+    let Some((first, rest)) = core.split_first() else {
+        return false;
+    };
+    let letters = first.is_ascii_alphabetic()
+        && rest.iter().all(u8::is_ascii_lowercase)
+        && ending.len() <= 3
+        && ending.iter().all(u8::is_ascii_lowercase);
+    let number = ending.is_empty() && core.len() <= 6 && core.iter().all(u8::is_ascii_digit);
+    run.len() <= MAX_EARLY_WORD && (letters || number)
+}
+
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// In prompt mode, where the tail that is released without waiting begins: blanks
+/// at the end, a word of prose before them (see [`reads_as_word`]; it may have
+/// begun in released text) and the blanks before that word. `None` when the text
+/// ends in anything else.
+fn settled_tail(bytes: &[u8]) -> Option<usize> {
+    let n = bytes.len();
+    let mut from = n;
+    while from > 0 && is_blank(bytes[from - 1]) {
+        from -= 1;
+    }
+    let word = bytes[..from]
+        .iter()
+        .rev()
+        .take(MAX_EARLY_WORD + 1)
+        .take_while(|&&b| decode::may_extend_region(b))
+        .count();
+    if word > 0 {
+        if !reads_as_word(&bytes[from - word..from]) {
+            return (from < n).then_some(from);
+        }
+        from -= word;
+        while from > 0 && is_blank(bytes[from - 1]) {
+            from -= 1;
+        }
+    }
+    (from < n).then_some(from)
+}
 
 /// Counted repetitions longer than this are widened to unbounded ones in the prefix
 /// automaton. The language only grows, so the hold-back stays safe, and private-key
@@ -164,10 +237,23 @@ pub struct StreamRedactor<'d> {
     scanned: usize,
     /// Rule indices of the secrets redacted so far.
     hits: Vec<usize>,
+    /// Release a word at the end of a chunk at once (see [`StreamRedactor::prompt`]).
+    words_early: bool,
 }
 
 impl<'d> StreamRedactor<'d> {
+    /// A redactor whose output equals redacting the whole text, however it is cut.
     pub fn new(detector: &'d Detector) -> StreamRedactor<'d> {
+        Self::with_mode(detector, false)
+    }
+
+    /// A redactor for text read as it arrives: the same, except that a word of
+    /// prose at the end of a chunk is released at once (see the module notes).
+    pub fn prompt(detector: &'d Detector) -> StreamRedactor<'d> {
+        Self::with_mode(detector, true)
+    }
+
+    fn with_mode(detector: &'d Detector, words_early: bool) -> StreamRedactor<'d> {
         let prefixes = detector.prefixes();
         StreamRedactor {
             detector,
@@ -181,6 +267,7 @@ impl<'d> StreamRedactor<'d> {
             keywords: Vec::new(),
             scanned: 0,
             hits: Vec::new(),
+            words_early,
         }
     }
 
@@ -207,9 +294,7 @@ impl<'d> StreamRedactor<'d> {
     /// empty afterwards and may be reused for a new text.
     pub fn finish(&mut self) -> String {
         let mut out = String::new();
-        let findings = self
-            .detector
-            .find_with(self.buf.as_bytes(), self.released, false);
+        let findings = self.find_pending();
         let len = self.buf.len();
         self.write(&findings, len, &mut out);
         self.buf.clear();
@@ -290,9 +375,16 @@ impl<'d> StreamRedactor<'d> {
     fn advance(&mut self) {
         let bytes = self.buf.as_bytes();
         let n = bytes.len();
+        // In prompt mode, where a tail of prose begins: starts inside it are not
+        // waited for, and no decoder needs it held.
+        let word_from = if self.words_early {
+            settled_tail(bytes)
+        } else {
+            None
+        };
         // A base64 or percent region touching the end may still grow.
         let mut limit = n;
-        if self.detector.decodes() {
+        if self.detector.decodes() && word_from.is_none() {
             let run = bytes[self.released..]
                 .iter()
                 .rev()
@@ -305,6 +397,11 @@ impl<'d> StreamRedactor<'d> {
         let dfa = &self.prefixes.dfa;
         let cache = self.cache.as_mut().expect("cache is present until drop");
         while self.cand < limit {
+            if word_from.is_some_and(|w| self.cand >= w) {
+                self.cand = n;
+                self.state = None;
+                return;
+            }
             if n - self.cand > self.prefixes.max_len {
                 self.cand = n - self.prefixes.max_len;
                 self.state = None;
@@ -369,8 +466,7 @@ impl<'d> StreamRedactor<'d> {
         let findings = if self.nothing_to_find(fast_cut) {
             Vec::new()
         } else {
-            self.detector
-                .find_with(self.buf.as_bytes(), self.released, false)
+            self.find_pending()
         };
         let mut cut = self.cand;
         if let Some(f) = findings.iter().find(|f| f.start < cut && f.end > cut) {
@@ -409,6 +505,18 @@ impl<'d> StreamRedactor<'d> {
         for k in &mut self.keywords {
             k.0 = k.0.saturating_sub(keep_from);
             k.1 = k.1.saturating_sub(keep_from);
+        }
+    }
+
+    /// Findings in the text not yet released. In prompt mode, a secret that begins
+    /// in a word released early is kept too, cut to start at `released`; in the
+    /// default mode no finding can straddle `released`.
+    fn find_pending(&self) -> Vec<Finding> {
+        let hay = self.buf.as_bytes();
+        if self.words_early {
+            self.detector.find_straddling(hay, self.released)
+        } else {
+            self.detector.find_with(hay, self.released, false)
         }
     }
 

@@ -233,3 +233,127 @@ fn long_streams_with_secrets_throughout_match_whole_text() {
         );
     }
 }
+
+/// Streams `text` through a prompt-mode redactor, cut as [`stream`] does.
+fn stream_prompt(d: &Detector, text: &str, lens: &[usize]) -> (String, Vec<usize>) {
+    let mut r = StreamRedactor::prompt(d);
+    let mut out = String::new();
+    let mut pos = 0;
+    let mut cut_at = Vec::new();
+    for &len in lens {
+        let mut end = (pos + len).min(text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        r.push_into(&text[pos..end], &mut out);
+        cut_at.push(end);
+        pos = end;
+    }
+    r.push_into(&text[pos..], &mut out);
+    out.push_str(&r.finish());
+    (out, cut_at)
+}
+
+/// The characters a base64 or percent-encoded run (or a URL) is made of.
+fn region_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"%._~+-:/@=&?!*'".contains(&b)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300),
+        ..ProptestConfig::default()
+    })]
+
+    /// Prompt mode differs from whole-text redaction only where a chunk ends
+    /// inside a run of URL-safe characters (a word the next chunk continues); a
+    /// secret standing alone never gets through either way.
+    #[test]
+    fn prompt_mode_streams_like_whole_text_unless_a_chunk_ends_mid_word(
+        picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..40),
+        cuts in proptest::collection::vec(0usize..64, 0..30),
+    ) {
+        let pieces = pieces();
+        let text: String = picks.iter().map(|i| i.get(&pieces).as_str()).collect();
+        let d = Detector::builtin();
+        let (streamed, cut_at) = stream_prompt(d, &text, &cuts);
+        let b = text.as_bytes();
+        let mid_word = cut_at
+            .iter()
+            .any(|&p| p > 0 && p < b.len() && region_char(b[p - 1]) && region_char(b[p]));
+        if !mid_word {
+            prop_assert_eq!(&streamed, &d.redact_unescaped(&text).into_owned());
+        }
+        for s in secrets() {
+            if text.contains(&format!(" {s} ")) {
+                prop_assert!(!streamed.contains(&s), "{} got through", s);
+            }
+        }
+    }
+}
+
+#[test]
+fn prompt_mode_releases_each_word_of_prose_as_it_arrives() {
+    let d = Detector::builtin();
+    let mut r = StreamRedactor::prompt(d);
+    let tokens = [
+        "Hello", " from", " Keyward", ".", " The", " answer", " is", " 42", "!", "\n", "Don", "'t",
+        " worry", ":", " it", " works", "?",
+    ];
+    for t in tokens {
+        assert_eq!(r.push(t), t, "token {t:?} was held back");
+        assert_eq!(r.held(), 0);
+    }
+    // A token that may begin a secret is still held until it is settled.
+    assert_eq!(r.push(" sk-"), "");
+    assert!(r.held() > 0);
+}
+
+#[test]
+fn prompt_mode_redacts_a_secret_whose_first_token_reads_as_a_word() {
+    // A base64 run (a Kubernetes-style secret value) that starts with a word:
+    // the word goes out at once, and the rest of the run is redacted once the run
+    // turns out to hide a secret.
+    let d = Detector::builtin();
+    let secret = &secrets()[0];
+    let encoded = base64_of(&format!("token={secret}"));
+    let (word_len, rest) = {
+        let n = encoded
+            .bytes()
+            .position(|b| !b.is_ascii_lowercase())
+            .unwrap_or(0)
+            .max(1);
+        (n, &encoded[n..])
+    };
+    let text = format!("value: {encoded}\n");
+    assert!(
+        d.redact_unescaped(&text).contains("[REDACTED:"),
+        "the whole text must hide a secret for this test to mean anything"
+    );
+    let mut r = StreamRedactor::prompt(d);
+    let mut out = r.push(&format!("value: {}", &encoded[..word_len]));
+    out.push_str(&r.push(rest));
+    out.push_str(&r.push("\n"));
+    out.push_str(&r.finish());
+    assert!(out.contains("[REDACTED:"), "{out}");
+    assert!(!out.contains(rest), "{out}");
+    assert!(!out.contains(&encoded[..word_len + 4]), "{out}");
+}
+
+fn base64_of(s: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..=c.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    out
+}

@@ -161,6 +161,8 @@ impl SseRedactor {
         let touched: Vec<String> = fields.iter().map(|(k, _)| k.clone()).collect();
         self.flush_except(&touched, out);
         let event_name = lines.clone();
+        // Streamed text this event brought and text it carries out.
+        let (mut brought, mut carries) = (false, false);
         for (key, path) in fields {
             let slot = pointer_mut(&mut value, &path).expect("path was just collected");
             let Value::String(s) = slot else { continue };
@@ -169,7 +171,7 @@ impl SseRedactor {
                 None => {
                     self.streams.push(TextStream {
                         key: key.clone(),
-                        redactor: StreamRedactor::new(self.detector),
+                        redactor: StreamRedactor::prompt(self.detector),
                         lines: Vec::new(),
                         template: Value::Null,
                         path: Vec::new(),
@@ -181,6 +183,8 @@ impl SseRedactor {
             if finishing {
                 released.push_str(&stream.redactor.finish());
             }
+            brought |= !s.is_empty();
+            carries |= !released.is_empty();
             if released != *s {
                 *s = released;
                 changed = true;
@@ -191,6 +195,11 @@ impl SseRedactor {
         // Templates are the event as sent, so a flush event looks like its stream.
         for t in self.streams.iter_mut().filter(|t| touched.contains(&t.key)) {
             t.template = value.clone();
+        }
+        if brought && !carries && !finishing && is_pure_delta(&value) {
+            // Everything it brought is held: an event with empty text would only
+            // make clients render nothing. The text goes out with a later event.
+            return;
         }
         if changed {
             write_event(&lines, &value, out);
@@ -217,6 +226,32 @@ impl SseRedactor {
                 .cloned()
                 .collect();
             write_event(&lines, &value, out);
+        }
+    }
+}
+
+/// Whether an event only carries streamed text (so that, with its text held, it
+/// may be left out): an OpenAI chat chunk without a role, tool-call header or
+/// usage; an Anthropic `content_block_delta`; a Responses API text delta. Gemini
+/// chunks and anything else are always sent.
+fn is_pure_delta(v: &Value) -> bool {
+    match v.get("type").and_then(Value::as_str) {
+        Some("content_block_delta") => true,
+        Some(t) => t.ends_with("output_text.delta"),
+        None => {
+            let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+                return false;
+            };
+            v.get("usage").is_none_or(Value::is_null)
+                && choices.iter().all(|c| {
+                    c.get("delta").and_then(Value::as_object).is_some_and(|d| {
+                        d.iter().all(|(k, x)| match k.as_str() {
+                            "content" => true,
+                            "role" | "tool_calls" | "function_call" => x.is_null(),
+                            _ => x.is_null() || x.as_str() == Some(""),
+                        })
+                    })
+                })
         }
     }
 }
@@ -456,11 +491,13 @@ mod tests {
         out.extend(r.finish());
         let text = String::from_utf8(out).unwrap();
         // The unfinished token is not a secret on its own: it comes out whole, in a
-        // content_block_delta event placed before the stop event.
+        // content_block_delta event placed before the stop event. The event that
+        // brought it, with all its text held, is left out rather than sent empty.
         let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
-        assert_eq!(events.len(), 4, "{text}");
-        assert!(events[2].starts_with("event: content_block_delta\n"));
-        assert!(events[2].contains(&t[..20]) || events[1].contains(&t[..20]));
-        assert!(events[3].starts_with("event: content_block_stop"));
+        assert_eq!(events.len(), 3, "{text}");
+        assert!(events[1].starts_with("event: content_block_delta\n"));
+        assert!(events[1].contains(&t[..20]), "{text}");
+        assert!(events[2].starts_with("event: content_block_stop"));
+        assert!(!text.contains(r#""text":"""#), "an empty delta was sent: {text}");
     }
 }
