@@ -3,13 +3,19 @@
 //! `keyward admin create`) that are distinct from client keys. Every call, and
 //! every refused one, is an entry in the audit log naming the admin key's id.
 //!
+//! Every call that changes what the servers accept answers once every running
+//! server applies it (`servers_confirmed` in the answer). The README documents
+//! each route with its body and answer.
+//!
 //! ```text
 //! GET  /admin/v1/keys                 list client keys
 //! POST /admin/v1/keys                 {"name","env","models",["providers","endpoints","cidrs"],"expires":"30d"|"never"}
-//! POST /admin/v1/keys/{id}/revoke     {"reason"}
+//! POST /admin/v1/keys/{id}/rotate     {"grace": "24h"}: a new secret, the old one works for the grace
+//! POST /admin/v1/keys/{id}/revoke     {"reason"} (also suspend, resume)
 //! GET  /admin/v1/vault                list credential names and versions
-//! PUT  /admin/v1/vault/{name}         {"value"}
+//! PUT  /admin/v1/vault/{name}         {"value"}: a new version, used at once
 //! POST /admin/v1/leaks                {"tokens": [...], "location"}: revoke every Keyward key found
+//! GET  /admin/v1/redactions           secrets found in traffic, counted per key and rule
 //! ```
 
 use crate::proxy::{request_id, Gateway};
@@ -33,6 +39,27 @@ pub fn router() -> Router<Arc<Gateway>> {
         .route("/vault", get(list_vault))
         .route("/vault/{name}", put(put_secret))
         .route("/redactions", get(list_redactions))
+        .fallback(unknown_route)
+}
+
+/// Any other path or method under `/admin/v1`: 404 in the admin error format.
+async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let path = crate::audit::safe_target(uri.path());
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("no admin API route {method} {path}: see the README's admin API section"),
+        &request_id(),
+    )
+}
+
+/// Waits until every running server applies the latest change; the number that
+/// confirmed, for the answer.
+async fn confirmed(gw: &Gateway) -> usize {
+    gw.backend
+        .await_replicas(Duration::from_secs(3))
+        .await
+        .map(|(n, _)| n)
+        .unwrap_or(0)
 }
 
 /// Secrets found in traffic since this server started, per key, rule, direction
@@ -287,9 +314,34 @@ async fn create_key(
         redaction: req.redaction,
         rotation,
     };
+    if let Some(p) = spec
+        .providers
+        .iter()
+        .find(|p| !gw.providers.iter().any(|c| &c.config.name == *p))
+    {
+        let known: Vec<&str> = gw
+            .providers
+            .iter()
+            .map(|c| c.config.name.as_str())
+            .collect();
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "no provider named `{}` in this server's config; it has: {}",
+                crate::keys::escape_for_terminal(p),
+                known.join(", ")
+            ),
+            &rid,
+        );
+    }
     match gw.backend.as_actor(&actor(&admin)).create_key(spec).await {
         Ok((rec, key)) => {
-            (StatusCode::CREATED, Json(json!({"id": rec.id, "key": key}))).into_response()
+            let servers = confirmed(&gw).await;
+            (
+                StatusCode::CREATED,
+                Json(json!({"id": rec.id, "key": key, "servers_confirmed": servers})),
+            )
+                .into_response()
         }
         Err(crate::state::StateError::Invalid(m)) => error(StatusCode::BAD_REQUEST, &m, &rid),
         Err(e) => store_failure("keys.create", &e, &rid),
@@ -297,13 +349,19 @@ async fn create_key(
 }
 
 #[derive(Deserialize, Default)]
-struct Revoke {
+#[serde(deny_unknown_fields)]
+struct Standing {
+    /// Why (revoke, suspend).
     #[serde(default)]
     reason: Option<String>,
+    /// How long the previous secret keeps working (rotate; default 24h).
+    #[serde(default)]
+    grace: Option<String>,
 }
 
-/// `POST /keys/{id}/revoke|suspend|resume` (optional `{"reason": …}`): answers
-/// once every running server applies the change.
+/// `POST /keys/{id}/revoke|suspend|resume` (optional `{"reason": …}`) and
+/// `POST /keys/{id}/rotate` (optional `{"grace": "24h"}`): answers once every
+/// running server applies the change.
 async fn set_standing(
     State(gw): State<Arc<Gateway>>,
     Caller { admin, rid }: Caller,
@@ -311,8 +369,8 @@ async fn set_standing(
     body: axum::body::Bytes,
 ) -> Response {
     let id = id.as_str();
-    let req: Revoke = if body.is_empty() {
-        Revoke::default()
+    let req: Standing = if body.is_empty() {
+        Standing::default()
     } else {
         match serde_json::from_slice(&body) {
             Ok(r) => r,
@@ -326,6 +384,9 @@ async fn set_standing(
         }
     };
     let backend = gw.backend.as_actor(&actor(&admin));
+    if action == "rotate" {
+        return rotate(&gw, &backend, id, req.grace.as_deref(), &rid).await;
+    }
     let (done, label, action) = match action.as_str() {
         "revoke" => {
             let reason = req
@@ -351,20 +412,15 @@ async fn set_standing(
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
-                "unknown key action: use revoke, suspend or resume",
+                "unknown key action: use rotate, revoke, suspend or resume",
                 &rid,
             )
         }
     };
     match done {
         Ok(true) => {
-            let confirmed = gw
-                .backend
-                .await_replicas(std::time::Duration::from_secs(2))
-                .await
-                .map(|(n, _)| n)
-                .unwrap_or(0);
-            Json(json!({"id": id, label: true, "servers_confirmed": confirmed})).into_response()
+            let servers = confirmed(&gw).await;
+            Json(json!({"id": id, label: true, "servers_confirmed": servers})).into_response()
         }
         Ok(false) => error(
             StatusCode::NOT_FOUND,
@@ -372,6 +428,42 @@ async fn set_standing(
             &rid,
         ),
         Err(e) => store_failure(action, &e, &rid),
+    }
+}
+
+/// `POST /keys/{id}/rotate`: a new secret under the same id, returned once.
+async fn rotate(
+    gw: &Gateway,
+    backend: &crate::state::Backend,
+    id: &str,
+    grace: Option<&str>,
+    rid: &str,
+) -> Response {
+    let grace = match grace.unwrap_or("24h") {
+        "0" | "0s" | "none" => Duration::ZERO,
+        g => match parse_lifetime(g) {
+            Some(Some(d)) => d,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "`grace` must look like 24h, 30m or 0s (at most 36500d)",
+                    rid,
+                )
+            }
+        },
+    };
+    match backend.rotate_key(id, grace).await {
+        Ok(Some(key)) => {
+            let servers = confirmed(gw).await;
+            Json(json!({
+                "id": id, "key": key, "previous_valid_for_secs": grace.as_secs(),
+                "servers_confirmed": servers,
+            }))
+            .into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such key (or it is revoked)", rid),
+        Err(crate::state::StateError::Invalid(m)) => error(StatusCode::CONFLICT, &m, rid),
+        Err(e) => store_failure("keys.rotate", &e, rid),
     }
 }
 
@@ -418,7 +510,11 @@ async fn put_secret(
         .vault_put(&name, &value)
         .await
     {
-        Ok(version) => Json(json!({"name": name, "version": version})).into_response(),
+        Ok(version) => {
+            let servers = confirmed(&gw).await;
+            Json(json!({"name": name, "version": version, "servers_confirmed": servers}))
+                .into_response()
+        }
         Err(crate::state::StateError::Invalid(m)) => error(StatusCode::BAD_REQUEST, &m, &rid),
         Err(e) => store_failure("vault.put", &e, &rid),
     }
@@ -469,10 +565,7 @@ async fn report_leak(
     {
         Ok(out) => {
             if !out.revoked.is_empty() {
-                let _ = gw
-                    .backend
-                    .await_replicas(std::time::Duration::from_secs(2))
-                    .await;
+                confirmed(&gw).await;
             }
             for (id, env) in &out.revoked {
                 gw.alerts.send(json!({

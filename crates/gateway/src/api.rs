@@ -38,6 +38,10 @@ pub enum Endpoint {
     },
     /// `GET /{version}/models`.
     GeminiListModels,
+    /// `GET /v1/models/{model}` (OpenAI, or Anthropic with an `anthropic-version`
+    /// header) and Gemini's `GET /{version}/models/{model}`, answered from
+    /// configuration.
+    GetModel { family: Family, model: String },
 }
 
 impl Endpoint {
@@ -48,6 +52,7 @@ impl Endpoint {
             | Endpoint::OpenAiListModels => Family::OpenAi,
             Endpoint::AnthropicPost { .. } | Endpoint::AnthropicListModels => Family::Anthropic,
             Endpoint::GeminiPost { .. } | Endpoint::GeminiListModels => Family::Gemini,
+            Endpoint::GetModel { family, .. } => *family,
         }
     }
 
@@ -62,7 +67,8 @@ impl Endpoint {
             },
             Endpoint::OpenAiListModels
             | Endpoint::AnthropicListModels
-            | Endpoint::GeminiListModels => "models",
+            | Endpoint::GeminiListModels
+            | Endpoint::GetModel { .. } => "models",
             Endpoint::AnthropicPost { suffix } => {
                 if *suffix == "/messages" {
                     "messages"
@@ -114,6 +120,21 @@ pub fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Option<Endp
                 Endpoint::OpenAiListModels
             });
         }
+        if let Some(model) = suffix.strip_prefix("/models/") {
+            if is_get && valid_name(model) && !model.contains(':') {
+                let family = if headers.contains_key("anthropic-version") {
+                    Family::Anthropic
+                } else if headers.contains_key("x-goog-api-key") {
+                    Family::Gemini
+                } else {
+                    Family::OpenAi
+                };
+                return Some(Endpoint::GetModel {
+                    family,
+                    model: model.to_string(),
+                });
+            }
+        }
     }
     for version in ["/v1beta", "/v1alpha", "/v1"] {
         if let Some(rest) = path
@@ -124,12 +145,19 @@ pub fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Option<Endp
                 return Some(Endpoint::GeminiListModels);
             }
             if let Some(call) = rest.strip_prefix('/') {
+                if is_get && valid_name(call) && !call.contains(':') {
+                    return Some(Endpoint::GetModel {
+                        family: Family::Gemini,
+                        model: call.to_string(),
+                    });
+                }
                 let (model, m) = call.rsplit_once(':')?;
                 let method = match m {
                     "generateContent" => "generateContent",
                     "streamGenerateContent" => "streamGenerateContent",
                     "countTokens" => "countTokens",
                     "embedContent" => "embedContent",
+                    "batchEmbedContents" => "batchEmbedContents",
                     _ => return None,
                 };
                 if !is_post || !valid_name(model) {
@@ -217,11 +245,20 @@ pub fn error_response(
         body.to_string(),
     )
         .into_response();
-    if let Ok(v) = request_id.parse() {
-        resp.headers_mut().insert("x-request-id", v);
+    if let Ok(v) = axum::http::HeaderValue::from_str(request_id) {
+        let h = resp.headers_mut();
+        h.insert("x-request-id", v.clone());
+        if family == Family::Anthropic {
+            // Where the Anthropic SDKs look for it.
+            h.insert("request-id", v.clone());
+        }
+        h.insert(KEYWARD_REQUEST_ID, v);
     }
     resp
 }
+
+/// The response header carrying Keyward's own id for every request.
+pub const KEYWARD_REQUEST_ID: &str = "x-keyward-request-id";
 
 /// The JSON body of [`error_response`] (also sent as the last event of a stream
 /// that is cut short).

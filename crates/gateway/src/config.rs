@@ -27,6 +27,50 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// How to name a config on a `keyward` command line (see [`Config::command`]).
+#[derive(Debug, Clone, Default)]
+pub struct CommandHint {
+    source: Option<PathBuf>,
+    base_dir: PathBuf,
+}
+
+impl CommandHint {
+    /// `keyward ARGS` aimed at the same store as this config.
+    pub fn command(&self, args: &str) -> String {
+        match &self.source {
+            Some(file) => format!("keyward {args} --config {}", shell_quote(file)),
+            None => format!(
+                "KEYWARD_HOME={} keyward {args}",
+                shell_quote(&self.base_dir)
+            ),
+        }
+    }
+}
+
+/// A vault secret the config names that the store does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingCredential {
+    pub name: String,
+    /// The providers that need it (with the environment, for per-environment ones).
+    pub used_by: Vec<String>,
+}
+
+/// `path` as a POSIX shell word: unchanged when it is made of safe characters,
+/// single-quoted otherwise.
+pub fn shell_quote(path: &Path) -> String {
+    let s = path.display().to_string();
+    let safe = !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+' | b':' | b'@' | b'=')
+        });
+    if safe {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 /// Why a configuration was refused. Each message names the field and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -228,7 +272,17 @@ impl Default for ServerSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
+    /// `sqlite://FILE` (relative to the config's directory) or `postgres://…`.
     pub url: String,
+}
+
+impl Default for StoreSection {
+    /// SQLite in `keyward.db` beside the config file.
+    fn default() -> Self {
+        StoreSection {
+            url: "sqlite://keyward.db".into(),
+        }
+    }
 }
 
 /// Where alerts go (they are always logged too).
@@ -266,6 +320,7 @@ impl VaultSection {
 pub struct Config {
     #[serde(default)]
     pub server: ServerSection,
+    #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]
     pub vault: VaultSection,
@@ -280,6 +335,10 @@ pub struct Config {
     /// Directory relative paths resolve against.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file this config was read from (absolute); `None` for the embedded
+    /// default. Hints name it so that following them reaches the same store.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Config {
@@ -289,11 +348,61 @@ impl Config {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Config::parse(&text, &base).map_err(|reason| ConfigError::Invalid {
+        let mut config = Config::parse(&text, &base).map_err(|reason| ConfigError::Invalid {
             path: path.display().to_string(),
             reason,
-        })
+        })?;
+        config.source = Some(path);
+        Ok(config)
+    }
+
+    /// The shell command that runs `keyward ARGS` against this same store: with
+    /// `--config FILE` for a config file, with `KEYWARD_HOME=DIR` for the embedded
+    /// default. Paths are quoted for a POSIX shell when they need it.
+    pub fn command(&self, args: &str) -> String {
+        self.hint().command(args)
+    }
+
+    /// What [`Config::command`] needs, to keep beside a running server.
+    pub fn hint(&self) -> CommandHint {
+        CommandHint {
+            source: self.source.clone(),
+            base_dir: self.base_dir.clone(),
+        }
+    }
+
+    /// Every vault secret the providers reference that `present` says is not
+    /// stored, with the providers and environments that need it.
+    pub fn missing_credentials(&self, present: impl Fn(&str) -> bool) -> Vec<MissingCredential> {
+        let mut out: Vec<MissingCredential> = Vec::new();
+        for p in &self.providers {
+            let needs: Vec<(Option<&str>, &str)> = match &p.credential {
+                CredentialRef::Shared(n) => vec![(None, n.as_str())],
+                CredentialRef::PerEnvironment(m) => m
+                    .iter()
+                    .map(|(e, n)| (Some(e.as_str()), n.as_str()))
+                    .collect(),
+            };
+            for (env, name) in needs {
+                if present(name) {
+                    continue;
+                }
+                let used_by = match env {
+                    Some(e) => format!("{} (environment {e})", p.name),
+                    None => p.name.clone(),
+                };
+                match out.iter_mut().find(|m| m.name == name) {
+                    Some(m) => m.used_by.push(used_by),
+                    None => out.push(MissingCredential {
+                        name: name.to_string(),
+                        used_by: vec![used_by],
+                    }),
+                }
+            }
+        }
+        out
     }
 
     /// The embedded default: SQLite and a master key file in `dir`, no providers.
@@ -311,6 +420,7 @@ impl Config {
             alerts: AlertsSection::default(),
             redaction: Default::default(),
             base_dir: dir.to_path_buf(),
+            source: None,
         }
     }
 
@@ -401,6 +511,31 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The SQLite database file, when the store is SQLite on disk.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let rest = self.store.url.strip_prefix("sqlite:")?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let path = rest.split('?').next().unwrap_or(rest);
+        (!path.is_empty() && !path.starts_with(':')).then(|| PathBuf::from(path))
+    }
+
+    /// The store's location for messages: the SQLite file, or the database URL
+    /// with any password left out.
+    pub fn store_location(&self) -> String {
+        if let Some(p) = self.sqlite_path() {
+            return p.display().to_string();
+        }
+        match reqwest::Url::parse(&self.store.url) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("***"));
+                }
+                u.to_string()
+            }
+            Err(_) => "the configured [store] url".into(),
+        }
     }
 
     /// Where the master key comes from (the embedded default: a file beside the store).

@@ -17,6 +17,22 @@ pub const RANDOM_LEN: usize = checksum::KEYWARD_RANDOM_LEN;
 /// The environment segment of admin API keys (`kw_admin_…`); never a client key's.
 pub const ADMIN_ENVIRONMENT: &str = "admin";
 
+/// The endpoint names a key can be limited to (`--endpoints`).
+pub const ENDPOINT_NAMES: &[&str] = &[
+    "chat.completions",
+    "completions",
+    "embeddings",
+    "responses",
+    "models",
+    "messages",
+    "messages.count_tokens",
+    "generateContent",
+    "streamGenerateContent",
+    "countTokens",
+    "embedContent",
+    "batchEmbedContents",
+];
+
 /// Checks an environment name: lower-case letters and digits, 1–16 characters,
 /// starting with a letter (it is part of every key, and of its checksum).
 pub fn valid_environment(env: &str) -> bool {

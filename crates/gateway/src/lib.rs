@@ -12,10 +12,12 @@ pub mod admin;
 pub mod alerts;
 pub mod api;
 pub mod audit;
+pub mod compress;
 pub mod config;
 pub mod conn;
 pub mod echo;
 pub mod keys;
+pub mod last_use;
 pub mod proxy;
 pub mod redact;
 pub mod rekey;
@@ -83,6 +85,7 @@ pub fn router(gw: Arc<proxy::Gateway>) -> Router {
         )
         .nest("/admin/v1", admin::router())
         .fallback(proxy::handle)
+        .layer(compress::layer())
         .with_state(gw)
 }
 
@@ -133,7 +136,40 @@ pub async fn serve(
         )),
         redaction: config.redaction,
         redactions: Default::default(),
+        commands: config.hint(),
+        last_use: Default::default(),
     });
+    {
+        let (last_use, store) = (gw.last_use.clone(), backend.store.clone());
+        tasks::supervise("key last-use recorder", move || {
+            last_use.clone().run(store.clone())
+        });
+    }
+    {
+        let snapshot = gw.live.snapshot.load();
+        for p in &config.providers {
+            let host = reqwest::Url::parse(&p.base_url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default();
+            tracing::info!(
+                provider = p.name.as_str(),
+                "provider `{}` ({:?}) at {host}: models {}",
+                p.name,
+                p.kind,
+                p.models.join(", ")
+            );
+        }
+        for m in config.missing_credentials(|n| snapshot.credential(n).is_some()) {
+            tracing::warn!(
+                credential = m.name.as_str(),
+                "vault has no secret `{}` (needed by {}): requests there get 503 until you run `{}`",
+                m.name,
+                m.used_by.join(", "),
+                config.command(&format!("vault put {} < key.txt", m.name))
+            );
+        }
+    }
     {
         let (backend, live, alerts) = (backend.clone(), gw.live.clone(), gw.alerts.clone());
         let client = upstream_client()?;
@@ -159,7 +195,14 @@ pub async fn serve(
     let listen = config.server.listen;
     let bind_err = |e: std::io::Error| ServeError::Listen {
         addr: listen,
-        reason: e.to_string(),
+        reason: if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "{e}: another process holds that port; stop it, or pick another address with \
+                 `--listen 127.0.0.1:PORT` (or [server] listen in the config)"
+            )
+        } else {
+            e.to_string()
+        },
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -180,6 +223,7 @@ pub async fn serve(
     // Refusals counted in the open window, and anything still queued, are written
     // before the store closes.
     gw.audit.close().await;
+    gw.last_use.flush(&backend.store).await;
     let _ = backend.store.replica_gone(&replica_id).await;
     backend.store.close().await;
     Ok(())

@@ -29,6 +29,10 @@ const FORWARD_REQUEST_HEADERS: &[&str] = &[
 /// Response headers passed back to clients.
 const FORWARD_RESPONSE_HEADERS: &[&str] = &[
     "content-type",
+    // The provider's own request ids (OpenAI, Anthropic), which SDKs expose and
+    // support desks ask for; Keyward's is in `x-keyward-request-id`.
+    "x-request-id",
+    "request-id",
     "cache-control",
     "retry-after",
     "openai-processing-ms",
@@ -136,6 +140,10 @@ pub struct Gateway {
     pub redaction: crate::redact::PolicyConfig,
     /// Secrets found in traffic since start, per key and rule.
     pub redactions: crate::redact::Counters,
+    /// How hints in the log name this server's config.
+    pub commands: crate::config::CommandHint,
+    /// When each key was last used, written to the store in batches.
+    pub last_use: Arc<crate::last_use::LastUse>,
 }
 
 /// A request id: unique, unguessable, safe to show.
@@ -199,6 +207,19 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 
 #[derive(Deserialize)]
 struct ModelField<'a> {
+    #[serde(borrow, default)]
+    model: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Gemini `batchEmbedContents`: each request names its model again.
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    requests: Vec<BatchItem<'a>>,
+}
+
+#[derive(Deserialize)]
+struct BatchItem<'a> {
     #[serde(borrow, default)]
     model: Option<std::borrow::Cow<'a, str>>,
 }
@@ -303,6 +324,7 @@ pub async fn handle(
         if let Err(d) = entry.check_usable(now(), peer.ip()) {
             break 'done deny(d, Some(&entry.record.id));
         }
+        gw.last_use.mark(&entry.record.id, now());
         if !entry.allows_endpoint(endpoint.scope_name()) {
             break 'done deny(
                 Denial::EndpointNotAllowed(endpoint.scope_name()),
@@ -314,6 +336,9 @@ pub async fn handle(
             Endpoint::OpenAiListModels | Endpoint::AnthropicListModels | Endpoint::GeminiListModels
         ) {
             break 'done list_models(&gw, &endpoint, entry);
+        }
+        if let Endpoint::GetModel { model, .. } = &endpoint {
+            break 'done get_model(&gw, family, model, entry, &rid);
         }
         let alt = query_param(req.uri().query(), "alt").map(str::to_string);
         let headers = req.headers().clone();
@@ -371,6 +396,34 @@ pub async fn handle(
                 )
             }
         };
+        // A batch is authorised by the model in its path: every item must name
+        // that model, or the key's model scope could be stepped around.
+        if matches!(&endpoint, Endpoint::GeminiPost { method, .. } if *method == "batchEmbedContents")
+        {
+            let path_model = format!("models/{model}");
+            let Ok(b) = serde_json::from_slice::<BatchBody>(&body) else {
+                break 'done api::error_response(
+                    family,
+                    ErrorKind::InvalidRequest,
+                    "batchEmbedContents needs `requests`: a list of embedding requests",
+                    &rid,
+                );
+            };
+            if b.requests.iter().any(|i| {
+                i.model
+                    .as_deref()
+                    .is_some_and(|m| m != path_model && m != model)
+            }) {
+                break 'done api::error_response(
+                    family,
+                    ErrorKind::InvalidRequest,
+                    &format!(
+                        "Every request in a batch must name the model in the path (`{path_model}`)"
+                    ),
+                    &rid,
+                );
+            }
+        }
         if !entry.allows_model(&model) {
             break 'done deny(Denial::ModelNotAllowed(model), Some(&entry.record.id));
         }
@@ -400,7 +453,8 @@ pub async fn handle(
             );
         };
         let Some(secret) = snapshot.credential(cred_name) else {
-            tracing::error!(request_id = %rid, credential = cred_name, "vault has no secret `{cred_name}`: add it with `keyward vault put {cred_name}`");
+            tracing::error!(request_id = %rid, credential = cred_name, "vault has no secret `{cred_name}`: add it with `{}`",
+                gw.commands.command(&format!("vault put {cred_name} < key.txt")));
             break 'done api::error_response(
                 family,
                 ErrorKind::Unavailable,
@@ -494,9 +548,15 @@ async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, BodyError> {
     }
 }
 
+/// Adds Keyward's request id as `x-keyward-request-id`, and as `x-request-id`
+/// when the provider sent none (the gateway answered itself).
 fn with_request_id(mut resp: Response, rid: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(rid) {
-        resp.headers_mut().insert("x-request-id", v);
+        let h = resp.headers_mut();
+        if !h.contains_key("x-request-id") {
+            h.insert("x-request-id", v.clone());
+        }
+        h.insert(api::KEYWARD_REQUEST_ID, v);
     }
     resp
 }
@@ -770,8 +830,39 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-/// Model lists are answered from configuration: the concrete (non-glob) models the
-/// key may use, in the family's format.
+/// One model as the family's API describes it (the fields its SDKs require).
+fn model_object(family: Family, model: &str, owner: &str) -> serde_json::Value {
+    match family {
+        Family::OpenAi => {
+            serde_json::json!({"id": model, "object": "model", "created": 0, "owned_by": owner})
+        }
+        Family::Anthropic => serde_json::json!({
+            "type": "model", "id": model, "display_name": model,
+            "created_at": "1970-01-01T00:00:00Z",
+        }),
+        Family::Gemini => serde_json::json!({
+            "name": format!("models/{model}"), "displayName": model,
+            "supportedGenerationMethods": [
+                "generateContent", "streamGenerateContent", "countTokens",
+                "embedContent", "batchEmbedContents",
+            ],
+        }),
+    }
+}
+
+fn json_ok(body: &serde_json::Value) -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Model lists are answered from configuration: the concrete models the key may
+/// use, in the family's format. Models configured only by a glob (`gpt-4o*`) are
+/// not listed, since the glob does not say which exist; `GET /models/{id}` and
+/// calls still accept every name the glob matches.
 fn list_models(gw: &Gateway, endpoint: &Endpoint, entry: &crate::keys::KeyEntry) -> Response {
     let family = endpoint.family();
     let mut models: Vec<(&str, &str)> = Vec::new();
@@ -788,28 +879,47 @@ fn list_models(gw: &Gateway, endpoint: &Endpoint, entry: &crate::keys::KeyEntry)
             models.push((m, &p.config.name));
         }
     }
-    let body = match family {
-        Family::OpenAi => serde_json::json!({
-            "object": "list",
-            "data": models.iter().map(|(m, p)| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": p})).collect::<Vec<_>>(),
-        }),
+    let objects: Vec<_> = models
+        .iter()
+        .map(|(m, p)| model_object(family, m, p))
+        .collect();
+    json_ok(&match family {
+        Family::OpenAi => serde_json::json!({"object": "list", "data": objects}),
         Family::Anthropic => serde_json::json!({
-            "data": models.iter().map(|(m, _)| serde_json::json!({"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"})).collect::<Vec<_>>(),
+            "data": objects,
             "has_more": false,
             "first_id": models.first().map(|m| m.0),
             "last_id": models.last().map(|m| m.0),
         }),
-        Family::Gemini => serde_json::json!({
-            "models": models.iter().map(|(m, _)| serde_json::json!({
-                "name": format!("models/{m}"), "displayName": m,
-                "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
-            })).collect::<Vec<_>>(),
-        }),
-    };
-    (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+        Family::Gemini => serde_json::json!({"models": objects}),
+    })
+}
+
+/// `GET /models/{id}`: the model when a provider of this family serves it (by
+/// name or glob) and the key may use it there; 404 in the family's format
+/// otherwise.
+fn get_model(
+    gw: &Gateway,
+    family: Family,
+    model: &str,
+    entry: &crate::keys::KeyEntry,
+    rid: &str,
+) -> Response {
+    let model = model.trim_start_matches("models/");
+    let owner = gw.providers.iter().find(|p| {
+        p.config.kind.family() == family
+            && entry.allows_provider(&p.config.name)
+            && p.config.models.iter().any(|g| glob_match(g, model))
+    });
+    match owner {
+        Some(p) if entry.allows_model(model) => {
+            json_ok(&model_object(family, model, &p.config.name))
+        }
+        _ => api::error_response(
+            family,
+            ErrorKind::NotFound,
+            &format!("The model `{model}` does not exist or this key may not use it"),
+            rid,
+        ),
+    }
 }

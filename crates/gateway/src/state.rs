@@ -23,6 +23,18 @@ pub enum StateError {
     Vault(#[from] keyward_vault::Error),
     #[error("{0}")]
     Invalid(String),
+    /// [`Backend::open_existing`] found no store where the config points.
+    #[error("no Keyward store at {0}")]
+    NoStore(String),
+}
+
+/// Whether opening may create what is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the store and master key file when they do not exist (`serve`, `init`).
+    CreateMissing,
+    /// Fail with [`StateError::NoStore`] unless a store with a master key exists.
+    ExistingOnly,
 }
 
 /// The store plus the keys that unlock it.
@@ -71,9 +83,42 @@ impl Backend {
     /// does not exist yet is created (mode 0600). The master key is checked against
     /// the value recorded at first use, so a wrong key fails here, not mid-request.
     pub async fn open(config: &Config) -> Result<(Backend, bool), StateError> {
+        Self::open_with(config, OpenMode::CreateMissing).await
+    }
+
+    /// Opens a store that must exist already: a SQLite file that is missing, or a
+    /// database never initialised by `keyward serve` / `keyward init`, is
+    /// [`StateError::NoStore`] and nothing is created.
+    pub async fn open_existing(config: &Config) -> Result<Backend, StateError> {
+        Ok(Self::open_with(config, OpenMode::ExistingOnly).await?.0)
+    }
+
+    /// [`Backend::open`] or [`Backend::open_existing`]; true when a master key file
+    /// was created.
+    pub async fn open_with(config: &Config, mode: OpenMode) -> Result<(Backend, bool), StateError> {
+        let existing = mode == OpenMode::ExistingOnly;
+        if existing {
+            if let Some(path) = config.sqlite_path() {
+                if !path.is_file() {
+                    return Err(StateError::NoStore(path.display().to_string()));
+                }
+            }
+        }
         let store = Store::open(&config.store.url).await?;
+        if existing && store.meta("master_key_check").await?.is_none() {
+            return Err(StateError::NoStore(config.store_location()));
+        }
         let master_source = config.master_key_source();
         let (master, created) = match &master_source {
+            keyward_vault::MasterKeySource::File(p) if existing => {
+                if !p.is_file() {
+                    return Err(StateError::Invalid(format!(
+                        "the store exists but its master key file {} is missing: restore it from your backup, or point [vault] master_key_file at it",
+                        p.display()
+                    )));
+                }
+                MasterKey::load_or_create_file(p)?
+            }
             keyward_vault::MasterKeySource::File(p) => MasterKey::load_or_create_file(p)?,
             other => (MasterKey::load(other)?, false),
         };
@@ -214,14 +259,19 @@ impl Backend {
 
     /// Stores a new version of a provider credential and makes it current.
     pub async fn vault_put(&self, name: &str, value: &str) -> Result<i64, StateError> {
-        self.vault_store(name, value, false).await
+        self.vault_store(name, value, "vault.put", false).await
+    }
+
+    /// The same as [`Backend::vault_put`], recorded as a rotation (`vault.rotate`).
+    pub async fn vault_rotate(&self, name: &str, value: &str) -> Result<i64, StateError> {
+        self.vault_store(name, value, "vault.rotate", false).await
     }
 
     /// Stores a new version of a provider credential beside the live one(s):
     /// traffic is spread over every live version (a pool of keys, e.g. to spread
     /// provider rate limits). Returns the new version.
     pub async fn vault_pool_add(&self, name: &str, value: &str) -> Result<i64, StateError> {
-        self.vault_store(name, value, true).await
+        self.vault_store(name, value, "vault.rotate", true).await
     }
 
     /// The newest live value of vault secret `name`, decrypted (for the server's
@@ -262,7 +312,14 @@ impl Backend {
         Ok(())
     }
 
-    async fn vault_store(&self, name: &str, value: &str, pooled: bool) -> Result<i64, StateError> {
+    /// Seals and stores a new version, audited as `action`.
+    async fn vault_store(
+        &self,
+        name: &str,
+        value: &str,
+        action: &str,
+        pooled: bool,
+    ) -> Result<i64, StateError> {
         if !valid_secret_name(name) {
             return Err(StateError::Invalid(format!(
                 "`{name}` is not a valid secret name: use 1-64 letters, digits, `-`, `_` or `.`"
@@ -275,7 +332,7 @@ impl Backend {
         }
         let mut audit = crate::audit::sealer_with(&self.audit_key, now(), |version| {
             vec![self.event(
-                "vault.put",
+                action,
                 name,
                 serde_json::json!({"version": version, "pooled": pooled}),
             )]
@@ -370,6 +427,21 @@ impl Backend {
                 ))
             })?;
             crate::schedule::check_webhook_url(url.expose_secret()).map_err(StateError::Invalid)?;
+        }
+        if let Some(e) = spec
+            .endpoints
+            .iter()
+            .find(|e| !keys::ENDPOINT_NAMES.contains(&e.as_str()))
+        {
+            return Err(StateError::Invalid(format!(
+                "unknown endpoint `{e}`; use one of: {}",
+                keys::ENDPOINT_NAMES.join(", ")
+            )));
+        }
+        if spec.models.is_empty() {
+            return Err(StateError::Invalid(
+                "list the models the key may use (globs allowed; `*` for all)".into(),
+            ));
         }
         for c in &spec.source_cidrs {
             c.parse::<ipnet::IpNet>().map_err(|_| {

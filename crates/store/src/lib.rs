@@ -861,6 +861,37 @@ impl Store {
 }
 
 impl Store {
+    /// Records when keys were last used: `(key id, Unix time)` pairs; a time older
+    /// than the stored one changes nothing. One transaction for the batch.
+    pub async fn record_key_use(&self, uses: &[(String, i64)]) -> Result<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, at) in uses {
+            sqlx::query(
+                "INSERT INTO key_last_use (key_id, last_used_at) VALUES ($1, $2) \
+                 ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at \
+                 WHERE excluded.last_used_at > key_last_use.last_used_at",
+            )
+            .bind(id)
+            .bind(*at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// When each key that was ever used was last used (key id → Unix time).
+    pub async fn key_last_use(&self) -> Result<std::collections::HashMap<String, i64>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT key_id, last_used_at FROM key_last_use")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// Records that replica `id` serves from `generation` as of `now_ms`.
     pub async fn replica_heartbeat(&self, id: &str, generation: i64, now_ms: i64) -> Result<()> {
         sqlx::query(
