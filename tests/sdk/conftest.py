@@ -354,6 +354,7 @@ def gateway(keyward_bin, fake, tmp_path_factory) -> Gateway:
         "azure-key": f"fakeprov-azure-{h}",
         "groq-key": f"gsk_fakeprov_groq_{h}",
     }
+    gw.cli("init")  # only `init` and `serve` create a store
     for name, value in gw.creds.items():
         gw.cli("vault", "put", name, input=value + "\n")
 

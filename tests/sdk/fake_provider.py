@@ -13,6 +13,8 @@ Magic words in a request body change the reply:
                   sent), streamed in 7-character pieces so it spans many events
   ECHO_PROMPT  -> the reply text is the prompt string as the fake received it,
                   streamed in 5-character pieces
+  PROSE        -> the reply is ordinary prose streamed a word per event
+                  (PROSE_PIECES)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 FAST_DELAY = 0.02
 SLOW_DELAY = 0.25
 STREAM_PIECES = ["Hello", " from", " the", " fake", " stream"]
+PROSE_PIECES = ["Hello", " from", " Keyward", ".", " The", " answer", " is", " 42", "!", "\n", "Don", "'t", " worry", "."]
 
 # An Anthropic-format API key made up per run: what a model might repeat from its
 # context. Tests assert that no client ever receives it through the gateway.
@@ -60,6 +63,8 @@ def scripted_pieces(body_text: str, req) -> list[str] | None:
 
     if "LEAK_BACK" in body_text:
         return split(f"Sure. The deploy key is {LEAK_SECRET} and that is all.", 7)
+    if "PROSE" in body_text:
+        return list(PROSE_PIECES)
     if "ECHO_PROMPT" in body_text:
         prompt = next((s for s in _strings(req) if "ECHO_PROMPT" in s), "")
         return split(prompt, 5)
@@ -81,6 +86,8 @@ class Recorded:
     received_at: float = 0.0  # time.monotonic()
     stream_first_chunk_at: float | None = None
     stream_done_at: float | None = None
+    frame_sent_at: list = field(default_factory=list)  # time.monotonic() as each frame went out
+    request_id: str = ""  # the id this fake sent back (x-request-id / request-id)
 
     @property
     def json(self):
@@ -440,7 +447,9 @@ def gemini_models():
 # ---------------------------------------------------------------------------
 # the handler
 
-_GEMINI_RE = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):(generateContent|streamGenerateContent|countTokens)$")
+_GEMINI_RE = re.compile(
+    r"^/(v1|v1beta|v1alpha)/models/([^/:]+):(generateContent|streamGenerateContent|countTokens|embedContent|batchEmbedContents)$"
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -472,12 +481,21 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def _request_id_header(self):
+        """OpenAI-style `x-request-id`; Anthropic's own `request-id` on its routes."""
+        rec = getattr(self, "_rec", None)
+        rid = "req_fake_" + uuid.uuid4().hex[:8]
+        if rec is not None:
+            rec.request_id = rid
+        name = "request-id" if rec is not None and rec.route.startswith("anthropic") else "x-request-id"
+        self.send_header(name, rid)
+
     def _send_json(self, status: int, obj, extra_headers=None):
         data = json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-request-id", "req_fake_" + uuid.uuid4().hex[:8])
+        self._request_id_header()
         for k, v in (extra_headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
@@ -486,6 +504,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _start_stream(self):
         self.send_response(200)
+        self._request_id_header()
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
@@ -500,6 +519,7 @@ class _Handler(BaseHTTPRequestHandler):
         for i, frame in enumerate(frames):
             if i:
                 time.sleep(delay)
+            rec.frame_sent_at.append(time.monotonic())
             if i == len(frames) - 1:
                 # Stamped before the last frame goes out: a client that stops
                 # reading at its end-of-stream frame may otherwise look at the
@@ -540,6 +560,7 @@ class _Handler(BaseHTTPRequestHandler):
             received_at=time.monotonic(),
         )
         self.provider.record(rec)
+        self._rec = rec
         try:
             self._route(rec)
         except (BrokenPipeError, ConnectionResetError):
@@ -559,7 +580,13 @@ class _Handler(BaseHTTPRequestHandler):
         m = _GEMINI_RE.match(path)
         if m and method == "POST":
             model, action = m.group(2), m.group(3)
-            rec.route = "gemini." + {"generateContent": "generate", "streamGenerateContent": "stream", "countTokens": "count"}[action]
+            rec.route = "gemini." + {
+                "generateContent": "generate",
+                "streamGenerateContent": "stream",
+                "countTokens": "count",
+                "embedContent": "embed",
+                "batchEmbedContents": "batch_embed",
+            }[action]
             cred = rec.headers.get("x-goog-api-key") or (rec.query.get("key") or [""])[0]
             if "ECHO_KEY" in text:
                 return self._send_json(*gemini_error(400, "INVALID_ARGUMENT", f"API key not valid. Please pass a valid API key. Got: {cred}"))
@@ -567,6 +594,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send_json(*gemini_error(500, "INTERNAL", "fake internal error"))
             if action == "countTokens":
                 return self._send_json(200, {"totalTokens": 6})
+            if action == "embedContent":
+                return self._send_json(200, {"embedding": {"values": [0.1, 0.2, 0.3, 0.4]}})
+            if action == "batchEmbedContents":
+                n = len(req.get("requests") or [])
+                return self._send_json(200, {"embeddings": [{"values": [0.1 * (i + 1), 0.2, 0.3, 0.4]} for i in range(n)]})
             if action == "generateContent":
                 return self._send_json(200, gemini_response(model, whole if whole is not None else reply_text("gemini", model), True))
             pieces = script if script is not None else STREAM_PIECES + [f" model={model}"]

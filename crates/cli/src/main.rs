@@ -1,9 +1,13 @@
 //! The `keyward` binary: argument parsing and wiring only.
 
-mod gateway_cmd;
+mod argv_errors;
+mod commands;
+mod home;
 mod hook;
 mod log_redact;
 mod scan_cmd;
+
+use commands::{admin, audit, config, keys, serve, vault};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -32,26 +36,39 @@ enum Command {
     },
     /// Run the gateway: clients call provider APIs with Keyward keys; real
     /// provider keys stay on the server.
-    Serve(gateway_cmd::ServeArgs),
+    /// Creates the store and master key when they do not exist.
+    Serve(serve::ServeArgs),
+    /// Create the store and master key for a config (or the embedded default)
+    /// without serving. Only `init` and `serve` create a store; every other
+    /// command needs one.
+    Init {
+        #[command(flatten)]
+        config: home::ConfigArg,
+    },
+    /// Check a config without serving.
+    Config {
+        #[command(subcommand)]
+        cmd: config::ConfigCmd,
+    },
     /// Provider credentials, encrypted at rest.
     Vault {
         #[command(subcommand)]
-        cmd: gateway_cmd::VaultCmd,
+        cmd: vault::VaultCmd,
     },
-    /// Client keys: create, revoke, list.
+    /// Client keys: create, rotate, revoke, suspend, list.
     Keys {
         #[command(subcommand)]
-        cmd: gateway_cmd::KeysCmd,
+        cmd: keys::KeysCmd,
     },
     /// Keys for the admin HTTP API.
     Admin {
         #[command(subcommand)]
-        cmd: gateway_cmd::AdminCmd,
+        cmd: admin::AdminCmd,
     },
     /// Read and verify the tamper-evident audit log.
     Audit {
         #[command(subcommand)]
-        cmd: gateway_cmd::AuditCmd,
+        cmd: audit::AuditCmd,
     },
     /// Manage the git pre-commit hook.
     Hook {
@@ -70,20 +87,21 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let _ = e.print();
             // clap exits 0 for --help/--version and 2 for usage errors, as we do.
-            return ExitCode::from(e.exit_code() as u8);
+            return argv_errors::report(e);
         }
     };
     let result = match cli.command {
         Command::Scan(args) => scan_cmd::run(args),
         Command::Rules { json } => list_rules(json),
         Command::Hook { action } => hook::run(action),
-        Command::Serve(a) => gateway_cmd::serve(a),
-        Command::Vault { cmd } => gateway_cmd::vault(cmd),
-        Command::Keys { cmd } => gateway_cmd::keys(cmd),
-        Command::Admin { cmd } => gateway_cmd::admin(cmd),
-        Command::Audit { cmd } => gateway_cmd::audit(cmd),
+        Command::Serve(a) => serve::run(a),
+        Command::Init { config } => config::init(&config),
+        Command::Config { cmd } => config::run(cmd),
+        Command::Vault { cmd } => vault::run(cmd),
+        Command::Keys { cmd } => keys::run(cmd),
+        Command::Admin { cmd } => admin::run(cmd),
+        Command::Audit { cmd } => audit::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -15,6 +15,7 @@ fn audit_verify_passes_then_names_the_entry_changed_by_sql() {
     )
     .unwrap();
     let c = cfg.to_str().unwrap();
+    init_store(dir.path(), c);
     for name in ["a", "b", "c"] {
         let out = run_in(
             dir.path(),
@@ -77,6 +78,7 @@ fn every_admin_command_is_audited() {
     )
     .unwrap();
     let c = cfg.to_str().unwrap();
+    init_store(dir.path(), c);
     let json = |out: &std::process::Output| -> serde_json::Value {
         assert!(
             out.status.success(),

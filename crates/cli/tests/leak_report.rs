@@ -31,6 +31,7 @@ fn scan_report_to_revokes_found_keys() {
     )
     .unwrap();
     let c = cfg.to_str().unwrap();
+    init_store(dir.path(), c);
     let admin = json(&run_in(
         dir.path(),
         &[

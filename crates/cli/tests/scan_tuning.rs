@@ -110,3 +110,35 @@ fn inline_allow_ignore_file_and_config() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no-such-rule"));
 }
+
+#[test]
+fn the_readme_config_example_pasted_as_is_scans_clean() {
+    let readme =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme
+        .find("```toml\n[scan]")
+        .expect("README has the scan config example")
+        + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(".keyward.toml"), &readme[start..end]).unwrap();
+    let out = run_in(dir.path(), &["scan", "-f", "json"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The custom rule it defines still works on other files.
+    fs::write(
+        dir.path().join("app.env"),
+        "ACME=acme_9f2k4m6p8r1t3v5x7z0b2d4f6h8j1l3n\n",
+    )
+    .unwrap();
+    let out = run_in(dir.path(), &["scan", "-f", "json"], None);
+    let ids: Vec<_> = findings(&out)
+        .iter()
+        .map(|f| f["rule_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec!["acme-internal-token"]);
+}

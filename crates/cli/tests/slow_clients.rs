@@ -109,6 +109,7 @@ models = ["gpt-4o-mini"]
     )
     .unwrap();
     let c = cfg.to_str().unwrap();
+    init_store(dir.path(), c);
     let put = run_in(
         dir.path(),
         &["vault", "put", "openai-prod", "--config", c],

@@ -149,12 +149,12 @@ pub fn run(opts: &ScanOptions, stats: &scanner::Stats) -> Result<Outcome, Error>
         Some(p) => baseline::read(p)?,
         None => Default::default(),
     };
-    let suppress = suppress::Suppressions::new(
-        &root,
-        &config.scan.allow_paths,
-        &config.scan.allow_secrets,
-        baseline,
-    )?;
+    // The scan's own config holds rule examples that look like secrets by
+    // design; it is not scanned.
+    let mut allow_paths = config.scan.allow_paths.clone();
+    allow_paths.push(format!("/{}", config::DEFAULT_CONFIG_FILE));
+    let suppress =
+        suppress::Suppressions::new(&root, &allow_paths, &config.scan.allow_secrets, baseline)?;
     let scanner = scanner::Scanner {
         detector: &detector,
         suppress: &suppress,

@@ -76,3 +76,13 @@ pub fn git_init(dir: &Path) {
     git(dir, &["config", "user.email", "ada@example.org"]);
     git(dir, &["config", "commit.gpgsign", "false"]);
 }
+
+/// `keyward init --config CONFIG` in `dir`: only `init` and `serve` create a store.
+pub fn init_store(dir: &Path, config: &str) {
+    let out = run_in(dir, &["init", "--config", config], None);
+    assert!(
+        out.status.success(),
+        "keyward init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,330 @@
+//! `keyward keys …`: client keys.
+
+use super::applied;
+use super::table::{self, safe};
+use crate::home::{runtime, ConfigArg};
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use keyward_gateway::NewKey;
+use keyward_store::KeyRecord;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// Issue a client key. The key is printed once and never stored; the command
+    /// returns once every running server accepts it.
+    Create(CreateArgs),
+    /// Give a key a new secret under the same id. The old secret keeps working for
+    /// the grace period, then fails.
+    Rotate {
+        id: String,
+        /// How long the old secret stays valid: 24h, 30m, 0s…
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id: returns once every running server refuses it.
+    Revoke {
+        id: String,
+        #[arg(long, default_value = "revoked by an administrator")]
+        reason: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Refuse a key everywhere until `keys resume` (returns once every running
+    /// server refuses it). For a leak, prefer `revoke`.
+    Suspend {
+        id: String,
+        #[arg(long, default_value = "suspended by an administrator")]
+        reason: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Lift a suspension.
+    Resume {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List keys: state, environment, models, expiry, last use (never a key or
+    /// its hash).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Owner or purpose, for people reading `keys list`.
+    #[arg(long)]
+    name: String,
+    /// Environment: selects which provider credentials the key reaches.
+    #[arg(long = "env")]
+    environment: String,
+    /// Allowed model globs, comma-separated (`*` allows all).
+    #[arg(long, value_delimiter = ',', required = true)]
+    models: Vec<String>,
+    /// Allowed providers (config names), comma-separated; default: all.
+    #[arg(long, value_delimiter = ',')]
+    providers: Vec<String>,
+    /// Allowed endpoints (chat.completions, completions, embeddings, responses,
+    /// models, messages, messages.count_tokens, generateContent,
+    /// streamGenerateContent, countTokens, embedContent, batchEmbedContents);
+    /// default: all.
+    #[arg(long, value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// Source addresses allowed (CIDR), comma-separated; default: any.
+    #[arg(long = "cidrs", value_delimiter = ',')]
+    cidrs: Vec<String>,
+    /// Lifetime: 30d, 12h, 45m or `never`. Default 90d.
+    #[arg(long, default_value = "90d")]
+    expires: String,
+    /// A decoy: looks like any key, reaches no provider, and any use raises a
+    /// critical alert (source address, user agent, path, time).
+    #[arg(long)]
+    canary: bool,
+    /// What to do with secrets in this key's requests: redact (default), block,
+    /// alert or off. Unset: the provider's, then the server's `[redaction]`.
+    #[arg(long, value_name = "ACTION")]
+    redact_inbound: Option<keyward_gateway::redact::Action>,
+    /// The same for responses (streamed ones included).
+    #[arg(long, value_name = "ACTION")]
+    redact_outbound: Option<keyward_gateway::redact::Action>,
+    /// Rotate the key on a schedule (30d, 12h…): the owner's webhook is told
+    /// beforehand and receives the new key; the old one works for --rotation-grace.
+    #[arg(long, value_name = "PERIOD", requires = "notify")]
+    rotate_every: Option<String>,
+    /// How long the old secret keeps working after a scheduled rotation.
+    #[arg(long, value_name = "DURATION", requires = "rotate_every")]
+    rotation_grace: Option<String>,
+    /// Vault secret holding the owner's webhook URL (https; store it with
+    /// `keyward vault put NAME < url.txt`: such URLs are often credentials).
+    #[arg(long, value_name = "VAULT_NAME", requires = "rotate_every")]
+    notify: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn parse_lifetime(s: &str) -> anyhow::Result<Option<Duration>> {
+    keyward_gateway::admin::parse_lifetime(s).with_context(|| {
+        format!("`{s}` is not a lifetime; use e.g. 30d, 12h, 45m or never (at most 36500d)")
+    })
+}
+
+/// What a key's record says about whether it works now.
+pub fn state(k: &KeyRecord, now: i64) -> &'static str {
+    if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.suspended_at.is_some() {
+        "suspended"
+    } else if k.expires_at.is_some_and(|e| e <= now) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+fn print_new_key(id: &str, key: &str, json: bool, note: &str) {
+    if json {
+        println!("{}", serde_json::json!({"id": id, "key": key}));
+    } else {
+        println!("id:  {id}\nkey: {key}\n\n{note}");
+    }
+}
+
+pub fn run(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    match cmd {
+        KeysCmd::Create(a) => rt.block_on(create(a))?,
+        KeysCmd::Rotate {
+            id,
+            grace,
+            config,
+            json,
+        } => {
+            let grace = match grace.as_str() {
+                "0" | "0s" | "none" => Duration::ZERO,
+                g => parse_lifetime(g)?.context("a grace period cannot be `never`")?,
+            };
+            rt.block_on(async {
+                let (_, b) = config.open().await?;
+                let Some(key) = b.rotate_key(&id, grace).await? else {
+                    bail!("no key with id `{id}` (see `keyward keys list`)");
+                };
+                applied::confirm(&b).await?;
+                print_new_key(
+                    &id,
+                    &key,
+                    json,
+                    &format!(
+                        "The previous secret works for {}s more. This is the only time the new key is shown.",
+                        grace.as_secs()
+                    ),
+                );
+                Ok(())
+            })?;
+        }
+        KeysCmd::Revoke { id, reason, config } => rt.block_on(async {
+            let (_, b) = config.open().await?;
+            if !b.revoke_key(&id, &reason).await? {
+                bail!("no key with id `{id}` (see `keyward keys list`)");
+            }
+            eprintln!("revoked {id}");
+            applied::confirm(&b).await
+        })?,
+        KeysCmd::Suspend { id, reason, config } => rt.block_on(async {
+            let (_, b) = config.open().await?;
+            if !b.suspend_key(&id, &reason).await? {
+                bail!(not_live(&b, &id).await?);
+            }
+            eprintln!("suspended {id}");
+            applied::confirm(&b).await
+        })?,
+        KeysCmd::Resume { id, config } => rt.block_on(async {
+            let (_, b) = config.open().await?;
+            if !b.resume_key(&id).await? {
+                bail!(not_live(&b, &id).await?);
+            }
+            eprintln!("resumed {id}");
+            applied::confirm(&b).await
+        })?,
+        KeysCmd::List { config, json } => rt.block_on(async {
+            let (_, b) = config.open().await?;
+            list(&b, json).await
+        })?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Why a suspend or resume found nothing to change: no such key, or a revoked one.
+async fn not_live(b: &keyward_gateway::Backend, id: &str) -> anyhow::Result<String> {
+    let keys = b.store.keys().await?;
+    Ok(match keys.iter().find(|k| k.id == id) {
+        Some(k) if k.revoked_at.is_some() => format!(
+            "key `{id}` is revoked{}: a revoked key cannot be suspended or resumed; issue a new one with `keyward keys create`",
+            k.revoke_reason
+                .as_deref()
+                .map(|r| format!(" ({})", safe(r)))
+                .unwrap_or_default()
+        ),
+        _ => format!("no key with id `{id}` (see `keyward keys list`)"),
+    })
+}
+
+async fn create(a: CreateArgs) -> anyhow::Result<()> {
+    let cfg = a.config.load()?;
+    for p in &a.providers {
+        if !cfg.providers.iter().any(|c| &c.name == p) {
+            bail!(
+                "no provider named `{p}` in the config; it has: {}",
+                provider_names(&cfg)
+            );
+        }
+    }
+    let spec = NewKey {
+        name: a.name,
+        environment: a.environment,
+        models: a.models,
+        providers: a.providers,
+        endpoints: a.endpoints,
+        source_cidrs: a.cidrs,
+        expires_in: parse_lifetime(&a.expires)?,
+        canary: a.canary,
+        redaction: keyward_gateway::redact::PolicyConfig {
+            inbound: a.redact_inbound,
+            outbound: a.redact_outbound,
+        },
+        rotation: keyward_gateway::admin::rotation_schedule(
+            a.rotate_every.as_deref(),
+            a.rotation_grace.as_deref(),
+            a.notify,
+        )
+        .map_err(anyhow::Error::msg)?,
+    };
+    let b = crate::home::open_existing(&cfg).await?;
+    let (record, key) = b.create_key(spec).await?;
+    applied::confirm(&b).await?;
+    print_new_key(
+        &record.id,
+        &key,
+        a.json,
+        "This is the only time the key is shown: store it now.",
+    );
+    Ok(())
+}
+
+fn provider_names(cfg: &keyward_gateway::Config) -> String {
+    if cfg.providers.is_empty() {
+        return "none".into();
+    }
+    cfg.providers
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn list(b: &keyward_gateway::Backend, json: bool) -> anyhow::Result<()> {
+    let keys = b.store.keys().await?;
+    let last_use = b.store.key_last_use().await?;
+    let now = keyward_gateway::state::now();
+    if json {
+        let rows: Vec<serde_json::Value> = keys
+            .iter()
+            .map(|k| {
+                let mut v = serde_json::to_value(k).expect("serialisable");
+                v["state"] = state(k, now).into();
+                v["last_used_at"] = last_use.get(&k.id).copied().into();
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if keys.is_empty() {
+        eprintln!("no keys yet: issue one with `keyward keys create`");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            let mut st = state(k, now).to_string();
+            if k.canary {
+                st.push_str(" (canary)");
+            }
+            vec![
+                k.id.clone(),
+                st,
+                k.environment.clone(),
+                safe(&k.name).into_owned(),
+                safe(&k.models.join(",")).into_owned(),
+                k.expires_at.map_or_else(|| "never".into(), table::time),
+                table::maybe_time(last_use.get(&k.id).copied()),
+                k.hint.clone(),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "ID",
+            "STATE",
+            "ENV",
+            "NAME",
+            "MODELS",
+            "EXPIRES",
+            "LAST USED",
+            "KEY",
+        ],
+        &rows,
+    );
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The gateway-side command groups: one module each, sharing [`applied`] (waiting
+//! until every running server applies a change) and [`table`] (terminal output).
+
+pub mod admin;
+pub mod applied;
+pub mod audit;
+pub mod config;
+pub mod keys;
+pub mod serve;
+pub mod table;
+pub mod vault;
