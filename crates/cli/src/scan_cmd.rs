@@ -153,7 +153,7 @@ pub fn run(a: ScanArgs) -> anyhow::Result<ExitCode> {
         r
     })?;
     if let Some(url) = &a.report_to {
-        report_leaks(url, &outcome.findings)?;
+        report_leaks(url, &mut outcome.findings)?;
     }
     for f in &mut outcome.findings {
         f.set_secret_visibility(a.show_secrets);
@@ -220,12 +220,13 @@ fn progress(stats: &Stats, done: &std::sync::atomic::AtomicBool) {
 }
 
 /// Reports each Keyward key found, with where it was found, to a gateway's leak
-/// endpoint. Fails (exit 2) if the endpoint refuses, so CI notices.
-fn report_leaks(url: &str, findings: &[keyward_scan::Finding]) -> anyhow::Result<()> {
+/// endpoint, and marks the findings the gateway revoked (or had revoked already).
+/// Fails (exit 2) if the endpoint refuses, so CI notices.
+fn report_leaks(url: &str, findings: &mut [keyward_scan::Finding]) -> anyhow::Result<()> {
     let admin_key = std::env::var("KEYWARD_ADMIN_KEY")
         .context("--report-to needs an admin key in the KEYWARD_ADMIN_KEY environment variable")?;
     let leaks: Vec<_> = findings
-        .iter()
+        .iter_mut()
         .filter(|f| f.rule_id == "keyward-client-key")
         .collect();
     if leaks.is_empty() {
@@ -257,6 +258,8 @@ fn report_leaks(url: &str, findings: &[keyward_scan::Finding]) -> anyhow::Result
             }
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             let revoked = v["revoked"].as_array().map_or(0, Vec::len);
+            let already = v["already_revoked"].as_array().map_or(0, Vec::len);
+            f.revoked = revoked + already > 0;
             eprintln!("reported the Keyward key at {location}: {revoked} key(s) revoked");
         }
         Ok(())

@@ -94,6 +94,10 @@ fn scan_report_to_revokes_found_keys() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The report says what happened, not what is left to do.
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("revoked by the gateway"), "{report}");
+    assert!(!report.contains("revoke it with"), "{report}");
     let keys = json(&run_in(
         dir.path(),
         &["keys", "list", "--config", c, "--json"],

@@ -216,6 +216,12 @@ fn installed_hook_blocks_a_real_commit_and_allows_a_clean_one() {
     let msg = String::from_utf8_lossy(&commit.stdout).to_string()
         + &String::from_utf8_lossy(&commit.stderr);
     assert!(msg.contains("leak.env:1:3"), "the hook says where: {msg}");
+    for next in ["keyward:allow", "--write-baseline", "--no-verify"] {
+        assert!(
+            msg.contains(next),
+            "the hook says what to do next ({next}): {msg}"
+        );
+    }
     assert_eq!(
         git(d, &["rev-list", "--count", "HEAD"]),
         "1",
@@ -228,4 +234,54 @@ fn installed_hook_blocks_a_real_commit_and_allows_a_clean_one() {
     let refused = run_in(d, &["hook", "install"], None);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    // With --force it is kept as a backup, and a second --force keeps both.
+    for (n, backup) in ["pre-commit.keyward-backup", "pre-commit.keyward-backup.1"]
+        .iter()
+        .enumerate()
+    {
+        let custom = format!("#!/bin/sh\necho custom {n}\n");
+        fs::write(&hooks, &custom).unwrap();
+        let forced = run_in(d, &["hook", "install", "--force"], None);
+        assert!(forced.status.success());
+        assert!(String::from_utf8_lossy(&forced.stdout).contains(backup));
+        assert_eq!(
+            fs::read_to_string(d.join(".git/hooks").join(backup)).unwrap(),
+            custom
+        );
+        assert!(fs::read_to_string(&hooks).unwrap().contains("keyward"));
+    }
+}
+
+#[test]
+fn git_modes_outside_a_repository_fail_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["scan", "--staged"][..], &["scan", "--git"]] {
+        let out = run_in(dir.path(), args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("is not in a git repository"), "{err}");
+        assert!(!err.contains("usage: git"), "{err}");
+    }
+}
+
+#[test]
+fn history_summaries_count_files_and_file_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    git_init(d);
+    // One file, two versions, two different secrets.
+    fs::write(d.join("app.env"), format!("A={}\n", github_pat(SEED_A))).unwrap();
+    git(d, &["add", "."]);
+    git(d, &["commit", "-qm", "one"]);
+    fs::write(
+        d.join("app.env"),
+        format!("A={}\nB={}\n", github_pat(SEED_A), github_pat(SEED_B)),
+    )
+    .unwrap();
+    git(d, &["commit", "-qam", "two"]);
+    let out = run_in(d, &["scan", "--git", "--no-progress"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 secrets found in 1 file;"), "{text}");
+    assert!(text.contains("scanned 2 file versions"), "{text}");
 }

@@ -49,6 +49,9 @@ pub struct Finding {
     /// For Keyward client keys: the environment the key belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    /// For Keyward client keys reported with `--report-to`: the gateway revoked it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub commit: Option<CommitInfo>,
     /// History scans: every other path the same secret appeared at (`path` is the

@@ -105,12 +105,34 @@ pub struct Outcome {
     pub findings: Vec<Finding>,
     /// Problems that did not stop the scan (unreadable files, broken archives).
     pub warnings: Vec<String>,
+    /// Files scanned; in a history scan, file versions (blobs), each once.
     pub files: u64,
+    /// True for a history scan (`files` counts blobs).
+    pub history: bool,
+    /// The absolute directory relative finding paths are relative to: the
+    /// repository's top level for git sources, the working directory otherwise.
+    pub base: PathBuf,
     pub bytes: u64,
     pub skipped_binary: u64,
     pub skipped_large: u64,
     pub suppressed: u64,
     pub elapsed: Duration,
+}
+
+/// `p` made absolute against the working directory, `.` and `..` removed.
+fn absolute(p: &Path) -> PathBuf {
+    let joined = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The directory whose `.keyward.toml` and `.keywardignore` apply.
@@ -242,6 +264,13 @@ pub fn run(opts: &ScanOptions, stats: &scanner::Stats) -> Result<Outcome, Error>
         findings,
         warnings,
         files: s.files.load(Ordering::Relaxed),
+        history: matches!(opts.source, Source::GitHistory { .. }),
+        base: match &opts.source {
+            Source::GitHistory { repo, .. } | Source::Staged(repo) => {
+                source::git::toplevel(repo).unwrap_or_else(|| absolute(repo))
+            }
+            _ => absolute(Path::new(".")),
+        },
         bytes: s.bytes.load(Ordering::Relaxed),
         skipped_binary: s.skipped_binary.load(Ordering::Relaxed),
         skipped_large: s.skipped_large.load(Ordering::Relaxed),

@@ -103,6 +103,7 @@ impl<'a> Scanner<'a> {
                 fingerprint: fp,
                 encoding: f.encoding.map(|e| e.as_str()),
                 environment: checksum::keyward_key_env(&f.secret).map(str::to_string),
+                revoked: false,
                 commit: commit.cloned(),
                 paths: Vec::new(),
                 secret: String::new(),

@@ -498,6 +498,9 @@ mod tests {
         assert!(events[1].starts_with("event: content_block_delta\n"));
         assert!(events[1].contains(&t[..20]), "{text}");
         assert!(events[2].starts_with("event: content_block_stop"));
-        assert!(!text.contains(r#""text":"""#), "an empty delta was sent: {text}");
+        assert!(
+            !text.contains(r#""text":"""#),
+            "an empty delta was sent: {text}"
+        );
     }
 }

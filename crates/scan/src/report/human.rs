@@ -44,7 +44,11 @@ pub fn write(out: &mut dyn Write, o: &Outcome) -> std::io::Result<()> {
             writeln!(out, "  {dim}found inside {enc}-encoded text{dim:#}")?;
         }
         if let Some(env) = &f.environment {
-            writeln!(out, "  {dim}Keyward key for environment `{env}`: revoke it with `keyward keys revoke`{dim:#}")?;
+            if f.revoked {
+                writeln!(out, "  {dim}Keyward key for environment `{env}`: revoked by the gateway (--report-to); remove it from the code{dim:#}")?;
+            } else {
+                writeln!(out, "  {dim}Keyward key for environment `{env}`: revoke it with `keyward keys revoke`{dim:#}")?;
+            }
         }
         if let Some(c) = &f.commit {
             writeln!(
@@ -78,21 +82,38 @@ pub fn write(out: &mut dyn Write, o: &Outcome) -> std::io::Result<()> {
             Style::new()
         )
     } else {
+        let mut paths: Vec<&str> = o.findings.iter().map(|f| f.path.as_str()).collect();
+        paths.sort_unstable();
+        paths.dedup();
         format!(
-            "{}{} secret{} found{:#}",
+            "{}{} secret{} found in {} file{}{:#}",
             Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
             o.findings.len(),
-            if o.findings.len() == 1 { "" } else { "s" },
+            plural(o.findings.len()),
+            paths.len(),
+            plural(paths.len()),
             Style::new()
         )
     };
+    let scanned = if o.history {
+        format!("scanned {} file versions", o.files)
+    } else {
+        format!("scanned {} files", o.files)
+    };
     writeln!(
         out,
-        "{verdict}: {} files, {mb:.1} MB in {secs:.2}s ({:.0} MB/s); {} binary and {} oversized skipped, {} suppressed",
-        o.files,
+        "{verdict}; {scanned}, {mb:.1} MB in {secs:.2}s ({:.0} MB/s); {} binary and {} oversized skipped, {} suppressed",
         if secs > 0.0 { mb / secs } else { 0.0 },
         o.skipped_binary,
         o.skipped_large,
         o.suppressed
     )
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }

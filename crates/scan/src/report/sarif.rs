@@ -6,6 +6,7 @@ use crate::{Finding, Outcome};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::{Component, Path, PathBuf};
 
 const SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
 
@@ -58,6 +59,52 @@ fn path_to_uri(path: &str) -> String {
     s
 }
 
+/// The base id relative artifact URIs are resolved against; the run maps it to
+/// the scan's base directory.
+const SRCROOT: &str = "SRCROOT";
+
+/// A directory as a `file:` URI ending in `/`.
+fn dir_uri(dir: &Path) -> String {
+    let mut s = format!("file://{}", path_to_uri(&dir.to_string_lossy()));
+    if !s.ends_with('/') {
+        s.push('/');
+    }
+    s
+}
+
+/// Where a finding is: a path relative to `base` under [`SRCROOT`], or, for a
+/// path outside `base`, an absolute `file:` URI. Never a URI starting with `/`.
+fn artifact_location(path: &str, base: &Path) -> Value {
+    let p = Path::new(path);
+    let relative = if p.is_absolute() {
+        p.strip_prefix(base).ok().map(Path::to_path_buf)
+    } else if path.starts_with("../") || path == ".." {
+        None
+    } else {
+        Some(p.to_path_buf())
+    };
+    match relative {
+        Some(r) => {
+            let r = r.to_string_lossy();
+            let r = r.trim_start_matches("./");
+            json!({"uri": path_to_uri(r), "uriBaseId": SRCROOT})
+        }
+        None => {
+            let mut abs = PathBuf::new();
+            for c in base.join(p).components() {
+                match c {
+                    Component::CurDir => {}
+                    Component::ParentDir => {
+                        abs.pop();
+                    }
+                    c => abs.push(c),
+                }
+            }
+            json!({"uri": format!("file://{}", path_to_uri(&abs.to_string_lossy()))})
+        }
+    }
+}
+
 fn rule_descriptor(f: &Finding) -> Value {
     json!({
         "id": f.rule_id,
@@ -105,7 +152,7 @@ pub fn write(out: &mut dyn Write, o: &Outcome) -> std::io::Result<()> {
                 "message": {"text": message},
                 "locations": [{
                     "physicalLocation": {
-                        "artifactLocation": {"uri": path_to_uri(&f.path)},
+                        "artifactLocation": artifact_location(&f.path, &o.base),
                         "region": {
                             "startLine": f.line,
                             "startColumn": f.column,
@@ -143,6 +190,7 @@ pub fn write(out: &mut dyn Write, o: &Outcome) -> std::io::Result<()> {
                 "semanticVersion": env!("CARGO_PKG_VERSION"),
                 "rules": ordered.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
             }},
+            "originalUriBaseIds": {SRCROOT: {"uri": dir_uri(&o.base)}},
             "columnKind": "unicodeCodePoints",
             "results": results,
         }]
@@ -154,6 +202,28 @@ pub fn write(out: &mut dyn Write, o: &Outcome) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locations_are_relative_to_the_base_or_absolute_file_uris() {
+        let base = Path::new("/work/repo");
+        assert_eq!(
+            artifact_location("src/a b.py", base),
+            json!({"uri": "src/a%20b.py", "uriBaseId": "SRCROOT"})
+        );
+        assert_eq!(
+            artifact_location("/work/repo/src/a.py", base),
+            json!({"uri": "src/a.py", "uriBaseId": "SRCROOT"})
+        );
+        assert_eq!(
+            artifact_location("/etc/app.conf", base),
+            json!({"uri": "file:///etc/app.conf"})
+        );
+        assert_eq!(
+            artifact_location("../other/x.env", base),
+            json!({"uri": "file:///work/other/x.env"})
+        );
+        assert_eq!(dir_uri(base), "file:///work/repo/");
+    }
 
     #[test]
     fn uris_escape_spaces_and_keep_separators() {

@@ -54,6 +54,37 @@ fn run_git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, Error> {
     Ok(out.stdout)
 }
 
+/// The top-level directory of the work tree containing `repo`, if any.
+pub fn toplevel(repo: &Path) -> Option<std::path::PathBuf> {
+    let out = run_git(repo, &["rev-parse", "--show-toplevel"]).ok()?;
+    let s = String::from_utf8(out).ok()?;
+    let s = s.trim_end_matches(['\n', '\r']);
+    (!s.is_empty()).then(|| std::path::PathBuf::from(s))
+}
+
+/// Fails in one line, naming `repo` and what to do, unless `repo` is inside a git
+/// work tree or repository (git's own answer there is its usage text).
+fn require_repository(repo: &Path, what: &str) -> Result<(), Error> {
+    let inside = git(repo)
+        .args(["rev-parse", "--git-dir"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| {
+            Error::Git(format!(
+                "cannot run git ({e}); install git or put it on PATH"
+            ))
+        })?;
+    if inside.success() {
+        return Ok(());
+    }
+    Err(Error::Git(format!(
+        "{} is not in a git repository: {what} reads a repository (give one with --repo or `--git PATH`, \
+         or scan files with `keyward scan PATH`)",
+        repo.display()
+    )))
+}
+
 /// Scans every blob in the history of the repository at `repo`. Returns the
 /// commit order (oldest first) so callers can keep the earliest of duplicates.
 pub fn scan_history(
@@ -64,6 +95,7 @@ pub fn scan_history(
     threads: usize,
     archives: bool,
 ) -> Result<Vec<CommitInfo>, Error> {
+    require_repository(repo, "--git")?;
     // Every ref, or only the commits after `since` (`since..HEAD`, for CI on a pull
     // request). A revision is never taken as an option.
     let range = match since {
@@ -125,6 +157,7 @@ pub fn scan_staged(
     threads: usize,
     archives: bool,
 ) -> Result<(), Error> {
+    require_repository(repo, "--staged")?;
     let names = run_git(
         repo,
         &[
