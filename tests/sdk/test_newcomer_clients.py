@@ -190,3 +190,44 @@ def test_whole_responses_are_compressed_when_asked_streams_are_not(gateway):
         {"Authorization": f"Bearer {key}", "Accept-Encoding": "gzip", "Content-Type": "application/json"},
     )
     assert status == 200 and "content-encoding" not in headers and b"data:" in out
+
+
+def test_vault_put_on_a_terminal_prompts_without_echo(gateway, fake):
+    """On a TTY, `vault put` asks for the value and does not echo what is typed."""
+    import os
+    import pty
+    import select
+
+    secret = "sk-typed-at-a-prompt-" + marker()
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session with this pty as its terminal
+        os.chdir(gateway.dir)
+        os.execv(str(gateway.bin), [str(gateway.bin), "vault", "put", "typed-key", "--config", str(gateway.config)])
+    seen = b""
+
+    def read_until(needle: bytes, timeout: float = 20.0) -> bytes:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while needle not in seen and time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if r:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+        return seen
+
+    assert b"input hidden" in read_until(b"input hidden"), seen
+    os.write(fd, secret.encode() + b"\n")
+    read_until(b"stored `typed-key`")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    gateway.creds["typed-key"] = secret
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert secret.encode() not in seen, "the typed secret was echoed"
+    assert b"stored `typed-key` (version 1)" in seen, seen
+    listed = json.loads(gateway.cli("vault", "list", "--json").stdout)
+    assert any(r["name"] == "typed-key" for r in listed)
