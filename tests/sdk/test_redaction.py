@@ -265,11 +265,18 @@ def test_redactions_are_counted_per_key_and_rule_and_audited_without_the_secret(
     assert mine == [
         {"key_id": key_id, "rule": "github-classic-pat", "direction": "inbound", "action": "redact", "count": 2}
     ], counts
-    out = gateway.cli("audit", "search", "--action", "traffic.secret_redacted", "--json").stdout
-    assert token not in out
-    entries = [json.loads(line) for line in out.splitlines() if line.strip()] if not out.lstrip().startswith("[") else json.loads(out)
     def rules(e):
         d = e.get("details")
         return (json.loads(d) if isinstance(d, str) else d or {}).get("rules")
 
-    assert any(e.get("actor") == key_id and rules(e) == {"github-classic-pat": 2} for e in entries), out
+    # Traffic events reach the log through the server's audit queue: wait for it.
+    deadline = time.monotonic() + 5
+    while True:
+        out = gateway.cli("audit", "search", "--action", "traffic.secret_redacted", "--json").stdout
+        assert token not in out
+        entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+        found = any(e.get("actor") == key_id and rules(e) == {"github-classic-pat": 2} for e in entries)
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert found, out

@@ -61,7 +61,7 @@ pub async fn watch_credential_age(
     loop {
         tick.tick().await;
         let snapshot = live.snapshot.load_full();
-        let now = crate::state::now();
+        let now = crate::time::now();
         for (name, &created) in &snapshot.credential_created {
             let age = now - created;
             if age > max_age.as_secs() as i64 && alerted.insert((name.clone(), created)) {

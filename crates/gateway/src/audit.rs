@@ -132,7 +132,7 @@ pub async fn append(
         return Ok(());
     }
     store
-        .append_audit(sealer(key, events, crate::state::now()))
+        .append_audit(sealer(key, events, crate::time::now()))
         .await
 }
 
@@ -304,7 +304,7 @@ impl Sink {
     pub fn spawn(store: Store, key: HashKey) -> Sink {
         let (tx, mut rx) = mpsc::unbounded_channel::<Command>();
         let refusals = std::sync::Arc::new(std::sync::Mutex::new(Refusals {
-            window_start: crate::state::now(),
+            window_start: crate::time::now(),
             ..Refusals::default()
         }));
         let counted = refusals.clone();
@@ -316,7 +316,7 @@ impl Sink {
                 counted
                     .lock()
                     .expect("refusal counts are never left half-updated")
-                    .close_window(crate::state::now())
+                    .close_window(crate::time::now())
             };
             loop {
                 let mut batch = Vec::new();

@@ -310,7 +310,7 @@ impl VaultSection {
     pub fn max_age(&self) -> Option<std::time::Duration> {
         self.max_age
             .as_deref()
-            .and_then(crate::admin::parse_lifetime)
+            .and_then(crate::time::parse_lifetime)
             .flatten()
     }
 }
@@ -464,7 +464,7 @@ impl Config {
             );
         }
         if let Some(a) = &self.vault.max_age {
-            if !matches!(crate::admin::parse_lifetime(a), Some(Some(_))) {
+            if !matches!(crate::time::parse_lifetime(a), Some(Some(_))) {
                 return Err(format!(
                     "[vault] max_age = \"{a}\": use a duration such as 90d, 12h or 30m"
                 ));

@@ -15,17 +15,22 @@ pub mod audit;
 pub mod compress;
 pub mod config;
 pub mod conn;
+pub mod context;
 pub mod echo;
 pub mod keys;
 pub mod last_use;
-pub mod proxy;
+pub mod master_file;
+pub mod pipeline;
+pub mod provider;
 pub mod redact;
 pub mod rekey;
 pub mod schedule;
 pub mod screen;
 pub mod state;
 pub mod tasks;
+pub mod time;
 pub mod tls;
+pub mod webhook;
 
 use axum::routing::get;
 use axum::Router;
@@ -63,7 +68,7 @@ pub fn upstream_client() -> Result<reqwest::Client, ServeError> {
 }
 
 /// Builds the router around a gateway.
-pub fn router(gw: Arc<proxy::Gateway>) -> Router {
+pub fn router(gw: Arc<context::Gateway>) -> Router {
     let ready = gw.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -84,7 +89,7 @@ pub fn router(gw: Arc<proxy::Gateway>) -> Router {
             }),
         )
         .nest("/admin/v1", admin::router())
-        .fallback(proxy::handle)
+        .fallback(pipeline::handle)
         .layer(compress::layer())
         .with_state(gw)
 }
@@ -101,11 +106,7 @@ pub async fn serve(
     let replica_id = live.replica_id.clone();
     backend
         .store
-        .replica_heartbeat(
-            &replica_id,
-            live.snapshot.load().generation,
-            state::now_ms(),
-        )
+        .replica_heartbeat(&replica_id, live.snapshot.load().generation, time::now_ms())
         .await
         .map_err(state::StateError::from)?;
     {
@@ -116,7 +117,7 @@ pub async fn serve(
     }
     // Off the start-up path; a stream arriving first waits for it.
     tokio::task::spawn_blocking(|| keyward_detect::Detector::builtin().prepare_streaming());
-    let gw = Arc::new(proxy::Gateway {
+    let gw = Arc::new(context::Gateway {
         live,
         backend: backend.clone(),
         audit: audit::Sink::spawn(backend.store.clone(), backend.audit_key().clone()),
@@ -126,7 +127,7 @@ pub async fn serve(
             .providers
             .iter()
             .cloned()
-            .map(proxy::Provider::new)
+            .map(provider::Provider::new)
             .collect(),
         client: upstream_client()?,
         max_body: config.server.max_body_bytes,

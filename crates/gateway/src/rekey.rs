@@ -9,9 +9,10 @@
 //! source; servers whose command then returns the new key switch by themselves.
 
 use crate::config::Config;
+use crate::master_file::{install_pending, pending_path};
 use crate::state::{Backend, StateError};
 use keyward_vault::{MasterKey, MasterKeySource};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// What a rekey did.
 #[derive(Debug)]
@@ -20,52 +21,6 @@ pub struct RekeyReport {
     pub rewrapped: usize,
     /// The key file replaced, for a file source.
     pub key_file: Option<PathBuf>,
-}
-
-/// Where a rekey puts the new key file before the store commits to it.
-pub fn pending_path(key_file: &Path) -> PathBuf {
-    let mut name = key_file.file_name().unwrap_or_default().to_os_string();
-    name.push(".new");
-    key_file.with_file_name(name)
-}
-
-/// The pending key of an unfinished rekey, when the source is a file and its
-/// pending file holds the key with `check`.
-pub(crate) fn pending_key(
-    source: &MasterKeySource,
-    check: &str,
-) -> Result<Option<(MasterKey, PathBuf)>, StateError> {
-    let MasterKeySource::File(p) = source else {
-        return Ok(None);
-    };
-    let pending = pending_path(p);
-    if !pending.exists() {
-        return Ok(None);
-    }
-    let key = MasterKey::load(&MasterKeySource::File(pending.clone()))?;
-    Ok((key.check_value() == check).then_some((key, pending)))
-}
-
-/// Moves a pending key file over the key file (atomic rename, then a directory
-/// sync so the rename survives a crash).
-pub(crate) fn install_pending(source: &MasterKeySource, pending: &Path) -> Result<(), StateError> {
-    let MasterKeySource::File(p) = source else {
-        return Ok(());
-    };
-    let err = |e: std::io::Error| {
-        StateError::Invalid(format!(
-            "cannot move {} to {}: {e}",
-            pending.display(),
-            p.display()
-        ))
-    };
-    std::fs::rename(pending, p).map_err(err)?;
-    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 /// Rotates the master key of the store `config` points at. `supplied` is the new

@@ -8,9 +8,9 @@
 #![allow(clippy::result_large_err)]
 
 use crate::api::{self, ErrorKind, Family};
-use crate::proxy::Gateway;
+use crate::context::Gateway;
 use crate::redact::{self, Action, Direction, SseRedactor};
-use crate::state::now;
+use crate::time::now;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::keys::{self, KeyEntry};
+use crate::time::{now, now_ms};
 use arc_swap::ArcSwap;
 use base64::Engine as _;
 use keyward_store::{AdminKeyRecord, KeyRecord, Store};
@@ -56,13 +57,6 @@ impl std::fmt::Debug for Backend {
             .field("store", &self.store.backend())
             .finish_non_exhaustive()
     }
-}
-
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Seal context for a vault secret: binds the ciphertext to its name.
@@ -130,9 +124,9 @@ impl Backend {
         } else {
             // A `vault rekey` interrupted after its commit left the new key beside
             // the old one: finish it.
-            match crate::rekey::pending_key(&master_source, &check)? {
+            match crate::master_file::pending_key(&master_source, &check)? {
                 Some((key, pending)) => {
-                    crate::rekey::install_pending(&master_source, &pending)?;
+                    crate::master_file::install_pending(&master_source, &pending)?;
                     key
                 }
                 None => return Err(StateError::Invalid(
@@ -175,7 +169,7 @@ impl Backend {
             .filter(|k| k.check_value() == check);
         let fresh = match fresh {
             Some(k) => k,
-            None => match crate::rekey::pending_key(&self.master_source, &check)? {
+            None => match crate::master_file::pending_key(&self.master_source, &check)? {
                 Some((k, _)) => k,
                 None => {
                     return Err(StateError::Invalid(
@@ -397,7 +391,7 @@ impl Backend {
                 spec.environment
             )));
         }
-        let too_long = |d: &Duration| *d > crate::admin::MAX_LIFETIME;
+        let too_long = |d: &Duration| *d > crate::time::MAX_LIFETIME;
         if spec.expires_in.as_ref().is_some_and(too_long)
             || spec
                 .rotation
@@ -426,7 +420,7 @@ impl Backend {
                     r.notify_secret
                 ))
             })?;
-            crate::schedule::check_webhook_url(url.expose_secret()).map_err(StateError::Invalid)?;
+            crate::webhook::check_webhook_url(url.expose_secret()).map_err(StateError::Invalid)?;
         }
         if let Some(e) = spec
             .endpoints
@@ -871,13 +865,6 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// With no successful check for this long, requests are refused (fail closed):
 /// a revocation might have been missed.
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 impl Live {
     pub fn new(s: Snapshot) -> Live {

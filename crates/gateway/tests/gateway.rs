@@ -1083,7 +1083,7 @@ async fn master_key_rotation_while_serving_decrypts_nothing_to_disk() {
     );
     let new_key_text = std::fs::read_to_string(&key_file).unwrap();
     assert_ne!(new_key_text, old_key);
-    assert!(!keyward_gateway::rekey::pending_path(&key_file).exists());
+    assert!(!keyward_gateway::master_file::pending_path(&key_file).exists());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -1143,7 +1143,7 @@ async fn a_rekey_cut_short_after_its_commit_is_finished_on_next_open() {
     backend.vault_put("openai-prod", PROD_CRED).await.unwrap();
     // What `vault rekey` does, stopped before it replaces the key file.
     let key_file = dir.path().join("master.key");
-    let pending = keyward_gateway::rekey::pending_path(&key_file);
+    let pending = keyward_gateway::master_file::pending_path(&key_file);
     let new = keyward_vault::MasterKey::generate();
     new.write_new_file(&pending).unwrap();
     let check = new.check_value();

@@ -176,7 +176,7 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let since = since
-                .map(|s| table::parse_since(&s, keyward_gateway::state::now()))
+                .map(|s| table::parse_since(&s, keyward_gateway::time::now()))
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
             rt.block_on(async {

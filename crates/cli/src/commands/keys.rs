@@ -115,7 +115,7 @@ pub struct CreateArgs {
 }
 
 pub fn parse_lifetime(s: &str) -> anyhow::Result<Option<Duration>> {
-    keyward_gateway::admin::parse_lifetime(s).with_context(|| {
+    keyward_gateway::time::parse_lifetime(s).with_context(|| {
         format!("`{s}` is not a lifetime; use e.g. 30d, 12h, 45m or never (at most 36500d)")
     })
 }
@@ -276,7 +276,7 @@ fn provider_names(cfg: &keyward_gateway::Config) -> String {
 async fn list(b: &keyward_gateway::Backend, json: bool) -> anyhow::Result<()> {
     let keys = b.store.keys().await?;
     let last_use = b.store.key_last_use().await?;
-    let now = keyward_gateway::state::now();
+    let now = keyward_gateway::time::now();
     if json {
         let rows: Vec<serde_json::Value> = keys
             .iter()

@@ -194,7 +194,7 @@ async fn list(config: &ConfigArg, json: bool) -> anyhow::Result<()> {
     let (cfg, b) = config.open().await?;
     let secrets = b.store.current_secrets().await?;
     let max_age = cfg.vault.max_age().map(|d| d.as_secs() as i64);
-    let now = keyward_gateway::state::now();
+    let now = keyward_gateway::time::now();
     // Live versions per name, oldest first (the store orders them).
     let mut names: Vec<(String, Vec<(i64, i64)>)> = Vec::new();
     for s in &secrets {

@@ -1,0 +1,48 @@
+//! What every request shares: the live key directory, the store, the audit and
+//! alert sinks, the providers and the detector; and request ids.
+
+use crate::provider::Provider;
+use crate::state::Live;
+use keyward_detect::Detector;
+use keyward_vault::HashKey;
+use std::sync::Arc;
+
+/// Shared state of the request path.
+pub struct Gateway {
+    pub live: Arc<Live>,
+    /// For admin API writes.
+    pub backend: crate::state::Backend,
+    /// Refused requests and admin reads go to the audit log through here.
+    pub audit: crate::audit::Sink,
+    pub alerts: crate::alerts::Alerter,
+    pub hash_key: HashKey,
+    pub providers: Vec<Provider>,
+    pub client: reqwest::Client,
+    pub max_body: usize,
+    pub detector: &'static Detector,
+    /// Permits for screening large bodies on the blocking pool (one per core).
+    pub screening: Arc<tokio::sync::Semaphore>,
+    /// The server's `[redaction]` policy.
+    pub redaction: crate::redact::PolicyConfig,
+    /// Secrets found in traffic since start, per key and rule.
+    pub redactions: crate::redact::Counters,
+    /// How hints in the log name this server's config.
+    pub commands: crate::config::CommandHint,
+    /// When each key was last used, written to the store in batches.
+    pub last_use: Arc<crate::last_use::LastUse>,
+}
+
+/// A request id: unique, unguessable, safe to show.
+pub fn request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    // A random per-process prefix and a counter: unique across replicas and
+    // restarts, and no system call on the request path.
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| keyward_vault::random_base62(10));
+    format!(
+        "req_{prefix}{:010x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

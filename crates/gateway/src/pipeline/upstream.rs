@@ -1,0 +1,273 @@
+//! Stage 6, upstream: the call to the provider with the real credential, and the
+//! provider's answer turned into the client's (the body taps of stage 7 are
+//! attached here: echo scrubbing, redaction, and the key watch in [`super::taps`]).
+
+use crate::api::{self, Endpoint, ErrorKind};
+use crate::provider::Provider;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keyward_detect::Detector;
+use std::time::Duration;
+
+/// Request headers passed to providers; everything else (client credentials,
+/// cookies, forwarding headers, Host) is dropped.
+const FORWARD_REQUEST_HEADERS: &[&str] = &[
+    "content-type",
+    "accept",
+    "user-agent",
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-beta",
+];
+
+/// Response headers passed back to clients.
+const FORWARD_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    // The provider's own request ids (OpenAI, Anthropic), which SDKs expose and
+    // support desks ask for; Keyward's is in `x-keyward-request-id`.
+    "x-request-id",
+    "request-id",
+    "cache-control",
+    "retry-after",
+    "openai-processing-ms",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+    "anthropic-ratelimit-requests-limit",
+    "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-tokens-limit",
+    "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-tokens-reset",
+];
+
+/// Provider error bodies are read whole (to scrub them) up to this size.
+const MAX_ERROR_BODY: usize = 1 << 20;
+
+/// One upstream call: everything [`call`] needs.
+pub struct UpstreamCall<'a> {
+    pub screen: &'a crate::screen::Screen,
+    /// What to do with secrets in the response.
+    pub outbound: crate::redact::Action,
+    pub provider: &'a Provider,
+    pub endpoint: &'a Endpoint,
+    pub model: &'a str,
+    /// Gemini's `alt` query value, passed on when it is one the API knows.
+    pub alt: Option<&'a str>,
+    pub client_headers: &'a HeaderMap,
+    pub body: bytes::Bytes,
+    /// The provider credential, injected the provider's way.
+    pub credential: &'a str,
+    /// The client's Keyward key: scrubbed, like the credential, from the answer.
+    pub client_key: &'a str,
+    pub rid: &'a str,
+}
+
+/// Calls the provider with the real credential and turns its answer into the
+/// client's: allowed headers only (screened), the body screened whole or as it
+/// streams, provider errors read whole and scrubbed, transport failures as 502 or
+/// 504 in the family's format.
+pub async fn call(c: UpstreamCall<'_>) -> Response {
+    let UpstreamCall {
+        screen,
+        outbound,
+        provider,
+        endpoint,
+        model,
+        alt,
+        client_headers,
+        body,
+        credential: secret,
+        client_key,
+        rid,
+    } = c;
+    let gw = &screen.gw;
+    let family = endpoint.family();
+    let url = provider.url(endpoint, model, alt);
+    let mut headers = HeaderMap::new();
+    for name in FORWARD_REQUEST_HEADERS {
+        if let Some(v) = client_headers.get(*name) {
+            headers.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    let Some((hn, hv)) = provider.credential_header(secret) else {
+        return api::error_response(
+            family,
+            ErrorKind::Unavailable,
+            "The provider credential for this route is not usable",
+            rid,
+        );
+    };
+    headers.insert(hn, hv);
+    // A compressed answer could not be screened: ask for none (and refuse one below).
+    headers.insert(
+        axum::http::header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    let echo = crate::echo::EchoScrubber::new(&[secret, client_key]);
+    let timeout = Duration::from_secs(provider.config.timeout_secs.unwrap_or(600));
+    let upstream = gw
+        .client
+        .post(url)
+        .headers(headers)
+        .body(body)
+        .timeout(timeout)
+        .send()
+        .await;
+    let upstream = match upstream {
+        Ok(r) => r,
+        Err(e) => {
+            let kind = if e.is_timeout() {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Upstream
+            };
+            tracing::warn!(request_id = %rid, provider = provider.config.name.as_str(), "upstream call failed: {}", describe(&e));
+            return api::error_response(family, kind, "The provider could not be reached", rid);
+        }
+    };
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let encoded = upstream
+        .headers()
+        .get(axum::http::header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        tracing::warn!(request_id = %rid, provider = provider.config.name.as_str(),
+            "the provider sent a compressed body although asked for none: not forwarded");
+        return api::error_response(
+            family,
+            ErrorKind::Upstream,
+            "The provider sent a compressed response, which the gateway cannot screen",
+            rid,
+        );
+    }
+    let mut out_headers = HeaderMap::new();
+    for name in FORWARD_RESPONSE_HEADERS {
+        if let Some(v) = upstream.headers().get(*name) {
+            // Headers are screened like bodies: a provider may echo its key in any.
+            let value = String::from_utf8_lossy(&echo.scrub(v.as_bytes())).into_owned();
+            let value = gw.detector.redact(&value);
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                out_headers.insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
+    if status.is_success() {
+        use crate::redact::Action;
+        let is_sse = upstream
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let stream = without_echoes(upstream.bytes_stream(), echo.stream());
+        let body = if outbound == Action::Off {
+            Body::from_stream(stream)
+        } else if is_sse {
+            screen.clone().outbound_stream(outbound, stream)
+        } else {
+            match screen.outbound_whole(outbound, stream).await {
+                Ok(b) => Body::from(b),
+                Err(resp) => return resp,
+            }
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        *resp.headers_mut() = out_headers;
+        return resp;
+    }
+    // Provider errors are read whole and scrubbed: some echo the key they received.
+    let mut buf = Vec::new();
+    let mut stream = upstream.bytes_stream();
+    use futures_util::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) if buf.len() + c.len() <= MAX_ERROR_BODY => buf.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    let text = scrub(
+        gw.detector,
+        &String::from_utf8_lossy(&echo.scrub(&buf)),
+        &[secret, client_key],
+    );
+    let mut resp = (status, text).into_response();
+    *resp.headers_mut() = out_headers;
+    resp
+}
+
+/// `upstream` with every form of the request's credentials replaced as it streams
+/// (see [`crate::echo`]), whatever the redaction policy.
+fn without_echoes<S>(
+    upstream: S,
+    echo: crate::echo::EchoStream,
+) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>
+where
+    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + Unpin + 'static,
+{
+    use futures_util::StreamExt;
+    Box::pin(futures_util::stream::unfold(
+        (upstream, echo, false),
+        |(mut upstream, mut echo, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match upstream.next().await {
+                    Some(Ok(piece)) => {
+                        let out = echo.push(&piece);
+                        if !out.is_empty() {
+                            return Some((Ok(bytes::Bytes::from(out)), (upstream, echo, false)));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), (upstream, echo, true))),
+                    None => {
+                        let rest = echo.finish();
+                        return (!rest.is_empty())
+                            .then(|| (Ok(bytes::Bytes::from(rest)), (upstream, echo, true)));
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// Removes known secrets and anything the detector recognises.
+pub fn scrub(detector: &Detector, text: &str, secrets: &[&str]) -> String {
+    let mut t = text.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 8) {
+        t = t.replace(*s, "[REDACTED]");
+        // Providers often echo a key shortened (`sk-ab***xyz`): drop long fragments too.
+        if s.len() >= 24 {
+            let head = &s[..12];
+            t = t.replace(head, "[REDACTED]");
+        }
+    }
+    detector.redact(&t).into_owned()
+}
+
+/// A transport error without the URL's query or anything the provider sent.
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "bad response body"
+    } else {
+        "request failed"
+    };
+    match e.url() {
+        Some(u) => format!(
+            "{what} ({}://{}{})",
+            u.scheme(),
+            u.host_str().unwrap_or("?"),
+            u.path()
+        ),
+        None => what.to_string(),
+    }
+}
