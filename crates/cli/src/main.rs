@@ -7,7 +7,7 @@ mod hook;
 mod log_redact;
 mod scan_cmd;
 
-use commands::{admin, audit, config, keys, serve, vault};
+use commands::{admin, audit, config, keys, serve, usage, vault};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -65,6 +65,10 @@ enum Command {
         #[command(subcommand)]
         cmd: admin::AdminCmd,
     },
+    /// Requests, tokens and spend, summed by key, environment, provider, model or day.
+    Usage(usage::UsageArgs),
+    /// The price table used for spend (shipped, plus the config's [[prices]]).
+    Prices(usage::PricesArgs),
     /// Read and verify the tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -102,6 +106,8 @@ fn main() -> ExitCode {
         Command::Keys { cmd } => keys::run(cmd),
         Command::Admin { cmd } => admin::run(cmd),
         Command::Audit { cmd } => audit::run(cmd),
+        Command::Usage(a) => usage::usage(a),
+        Command::Prices(a) => usage::prices(a),
     };
     match result {
         Ok(code) => code,

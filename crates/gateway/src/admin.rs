@@ -40,7 +40,73 @@ pub fn router() -> Router<Arc<Gateway>> {
         .route("/vault", get(list_vault))
         .route("/vault/{name}", put(put_secret))
         .route("/redactions", get(list_redactions))
+        .route("/usage", get(usage))
         .fallback(unknown_route)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageQuery {
+    #[serde(default)]
+    by: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+}
+
+/// `GET /usage?by=key|env|provider|model|day&since=7d`: requests, tokens and spend
+/// per group (spend in pico-dollars and as a dollar string).
+async fn usage(
+    State(gw): State<Arc<Gateway>>,
+    Caller { admin, rid }: Caller,
+    query: Result<axum::extract::Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    audit(&gw, &admin, "usage.read", "-", &rid);
+    let Ok(axum::extract::Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query parameters: by (key, env, provider, model, day) and since (e.g. 7d)",
+            &rid,
+        );
+    };
+    let by = match q.by.as_deref().unwrap_or("key") {
+        "key" => keyward_store::UsageGroup::Key,
+        "env" => keyward_store::UsageGroup::Environment,
+        "provider" => keyward_store::UsageGroup::Provider,
+        "model" => keyward_store::UsageGroup::Model,
+        "day" => keyward_store::UsageGroup::Day,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "`by` must be key, env, provider, model or day",
+                &rid,
+            )
+        }
+    };
+    let since =
+        match crate::time::parse_since(q.since.as_deref().unwrap_or("30d"), crate::time::now()) {
+            Ok(s) => s,
+            Err(m) => return error(StatusCode::BAD_REQUEST, &m, &rid),
+        };
+    match gw
+        .backend
+        .store
+        .usage_totals(by, since.saturating_mul(1000))
+        .await
+    {
+        Ok(rows) => Json(
+            rows.iter()
+                .map(|t| {
+                    let mut v = serde_json::to_value(t).expect("serialisable");
+                    v["cost_usd"] = crate::prices::dollars(t.cost_pico)
+                        .trim_start_matches('$')
+                        .into();
+                    v
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => store_failure("usage.read", &e, &rid),
+    }
 }
 
 /// Any other path or method under `/admin/v1`: 404 in the admin error format.

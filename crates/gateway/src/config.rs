@@ -335,6 +335,9 @@ pub struct Config {
     /// Directory relative paths resolve against.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// Prices added to or overriding the shipped table (`[[prices]]`).
+    #[serde(default)]
+    pub prices: Vec<crate::prices::ConfigPrice>,
     /// The file this config was read from (absolute); `None` for the embedded
     /// default. Hints name it so that following them reaches the same store.
     #[serde(skip)]
@@ -420,6 +423,7 @@ impl Config {
             alerts: AlertsSection::default(),
             redaction: Default::default(),
             base_dir: dir.to_path_buf(),
+            prices: Vec::new(),
             source: None,
         }
     }
@@ -471,6 +475,7 @@ impl Config {
             }
         }
         self.server.validate()?;
+        crate::prices::PriceTable::with_config(&self.prices)?;
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err("[server]: set both tls_cert and tls_key, or neither".into());
         }

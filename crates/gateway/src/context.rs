@@ -30,6 +30,10 @@ pub struct Gateway {
     pub commands: crate::config::CommandHint,
     /// When each key was last used, written to the store in batches.
     pub last_use: Arc<crate::last_use::LastUse>,
+    /// Where each request's usage is recorded.
+    pub usage: Arc<dyn crate::usage::UsageSink>,
+    /// What tokens cost: the shipped table and the config's `[[prices]]`.
+    pub prices: crate::prices::PriceTable,
 }
 
 /// A request id: unique, unguessable, safe to show.

@@ -20,7 +20,9 @@ pub mod echo;
 pub mod keys;
 pub mod last_use;
 pub mod master_file;
+pub mod meter;
 pub mod pipeline;
+pub mod prices;
 pub mod provider;
 pub mod redact;
 pub mod rekey;
@@ -30,6 +32,8 @@ pub mod state;
 pub mod tasks;
 pub mod time;
 pub mod tls;
+pub mod usage;
+pub mod usage_writer;
 pub mod webhook;
 
 use axum::routing::get;
@@ -117,6 +121,7 @@ pub async fn serve(
     }
     // Off the start-up path; a stream arriving first waits for it.
     tokio::task::spawn_blocking(|| keyward_detect::Detector::builtin().prepare_streaming());
+    let usage_writer = usage_writer::UsageWriter::spawn(backend.store.clone());
     let gw = Arc::new(context::Gateway {
         live,
         backend: backend.clone(),
@@ -139,6 +144,9 @@ pub async fn serve(
         redactions: Default::default(),
         commands: config.hint(),
         last_use: Default::default(),
+        usage: Arc::new(usage_writer.clone()),
+        prices: prices::PriceTable::with_config(&config.prices)
+            .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?,
     });
     {
         let (last_use, store) = (gw.last_use.clone(), backend.store.clone());
@@ -225,6 +233,7 @@ pub async fn serve(
     // before the store closes.
     gw.audit.close().await;
     gw.last_use.flush(&backend.store).await;
+    usage_writer.close().await;
     let _ = backend.store.replica_gone(&replica_id).await;
     backend.store.close().await;
     Ok(())

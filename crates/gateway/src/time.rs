@@ -44,6 +44,26 @@ pub fn parse_lifetime(s: &str) -> Option<Option<Duration>> {
     (n > 0 && secs <= MAX_LIFETIME.as_secs()).then(|| Some(Duration::from_secs(secs)))
 }
 
+/// Parses a `--since` value: a duration back from now (`90s`, `15m`, `1h`, `7d`),
+/// an RFC 3339 time (`2026-12-01T10:00:00Z`) or Unix seconds.
+pub fn parse_since(s: &str, now: i64) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(unix) = s.parse::<i64>() {
+        return Ok(unix);
+    }
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(now - d.as_secs().min(i64::MAX as u64) as i64);
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        if let Ok(d) = t.duration_since(std::time::UNIX_EPOCH) {
+            return Ok(d.as_secs() as i64);
+        }
+    }
+    Err(format!(
+        "`{s}` is not a time: use a duration back from now (30m, 1h, 7d), an RFC 3339 time (2026-12-01T10:00:00Z) or Unix seconds"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

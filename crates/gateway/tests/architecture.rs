@@ -62,10 +62,7 @@ fn dependencies() -> BTreeMap<String, BTreeSet<String>> {
 }
 
 /// A cycle through `start`, if any, as the list of modules along it.
-fn cycle_from(
-    graph: &BTreeMap<String, BTreeSet<String>>,
-    start: &str,
-) -> Option<Vec<String>> {
+fn cycle_from(graph: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Option<Vec<String>> {
     fn walk(
         graph: &BTreeMap<String, BTreeSet<String>>,
         start: &str,

@@ -30,6 +30,9 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+mod usage;
+pub use usage::{UsageGroup, UsageRow, UsageTotals};
+
 /// Which database a store is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

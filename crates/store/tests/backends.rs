@@ -370,6 +370,63 @@ async fn exercise(store: Store) {
     assert_eq!(live(store.current_secrets().await.unwrap()), [v4]);
 }
 
+/// Usage records: batches append, totals group by model and by UTC day, and
+/// unpriced and incomplete requests are counted apart.
+async fn exercise_usage(store: &Store) {
+    use keyward_store::{UsageGroup, UsageRow};
+    let row = |at_ms: i64, model: &str, input: i64, cost: Option<i64>, complete: bool| UsageRow {
+        at_ms,
+        request_id: format!("req_{at_ms}"),
+        key_id: "key_a".into(),
+        environment: "prod".into(),
+        provider: "openai".into(),
+        model: model.into(),
+        endpoint: "chat.completions".into(),
+        status: 200,
+        input_tokens: input,
+        output_tokens: 2 * input,
+        cached_input_tokens: 1,
+        cache_write_tokens: 0,
+        reasoning_tokens: 0,
+        cost_pico: cost,
+        complete,
+    };
+    // 2026-12-01T23:59:59Z and 2026-12-02T00:00:01Z: two UTC days.
+    let (late, early) = (1_796_169_599_000, 1_796_169_601_000);
+    store
+        .insert_usage(&[
+            row(late, "gpt-4o-mini", 10, Some(1_000), true),
+            row(early, "gpt-4o-mini", 5, Some(500), false),
+            row(early, "house-model", 7, None, true),
+        ])
+        .await
+        .unwrap();
+    let by_model = store.usage_totals(UsageGroup::Model, 0).await.unwrap();
+    assert_eq!(by_model.len(), 2);
+    assert_eq!(by_model[0].group, "gpt-4o-mini");
+    assert_eq!(
+        (
+            by_model[0].requests,
+            by_model[0].input_tokens,
+            by_model[0].output_tokens
+        ),
+        (2, 15, 30)
+    );
+    assert_eq!((by_model[0].cost_pico, by_model[0].incomplete), (1_500, 1));
+    assert_eq!((by_model[1].cost_pico, by_model[1].unpriced), (0, 1));
+    let by_day = store.usage_totals(UsageGroup::Day, 0).await.unwrap();
+    let days: Vec<(&str, i64)> = by_day
+        .iter()
+        .map(|t| (t.group.as_str(), t.requests))
+        .collect();
+    assert_eq!(days, [("2026-12-01", 1), ("2026-12-02", 2)]);
+    let since = store.usage_totals(UsageGroup::Key, early).await.unwrap();
+    assert_eq!(
+        since[0].requests, 2,
+        "`since` is inclusive and excludes older rows"
+    );
+}
+
 #[tokio::test]
 async fn sqlite_store_works_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -377,6 +434,7 @@ async fn sqlite_store_works_and_survives_reopen() {
     let store = Store::open(&url).await.unwrap();
     assert_eq!(store.backend(), Backend::Sqlite);
     exercise(store.clone()).await;
+    exercise_usage(&store).await;
     store.close().await;
     let again = Store::open(&url).await.unwrap();
     assert_eq!(
@@ -392,6 +450,7 @@ async fn postgres_store_works() {
     let store = Store::open(&url).await.unwrap();
     assert_eq!(store.backend(), Backend::Postgres);
     exercise(store.clone()).await;
+    exercise_usage(&store).await;
     store.close().await;
     // Reopening runs no migration twice.
     Store::open(&url).await.unwrap();

@@ -8,4 +8,5 @@ pub mod config;
 pub mod keys;
 pub mod serve;
 pub mod table;
+pub mod usage;
 pub mod vault;

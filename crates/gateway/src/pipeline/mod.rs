@@ -119,6 +119,23 @@ async fn run(
         credential: route.credential.expose_secret(),
         client_key: &caller.key,
         rid: &ctx.rid,
+        meter: crate::meter::Meter::new(
+            gw.usage.clone(),
+            crate::usage::UsageRecord {
+                at_ms: crate::time::now_ms(),
+                request_id: ctx.rid.clone(),
+                key_id: caller.entry.record.id.clone(),
+                environment: caller.entry.record.environment.clone(),
+                provider: route.provider.config.name.clone(),
+                model: parsed.model.clone(),
+                endpoint: endpoint.scope_name().to_string(),
+                status: 0,
+                usage: Default::default(),
+                cost_pico: None,
+                complete: false,
+            },
+            gw.prices.lookup(&parsed.model).map(|e| e.price),
+        ),
     })
     .await;
     // A body already whole cannot outlive a revocation; a streamed one can.

@@ -3,6 +3,7 @@
 //! attached here: echo scrubbing, redaction, and the key watch in [`super::taps`]).
 
 use crate::api::{self, Endpoint, ErrorKind};
+use crate::config::ProviderKind;
 use crate::provider::Provider;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -65,6 +66,8 @@ pub struct UpstreamCall<'a> {
     /// The client's Keyward key: scrubbed, like the credential, from the answer.
     pub client_key: &'a str,
     pub rid: &'a str,
+    /// Records the request's usage once the answer is known (or abandoned).
+    pub meter: crate::meter::Meter,
 }
 
 /// Calls the provider with the real credential and turns its answer into the
@@ -84,6 +87,7 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
         credential: secret,
         client_key,
         rid,
+        mut meter,
     } = c;
     let gw = &screen.gw;
     let family = endpoint.family();
@@ -108,6 +112,24 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
         axum::http::header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
+    // OpenAI chat streams report usage only when asked: ask, and take the extra
+    // chunk out again below.
+    let (body, strip_usage_chunk) = if matches!(
+        endpoint,
+        Endpoint::OpenAiPost {
+            suffix: "/chat/completions"
+        } | Endpoint::AzurePost {
+            suffix: "/chat/completions",
+            ..
+        }
+    ) && matches!(
+        provider.config.kind,
+        ProviderKind::Openai | ProviderKind::AzureOpenai
+    ) {
+        crate::meter::ask_for_stream_usage(body)
+    } else {
+        (body, false)
+    };
     let echo = crate::echo::EchoScrubber::new(&[secret, client_key]);
     let timeout = Duration::from_secs(provider.config.timeout_secs.unwrap_or(600));
     let upstream = gw
@@ -127,11 +149,14 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
                 ErrorKind::Upstream
             };
             tracing::warn!(request_id = %rid, provider = provider.config.name.as_str(), "upstream call failed: {}", describe(&e));
+            meter.set_status(kind.status().as_u16());
+            meter.finish(true);
             return api::error_response(family, kind, "The provider could not be reached", rid);
         }
     };
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    meter.set_status(status.as_u16());
     let encoded = upstream
         .headers()
         .get(axum::http::header::CONTENT_ENCODING)
@@ -139,6 +164,7 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
     if encoded {
         tracing::warn!(request_id = %rid, provider = provider.config.name.as_str(),
             "the provider sent a compressed body although asked for none: not forwarded");
+        meter.finish(true);
         return api::error_response(
             family,
             ErrorKind::Upstream,
@@ -165,14 +191,26 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let stream = without_echoes(upstream.bytes_stream(), echo.stream());
-        let body = if outbound == Action::Off {
-            Body::from_stream(stream)
-        } else if is_sse {
-            screen.clone().outbound_stream(outbound, stream)
+        let body = if is_sse {
+            let stream = crate::meter::sse(stream, meter, strip_usage_chunk);
+            if outbound == Action::Off {
+                Body::from_stream(stream)
+            } else {
+                screen.clone().outbound_stream(outbound, stream)
+            }
+        } else if outbound == Action::Off {
+            Body::from_stream(crate::meter::whole(stream, meter))
         } else {
             match screen.outbound_whole(outbound, stream).await {
-                Ok(b) => Body::from(b),
-                Err(resp) => return resp,
+                Ok(b) => {
+                    meter.observe_body(&b);
+                    meter.finish(true);
+                    Body::from(b)
+                }
+                Err(resp) => {
+                    meter.finish(true);
+                    return resp;
+                }
             }
         };
         let mut resp = Response::new(body);
@@ -195,6 +233,7 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
         &String::from_utf8_lossy(&echo.scrub(&buf)),
         &[secret, client_key],
     );
+    meter.finish(true);
     let mut resp = (status, text).into_response();
     *resp.headers_mut() = out_headers;
     resp

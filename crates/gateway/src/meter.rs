@@ -1,0 +1,385 @@
+//! The metering tap: reads each response's usage as it passes (whole bodies,
+//! server-sent events, streamed JSON arrays) and records it once per request,
+//! also when the client goes away mid-stream (then as incomplete, with what was
+//! reported so far).
+//!
+//! For OpenAI chat streams the gateway asks for usage
+//! (`stream_options.include_usage`) when the client did not, and takes the extra
+//! usage-only chunk out of the stream again: the client sees what it asked for.
+
+use crate::prices::Price;
+use crate::usage::{Usage, UsageRecord, UsageSink};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Most of a non-SSE body kept to read its usage when the body itself streams
+/// through unbuffered (redaction off).
+const MAX_COPY: usize = 8 << 20;
+
+/// One request's meter. Recorded at most once: by [`Meter::finish`], or on drop
+/// (a response abandoned before its end): complete if its final usage report
+/// had been seen by then (clients often close at the last event), else
+/// incomplete with what was reported so far.
+pub struct Meter {
+    sink: Arc<dyn UsageSink>,
+    record: Option<UsageRecord>,
+    price: Option<Price>,
+    usage: Usage,
+    final_seen: bool,
+}
+
+impl Meter {
+    /// A meter for the request `template` describes (its usage and completeness
+    /// are filled in here). `price` is `None` for a model without a known price.
+    pub fn new(sink: Arc<dyn UsageSink>, template: UsageRecord, price: Option<Price>) -> Meter {
+        Meter {
+            sink,
+            record: Some(template),
+            price,
+            usage: Usage::default(),
+            final_seen: false,
+        }
+    }
+
+    pub fn set_status(&mut self, status: u16) {
+        if let Some(r) = &mut self.record {
+            r.status = status;
+        }
+    }
+
+    /// Folds in the usage one JSON value reports, if any (arrays: every element).
+    pub fn observe(&mut self, v: &Value) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| self.observe(i)),
+            v => {
+                if let Some(u) = Usage::from_json(v) {
+                    self.usage.merge(u);
+                }
+            }
+        }
+    }
+
+    /// Reads the usage of a whole JSON body.
+    pub fn observe_body(&mut self, body: &[u8]) {
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            self.observe(&v);
+        }
+    }
+
+    /// Records the request. `complete`: the response ended normally.
+    pub fn finish(&mut self, complete: bool) {
+        if let Some(mut r) = self.record.take() {
+            r.usage = self.usage;
+            r.complete = complete;
+            r.cost_pico = self.price.map(|p| p.cost(&self.usage));
+            self.sink.record(r);
+        }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.finish(self.final_seen);
+    }
+}
+
+/// Whether a streamed event is the stream's last word on usage: OpenAI's
+/// usage chunk, Anthropic's `message_delta` / `message_stop`, the Responses API's
+/// `response.completed` (or `.incomplete`, `.failed`), a Gemini chunk with a
+/// finish reason.
+fn is_final(v: &Value) -> bool {
+    if let Some(t) = v.get("type").and_then(Value::as_str) {
+        return matches!(
+            t,
+            "message_delta"
+                | "message_stop"
+                | "response.completed"
+                | "response.incomplete"
+                | "response.failed"
+        );
+    }
+    is_usage_only_chunk(v)
+        || v.get("candidates")
+            .and_then(Value::as_array)
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.get("finishReason").is_some_and(|f| !f.is_null()))
+            })
+}
+
+/// Whether a chat request asks to stream without usage: the gateway then adds
+/// `stream_options.include_usage` (see [`ask_for_stream_usage`]).
+fn wants_usage_added(v: &Value) -> bool {
+    v.get("stream").and_then(Value::as_bool) == Some(true)
+        && v.get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            != Some(true)
+}
+
+/// For an OpenAI chat completion that streams without usage, the body with
+/// `stream_options.include_usage = true` and `true`; otherwise the body as it
+/// was and `false`.
+pub fn ask_for_stream_usage(body: Bytes) -> (Bytes, bool) {
+    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
+        return (body, false);
+    };
+    if !wants_usage_added(&v) {
+        return (body, false);
+    }
+    let Some(o) = v.as_object_mut() else {
+        return (body, false);
+    };
+    let opts = o
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Default::default()));
+    match opts.as_object_mut() {
+        Some(opts) => {
+            opts.insert("include_usage".into(), Value::Bool(true));
+        }
+        None => return (body, false),
+    }
+    match serde_json::to_vec(&v) {
+        Ok(b) => (Bytes::from(b), true),
+        Err(_) => (body, false),
+    }
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// Length of the first complete SSE event in `buf` (through its blank line).
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(p) = memchr::memchr(b'\n', &buf[i..]) {
+        let nl = i + p;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => {}
+        }
+        i = nl + 1;
+    }
+    None
+}
+
+/// The JSON of an event's `data:` lines, when it may carry usage or end the
+/// stream.
+fn event_json(event: &[u8]) -> Option<Value> {
+    // `usage`, `usageMetadata`, `message_stop`, `finishReason`: the common event
+    // is skipped unparsed.
+    if memchr::memmem::find(event, b"sage").is_none()
+        && memchr::memmem::find(event, b"_stop").is_none()
+        && memchr::memmem::find(event, b"inishReason").is_none()
+    {
+        return None;
+    }
+    let text = std::str::from_utf8(event).ok()?;
+    let mut data = String::new();
+    for line in text.lines() {
+        if let Some(d) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(d.strip_prefix(' ').unwrap_or(d));
+        }
+    }
+    serde_json::from_str(&data).ok()
+}
+
+/// The usage-only chunk an OpenAI chat stream ends with when usage is asked for.
+fn is_usage_only_chunk(v: &Value) -> bool {
+    v.get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+        && v.get("usage").is_some_and(Value::is_object)
+}
+
+/// Meters a server-sent event stream as it passes, event by event (a partial
+/// event waits for its end, as any SSE parser would). With `strip_usage_chunk`,
+/// the usage-only chat chunk the gateway asked for is left out.
+pub fn sse<S>(upstream: S, meter: Meter, strip_usage_chunk: bool) -> ByteStream
+where
+    S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+{
+    let state = (Box::pin(upstream), meter, Vec::<u8>::new(), false);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |(mut up, mut meter, mut buf, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match up.next().await {
+                    Some(Ok(piece)) => {
+                        buf.extend_from_slice(&piece);
+                        let mut out = Vec::new();
+                        let mut start = 0;
+                        while let Some(end) = event_end(&buf[start..]) {
+                            let event = &buf[start..start + end];
+                            let mut keep = true;
+                            if let Some(v) = event_json(event) {
+                                meter.observe(&v);
+                                meter.final_seen |= is_final(&v);
+                                keep = !(strip_usage_chunk && is_usage_only_chunk(&v));
+                            }
+                            if keep {
+                                out.extend_from_slice(event);
+                            }
+                            start += end;
+                        }
+                        buf.drain(..start);
+                        if !out.is_empty() {
+                            return Some((Ok(Bytes::from(out)), (up, meter, buf, false)));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), (up, meter, buf, true))),
+                    None => {
+                        // An unterminated last event goes out as it is.
+                        if let Some(v) = event_json(&buf) {
+                            meter.observe(&v);
+                        }
+                        meter.finish(true);
+                        let rest = std::mem::take(&mut buf);
+                        return (!rest.is_empty())
+                            .then(|| (Ok(Bytes::from(rest)), (up, meter, Vec::new(), true)));
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// Meters a body that streams through unbuffered (a JSON document or array): a
+/// copy of up to [`MAX_COPY`] bytes is read at the end.
+pub fn whole<S>(upstream: S, meter: Meter) -> ByteStream
+where
+    S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+{
+    let state = (Box::pin(upstream), meter, Vec::<u8>::new(), false);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        |(mut up, mut meter, mut copy, done)| async move {
+            if done {
+                return None;
+            }
+            match up.next().await {
+                Some(Ok(piece)) => {
+                    if copy.len() + piece.len() <= MAX_COPY {
+                        copy.extend_from_slice(&piece);
+                    }
+                    Some((Ok(piece), (up, meter, copy, false)))
+                }
+                Some(Err(e)) => Some((Err(e), (up, meter, copy, true))),
+                None => {
+                    meter.observe_body(&copy);
+                    meter.finish(true);
+                    None
+                }
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<UsageRecord>>);
+    impl UsageSink for Recorded {
+        fn record(&self, r: UsageRecord) {
+            self.0.lock().unwrap().push(r);
+        }
+    }
+
+    fn template() -> UsageRecord {
+        UsageRecord {
+            at_ms: 0,
+            request_id: "req_x".into(),
+            key_id: "key_x".into(),
+            environment: "prod".into(),
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            endpoint: "chat.completions".into(),
+            status: 200,
+            usage: Usage::default(),
+            cost_pico: None,
+            complete: false,
+        }
+    }
+
+    #[test]
+    fn usage_is_asked_for_only_when_a_stream_lacks_it() {
+        let (b, added) =
+            ask_for_stream_usage(Bytes::from_static(br#"{"model":"m","stream":true}"#));
+        assert!(added);
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        for body in [
+            &br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#[..],
+            br#"{"model":"m"}"#,
+            br#"not json"#,
+        ] {
+            let (b, added) = ask_for_stream_usage(Bytes::copy_from_slice(body));
+            assert!(!added);
+            assert_eq!(&b[..], body);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_metered_once_and_the_added_chunk_is_taken_out() {
+        let sink = Arc::new(Recorded::default());
+        let meter = Meter::new(
+            sink.clone(),
+            template(),
+            Some(
+                crate::prices::PriceTable::builtin()
+                    .lookup("gpt-4o-mini")
+                    .unwrap()
+                    .price,
+            ),
+        );
+        let frames = [
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":2}}\n",
+            "\ndata: [DONE]\n\n",
+        ];
+        let up = futures_util::stream::iter(frames.map(|f| Ok(Bytes::from(f))));
+        let out: Vec<Bytes> = sse(up, meter, true).map(|r| r.unwrap()).collect().await;
+        let text: String = out
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        assert_eq!(text, format!("{}data: [DONE]\n\n", frames[0]));
+        let recs = sink.0.lock().unwrap();
+        assert_eq!(recs.len(), 1);
+        assert!(recs[0].complete);
+        assert_eq!((recs[0].usage.input, recs[0].usage.output), (11, 2));
+        // 11 × $0.15/M + 2 × $0.60/M
+        assert_eq!(recs[0].cost_pico, Some(11 * 150_000 + 2 * 600_000));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_stream_is_recorded_as_incomplete_with_what_was_seen() {
+        let sink = Arc::new(Recorded::default());
+        let meter = Meter::new(sink.clone(), template(), None);
+        let frames = [
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"x\"}}\n\n",
+        ];
+        let up = futures_util::stream::iter(frames.map(|f| Ok(Bytes::from(f))))
+            .chain(futures_util::stream::pending());
+        let mut s = sse(up, meter, false);
+        s.next().await.unwrap().unwrap();
+        drop(s); // the client went away
+        let recs = sink.0.lock().unwrap();
+        assert_eq!(recs.len(), 1);
+        assert!(!recs[0].complete);
+        assert_eq!(recs[0].usage.input, 12);
+        assert_eq!(recs[0].cost_pico, None);
+    }
+}

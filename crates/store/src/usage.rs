@@ -1,0 +1,137 @@
+//! The `usage_records` table: metered requests, appended in batches, summed by
+//! key, environment, provider, model or day.
+
+use crate::{Backend, Result, Store};
+use sqlx::Row;
+
+/// One metered request as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UsageRow {
+    pub at_ms: i64,
+    pub request_id: String,
+    pub key_id: String,
+    pub environment: String,
+    pub provider: String,
+    pub model: String,
+    pub endpoint: String,
+    pub status: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_pico: Option<i64>,
+    pub complete: bool,
+}
+
+/// What usage is summed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    Key,
+    Environment,
+    Provider,
+    Model,
+    /// The UTC calendar day (`2026-12-01`).
+    Day,
+}
+
+/// Totals of one group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UsageTotals {
+    pub group: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
+    /// Summed over the priced requests.
+    pub cost_pico: i64,
+    /// Requests whose model had no known price (not in `cost_pico`).
+    pub unpriced: i64,
+    /// Requests whose usage was not reported whole (a lower bound).
+    pub incomplete: i64,
+}
+
+impl Store {
+    /// Appends `rows` in one transaction.
+    pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO usage_records (at_ms, request_id, key_id, environment, provider, model, endpoint, status, \
+                 input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, cost_pico, complete) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(r.at_ms)
+            .bind(&r.request_id)
+            .bind(&r.key_id)
+            .bind(&r.environment)
+            .bind(&r.provider)
+            .bind(&r.model)
+            .bind(&r.endpoint)
+            .bind(r.status)
+            .bind(r.input_tokens)
+            .bind(r.output_tokens)
+            .bind(r.cached_input_tokens)
+            .bind(r.cache_write_tokens)
+            .bind(r.reasoning_tokens)
+            .bind(r.cost_pico)
+            .bind(i64::from(r.complete))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Totals per group of the requests at or after `since_ms`, ordered by group.
+    pub async fn usage_totals(&self, by: UsageGroup, since_ms: i64) -> Result<Vec<UsageTotals>> {
+        let group = match (by, self.backend) {
+            (UsageGroup::Key, _) => "key_id",
+            (UsageGroup::Environment, _) => "environment",
+            (UsageGroup::Provider, _) => "provider",
+            (UsageGroup::Model, _) => "model",
+            (UsageGroup::Day, Backend::Sqlite) => "strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')",
+            (UsageGroup::Day, Backend::Postgres) => {
+                "to_char(to_timestamp(at_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+            }
+        };
+        let sum = |c: &str| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT)");
+        let sql = format!(
+            "SELECT {group} AS grp, CAST(COUNT(*) AS BIGINT) AS requests, {}, {}, {}, {}, {}, {}, \
+             CAST(SUM(CASE WHEN cost_pico IS NULL THEN 1 ELSE 0 END) AS BIGINT), \
+             CAST(SUM(CASE WHEN complete = 0 THEN 1 ELSE 0 END) AS BIGINT) \
+             FROM usage_records WHERE at_ms >= $1 GROUP BY grp ORDER BY grp",
+            sum("input_tokens"),
+            sum("output_tokens"),
+            sum("cached_input_tokens"),
+            sum("cache_write_tokens"),
+            sum("reasoning_tokens"),
+            sum("cost_pico"),
+        );
+        let rows = sqlx::query(&sql)
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageTotals {
+                    group: r.try_get(0)?,
+                    requests: r.try_get(1)?,
+                    input_tokens: r.try_get(2)?,
+                    output_tokens: r.try_get(3)?,
+                    cached_input_tokens: r.try_get(4)?,
+                    cache_write_tokens: r.try_get(5)?,
+                    reasoning_tokens: r.try_get(6)?,
+                    cost_pico: r.try_get(7)?,
+                    unpriced: r.try_get(8)?,
+                    incomplete: r.try_get(9)?,
+                })
+            })
+            .collect()
+    }
+}
