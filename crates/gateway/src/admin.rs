@@ -35,6 +35,7 @@ use std::time::Duration;
 pub fn router() -> Router<Arc<Gateway>> {
     Router::new()
         .route("/keys", get(list_keys).post(create_key))
+        .route("/keys/{id}", axum::routing::patch(update_key))
         .route("/keys/{id}/{action}", post(set_standing))
         .route("/leaks", post(report_leak))
         .route("/vault", get(list_vault))
@@ -275,6 +276,16 @@ struct CreateKey {
     /// Vault secret holding the owner's webhook URL.
     #[serde(default)]
     notify: Option<String>,
+    /// Who the key belongs to (owner limits and usage reports).
+    #[serde(default)]
+    owner: Option<String>,
+    /// Requests per minute, tokens per minute, requests in flight.
+    #[serde(default)]
+    rpm: Option<u64>,
+    #[serde(default)]
+    tpm: Option<u64>,
+    #[serde(default)]
+    concurrency: Option<u64>,
 }
 
 /// A rotation schedule from its request or command-line parts.
@@ -356,6 +367,12 @@ async fn create_key(
         canary: req.canary,
         redaction: req.redaction,
         rotation,
+        owner: req.owner,
+        limits: crate::limits::Limits {
+            rpm: req.rpm,
+            tpm: req.tpm,
+            concurrency: req.concurrency,
+        },
     };
     if let Some(p) = spec
         .providers
@@ -388,6 +405,63 @@ async fn create_key(
         }
         Err(crate::state::StateError::Invalid(m)) => error(StatusCode::BAD_REQUEST, &m, &rid),
         Err(e) => store_failure("keys.create", &e, &rid),
+    }
+}
+
+/// `PATCH /keys/{id}`: the key's owner and limits, all four replaced (a field
+/// left out or `null` means none).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateKey {
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    rpm: Option<u64>,
+    #[serde(default)]
+    tpm: Option<u64>,
+    #[serde(default)]
+    concurrency: Option<u64>,
+}
+
+async fn update_key(
+    State(gw): State<Arc<Gateway>>,
+    Caller { admin, rid }: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: UpdateKey = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid request: {e}"),
+                &rid,
+            )
+        }
+    };
+    let limits = crate::limits::Limits {
+        rpm: req.rpm,
+        tpm: req.tpm,
+        concurrency: req.concurrency,
+    };
+    match gw
+        .backend
+        .as_actor(&actor(&admin))
+        .update_key_limits(&id, req.owner.as_deref(), limits)
+        .await
+    {
+        Ok(true) => {
+            let servers = confirmed(&gw).await;
+            Json(json!({"id": id, "owner": req.owner, "limits": limits, "servers_confirmed": servers}))
+                .into_response()
+        }
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            "no such key (or it is revoked)",
+            &rid,
+        ),
+        Err(crate::state::StateError::Invalid(m)) => error(StatusCode::BAD_REQUEST, &m, &rid),
+        Err(e) => store_failure("keys.update", &e, &rid),
     }
 }
 

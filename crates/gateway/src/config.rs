@@ -27,6 +27,28 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// Limits for every key of an owner or of an environment (`[[limits]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitRule {
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    #[serde(default)]
+    pub concurrency: Option<u64>,
+}
+
+/// Limits by owner and by environment, from `[[limits]]`.
+pub type ScopeLimits = (
+    std::collections::HashMap<String, crate::limits::Limits>,
+    std::collections::HashMap<String, crate::limits::Limits>,
+);
+
 /// How to name a config on a `keyward` command line (see [`Config::command`]).
 #[derive(Debug, Clone, Default)]
 pub struct CommandHint {
@@ -335,6 +357,9 @@ pub struct Config {
     /// Directory relative paths resolve against.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// Limits per owner and per environment (`[[limits]]`).
+    #[serde(default)]
+    pub limits: Vec<LimitRule>,
     /// Prices added to or overriding the shipped table (`[[prices]]`).
     #[serde(default)]
     pub prices: Vec<crate::prices::ConfigPrice>,
@@ -424,6 +449,7 @@ impl Config {
             redaction: Default::default(),
             base_dir: dir.to_path_buf(),
             prices: Vec::new(),
+            limits: Vec::new(),
             source: None,
         }
     }
@@ -476,6 +502,7 @@ impl Config {
         }
         self.server.validate()?;
         crate::prices::PriceTable::with_config(&self.prices)?;
+        self.owner_and_environment_limits()?;
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err("[server]: set both tls_cert and tls_key, or neither".into());
         }
@@ -516,6 +543,38 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `[[limits]]` as maps from owner and from environment to their limits,
+    /// checked: each rule names exactly one owner or environment, once, and at
+    /// least one positive limit.
+    pub fn owner_and_environment_limits(&self) -> Result<ScopeLimits, String> {
+        let (mut owners, mut envs) = ScopeLimits::default();
+        for r in &self.limits {
+            let limits = crate::limits::Limits {
+                rpm: r.rpm,
+                tpm: r.tpm,
+                concurrency: r.concurrency,
+            };
+            if limits.is_empty() || [r.rpm, r.tpm, r.concurrency].contains(&Some(0)) {
+                return Err(
+                    "[[limits]]: give rpm, tpm or concurrency, each a positive number".into(),
+                );
+            }
+            let (map, name) = match (&r.owner, &r.environment) {
+                (Some(o), None) => (&mut owners, o),
+                (None, Some(e)) => (&mut envs, e),
+                _ => {
+                    return Err(
+                        "[[limits]]: each rule names either `owner` or `environment`".into(),
+                    )
+                }
+            };
+            if map.insert(name.clone(), limits).is_some() {
+                return Err(format!("[[limits]]: `{name}` has two rules; merge them"));
+            }
+        }
+        Ok((owners, envs))
     }
 
     /// The SQLite database file, when the store is SQLite on disk.

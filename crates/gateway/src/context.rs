@@ -34,6 +34,11 @@ pub struct Gateway {
     pub usage: Arc<dyn crate::usage::UsageSink>,
     /// What tokens cost: the shipped table and the config's `[[prices]]`.
     pub prices: crate::prices::PriceTable,
+    /// Rate, token and concurrency limits.
+    pub limiter: Arc<dyn crate::limits::Limiter>,
+    /// `[[limits]]` by owner and by environment.
+    pub owner_limits: std::collections::HashMap<String, crate::limits::Limits>,
+    pub environment_limits: std::collections::HashMap<String, crate::limits::Limits>,
 }
 
 /// A request id: unique, unguessable, safe to show.

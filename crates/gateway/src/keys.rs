@@ -205,6 +205,8 @@ pub struct KeyEntry {
     pub cidrs: Vec<IpNet>,
     /// The key's own redaction settings, parsed.
     pub redaction: crate::redact::PolicyConfig,
+    /// The key's own limits.
+    pub limits: crate::limits::Limits,
 }
 
 impl KeyEntry {
@@ -231,10 +233,18 @@ impl KeyEntry {
             inbound: action(&record.redact_inbound),
             outbound: action(&record.redact_outbound),
         };
+        // A limit edited by hand to zero or below refuses everything.
+        let limit = |v: Option<i64>| v.map(|v| v.max(0) as u64);
+        let limits = crate::limits::Limits {
+            rpm: limit(record.rpm),
+            tpm: limit(record.tpm),
+            concurrency: limit(record.max_concurrent),
+        };
         KeyEntry {
             record,
             cidrs,
             redaction,
+            limits,
         }
     }
 

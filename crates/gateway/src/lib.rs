@@ -19,6 +19,7 @@ pub mod context;
 pub mod echo;
 pub mod keys;
 pub mod last_use;
+pub mod limits;
 pub mod master_file;
 pub mod meter;
 pub mod pipeline;
@@ -122,6 +123,9 @@ pub async fn serve(
     // Off the start-up path; a stream arriving first waits for it.
     tokio::task::spawn_blocking(|| keyward_detect::Detector::builtin().prepare_streaming());
     let usage_writer = usage_writer::UsageWriter::spawn(backend.store.clone());
+    let (owner_limits, environment_limits) = config
+        .owner_and_environment_limits()
+        .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?;
     let gw = Arc::new(context::Gateway {
         live,
         backend: backend.clone(),
@@ -147,6 +151,9 @@ pub async fn serve(
         usage: Arc::new(usage_writer.clone()),
         prices: prices::PriceTable::with_config(&config.prices)
             .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?,
+        limiter: Arc::new(limits::LocalLimiter::new(Arc::new(limits::SystemClock))),
+        owner_limits,
+        environment_limits,
     });
     {
         let (last_use, store) = (gw.last_use.clone(), backend.store.clone());

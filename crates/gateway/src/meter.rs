@@ -29,6 +29,12 @@ pub struct Meter {
     price: Option<Price>,
     usage: Usage,
     final_seen: bool,
+    /// The request's concurrency slot (released with the meter) and the scopes
+    /// its tokens are charged to.
+    limits: Option<(
+        Arc<dyn crate::limits::Limiter>,
+        crate::pipeline::admit::Admitted,
+    )>,
 }
 
 impl Meter {
@@ -41,7 +47,19 @@ impl Meter {
             price,
             usage: Usage::default(),
             final_seen: false,
+            limits: None,
         }
+    }
+
+    /// Holds the request's admission until the response ends: its slot is freed
+    /// and its tokens charged when the meter records.
+    pub fn with_limits(
+        mut self,
+        limiter: Arc<dyn crate::limits::Limiter>,
+        admitted: crate::pipeline::admit::Admitted,
+    ) -> Meter {
+        self.limits = Some((limiter, admitted));
+        self
     }
 
     pub fn set_status(&mut self, status: u16) {
@@ -76,6 +94,10 @@ impl Meter {
             r.complete = complete;
             r.cost_pico = self.price.map(|p| p.cost(&self.usage));
             self.sink.record(r);
+        }
+        if let Some((limiter, admitted)) = self.limits.take() {
+            limiter.charge_tokens(&admitted.scopes, self.usage.total());
+            drop(admitted.permit);
         }
     }
 }

@@ -437,6 +437,7 @@ impl Backend {
                 "list the models the key may use (globs allowed; `*` for all)".into(),
             ));
         }
+        check_owner_and_limits(spec.owner.as_deref(), &spec.limits)?;
         for c in &spec.source_cidrs {
             c.parse::<ipnet::IpNet>().map_err(|_| {
                 StateError::Invalid(format!(
@@ -474,6 +475,10 @@ impl Backend {
             notify_secret: spec.rotation.as_ref().map(|r| r.notify_secret.clone()),
             suspended_at: None,
             suspend_reason: None,
+            owner: spec.owner,
+            rpm: spec.limits.rpm.map(|v| v as i64),
+            tpm: spec.limits.tpm.map(|v| v as i64),
+            max_concurrent: spec.limits.concurrency.map(|v| v as i64),
         };
         let details = serde_json::json!({
             "name": record.name, "environment": record.environment, "models": record.models,
@@ -555,6 +560,37 @@ impl Backend {
             return Ok(None);
         }
         Ok(Some(plaintext))
+    }
+
+    /// Sets a live key's owner and limits (replacing both); audited as
+    /// `keys.update`. Returns false when no such key exists or it is revoked.
+    pub async fn update_key_limits(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        limits: crate::limits::Limits,
+    ) -> Result<bool, StateError> {
+        check_owner_and_limits(owner, &limits)?;
+        let events = [self.event(
+            "keys.update",
+            id,
+            serde_json::json!({"owner": owner, "limits": limits}),
+        )];
+        let mut audit = crate::audit::sealer(&self.audit_key, &events, now());
+        let as_i64 = |v: Option<u64>| v.map(|v| v as i64);
+        Ok(self
+            .store
+            .update_key_limits(
+                id,
+                owner,
+                [
+                    as_i64(limits.rpm),
+                    as_i64(limits.tpm),
+                    as_i64(limits.concurrency),
+                ],
+                &mut audit,
+            )
+            .await?)
     }
 
     /// Suspends a key: refused everywhere (like a revoked key, and acknowledged
@@ -775,6 +811,32 @@ pub struct NewKey {
     /// Scheduled rotation: period, grace for the old secret, and the vault secret
     /// holding the owner's webhook URL for notices and the new key.
     pub rotation: Option<RotationSchedule>,
+    /// Who the key belongs to (owner limits, usage reports).
+    pub owner: Option<String>,
+    /// The key's own rate and concurrency limits.
+    pub limits: crate::limits::Limits,
+}
+
+/// Checks an owner name and limits as a key may carry them.
+pub fn check_owner_and_limits(
+    owner: Option<&str>,
+    limits: &crate::limits::Limits,
+) -> Result<(), StateError> {
+    if let Some(o) = owner {
+        keys::check_name(o).map_err(|e| StateError::Invalid(format!("owner: {e}")))?;
+    }
+    for (name, v) in [
+        ("rpm", limits.rpm),
+        ("tpm", limits.tpm),
+        ("concurrency", limits.concurrency),
+    ] {
+        if v.is_some_and(|v| v == 0 || v > i64::MAX as u64) {
+            return Err(StateError::Invalid(format!(
+                "{name} must be a positive number (leave it out for no limit)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A key's rotation schedule.

@@ -31,6 +31,8 @@ fn key_spec() -> NewKey {
         canary: false,
         redaction: Default::default(),
         rotation: None,
+        owner: None,
+        limits: Default::default(),
     }
 }
 

@@ -37,6 +37,8 @@ fn key_spec(canary: bool) -> NewKey {
         canary,
         redaction: Default::default(),
         rotation: None,
+        owner: None,
+        limits: Default::default(),
     }
 }
 

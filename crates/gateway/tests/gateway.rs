@@ -280,6 +280,8 @@ fn new_key(env: &str, models: &[&str]) -> NewKey {
         canary: false,
         redaction: Default::default(),
         rotation: None,
+        owner: None,
+        limits: Default::default(),
     }
 }
 
@@ -857,6 +859,8 @@ async fn canary_use_is_refused_like_an_unknown_key_and_alerts_the_webhook() {
             canary: true,
             redaction: Default::default(),
             rotation: None,
+            owner: None,
+            limits: Default::default(),
             ..new_key("prod", &["*"])
         })
         .await
@@ -1548,4 +1552,40 @@ async fn screening_large_bodies_does_not_stall_the_server() {
         slowest < Duration::from_millis(300),
         "/healthz took {slowest:?} while two bodies were screened ({screened_in:?})"
     );
+}
+
+#[tokio::test]
+async fn owner_and_environment_limits_bind_every_key_they_cover() {
+    let r = start_with(
+        None,
+        "[[limits]]\nowner = \"team-a\"\nrpm = 3\n[[limits]]\nenvironment = \"dev\"\nrpm = 1\n",
+    )
+    .await;
+    let mut spec = new_key("prod", &["*"]);
+    spec.owner = Some("team-a".into());
+    let (_, a) = r.backend.create_key(spec.clone()).await.unwrap();
+    let (_, b) = r.backend.create_key(spec).await.unwrap();
+    let (_, other) = r.backend.create_key(new_key("prod", &["*"])).await.unwrap();
+    let (_, dev) = r.backend.create_key(new_key("dev", &["*"])).await.unwrap();
+    settle().await;
+    let c = reqwest::Client::new();
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    // Three requests between the owner's two keys, then neither gets a fourth.
+    for key in [&a, &b, &a] {
+        assert_eq!(chat(&c, &r.url, key, body).await.0, 200);
+    }
+    for key in [&a, &b] {
+        let (status, text) = chat(&c, &r.url, key, body).await;
+        assert_eq!(status, 429, "{text}");
+        assert!(text.contains("owner `team-a`"), "{text}");
+    }
+    // A key of no owner is not bound by it.
+    for _ in 0..4 {
+        assert_eq!(chat(&c, &r.url, &other, body).await.0, 200);
+    }
+    // The environment's limit.
+    assert_eq!(chat(&c, &r.url, &dev, body).await.0, 200);
+    let (status, text) = chat(&c, &r.url, &dev, body).await;
+    assert_eq!(status, 429);
+    assert!(text.contains("environment `dev`"), "{text}");
 }

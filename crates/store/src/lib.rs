@@ -93,6 +93,12 @@ pub struct KeyRecord {
     /// Set while the key is suspended (refused until resumed).
     pub suspended_at: Option<i64>,
     pub suspend_reason: Option<String>,
+    /// Who the key belongs to: owner limits and usage reports group by it.
+    pub owner: Option<String>,
+    /// Requests per minute, tokens per minute, requests in flight; `None`: no limit.
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub max_concurrent: Option<i64>,
 }
 
 /// A key for the admin HTTP API: only its keyed hash is stored.
@@ -526,8 +532,8 @@ impl Store {
     pub async fn insert_key(&self, k: &KeyRecord, audit: Seal<'_>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+            "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, owner, rpm, tpm, max_concurrent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
         )
         .bind(&k.id)
         .bind(&k.key_hash)
@@ -549,6 +555,10 @@ impl Store {
         .bind(k.rotation_grace)
         .bind(k.next_rotation_at)
         .bind(k.notify_secret.clone())
+        .bind(k.owner.clone())
+        .bind(k.rpm)
+        .bind(k.tpm)
+        .bind(k.max_concurrent)
         .execute(&mut *tx)
         .await?;
         self.append_audit_in(&mut tx, audit).await?;
@@ -560,7 +570,7 @@ impl Store {
     /// Every client key, oldest first.
     pub async fn keys(&self) -> Result<Vec<KeyRecord>> {
         let rows = sqlx::query(
-            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, suspended_at, suspend_reason \
+            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, suspended_at, suspend_reason, owner, rpm, tpm, max_concurrent \
              FROM client_keys ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
@@ -613,6 +623,31 @@ impl Store {
 
     /// Claims the advance notice of the rotation due at `due` for key `id`: true
     /// for exactly one caller across all servers.
+    /// Sets a live key's owner and limits (audited in the same transaction).
+    /// Returns false when no such key exists or it is revoked.
+    pub async fn update_key_limits(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        limits: [Option<i64>; 3],
+        audit: Seal<'_>,
+    ) -> Result<bool> {
+        let [rpm, tpm, max_concurrent] = limits;
+        self.update_bumping(
+            sqlx::query(
+                "UPDATE client_keys SET owner = $1, rpm = $2, tpm = $3, max_concurrent = $4 \
+                 WHERE id = $5 AND revoked_at IS NULL",
+            )
+            .bind(owner.map(str::to_string))
+            .bind(rpm)
+            .bind(tpm)
+            .bind(max_concurrent)
+            .bind(id.to_string()),
+            audit,
+        )
+        .await
+    }
+
     pub async fn claim_rotation_notice(&self, id: &str, due: i64) -> Result<bool> {
         let n = sqlx::query(
             "UPDATE client_keys SET rotation_notice_for = $2 \
@@ -1006,6 +1041,10 @@ fn key_from_row(r: &AnyRow) -> Result<KeyRecord> {
         notify_secret: r.try_get("notify_secret")?,
         suspended_at: r.try_get("suspended_at")?,
         suspend_reason: r.try_get("suspend_reason")?,
+        owner: r.try_get("owner")?,
+        rpm: r.try_get("rpm")?,
+        tpm: r.try_get("tpm")?,
+        max_concurrent: r.try_get("max_concurrent")?,
     })
 }
 

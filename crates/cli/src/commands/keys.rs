@@ -14,7 +14,7 @@ use std::time::Duration;
 pub enum KeysCmd {
     /// Issue a client key. The key is printed once and never stored; the command
     /// returns once every running server accepts it.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Give a key a new secret under the same id. The old secret keeps working for
     /// the grace period, then fails.
     Rotate {
@@ -50,8 +50,11 @@ pub enum KeysCmd {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// List keys: state, environment, models, expiry, last use (never a key or
-    /// its hash).
+    /// Set a key's owner and limits (returns once every running server applies
+    /// them). Options left out keep their value; `none` removes one.
+    Update(UpdateArgs),
+    /// List keys: state, environment, owner, models, limits, expiry, last use
+    /// (never a key or its hash).
     List {
         #[command(flatten)]
         config: ConfigArg,
@@ -60,8 +63,51 @@ pub enum KeysCmd {
     },
 }
 
+/// A limit option's value: a positive number, or no limit (`none`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limit(Option<u64>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    if s == "none" {
+        return Ok(Limit(None));
+    }
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Limit(Some(n))),
+        _ => Err(format!("`{s}` is not a positive number or `none`")),
+    }
+}
+
+/// The limits shared by `keys create` and `keys update`.
+#[derive(Args)]
+pub struct LimitArgs {
+    /// Who the key belongs to: `[[limits]] owner = …` applies to all its keys, and
+    /// usage reports group by it.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Requests per minute (any 60 s), or `none`.
+    #[arg(long, value_parser = parse_limit, value_name = "N")]
+    rpm: Option<Limit>,
+    /// Tokens per minute, or `none`.
+    #[arg(long, value_parser = parse_limit, value_name = "N")]
+    tpm: Option<Limit>,
+    /// Requests in flight at once, or `none`.
+    #[arg(long, value_parser = parse_limit, value_name = "N")]
+    concurrency: Option<Limit>,
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    id: String,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
 #[derive(Args)]
 pub struct CreateArgs {
+    #[command(flatten)]
+    limits: LimitArgs,
     #[command(flatten)]
     config: ConfigArg,
     /// Owner or purpose, for people reading `keys list`.
@@ -144,7 +190,7 @@ fn print_new_key(id: &str, key: &str, json: bool, note: &str) {
 pub fn run(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     match cmd {
-        KeysCmd::Create(a) => rt.block_on(create(a))?,
+        KeysCmd::Create(a) => rt.block_on(create(*a))?,
         KeysCmd::Rotate {
             id,
             grace,
@@ -197,6 +243,7 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             eprintln!("resumed {id}");
             applied::confirm(&b).await
         })?,
+        KeysCmd::Update(u) => rt.block_on(update(u))?,
         KeysCmd::List { config, json } => rt.block_on(async {
             let (_, b) = config.open().await?;
             list(&b, json).await
@@ -249,6 +296,12 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
             a.notify,
         )
         .map_err(anyhow::Error::msg)?,
+        owner: a.limits.owner.filter(|o| o != "none"),
+        limits: keyward_gateway::limits::Limits {
+            rpm: a.limits.rpm.and_then(|l| l.0),
+            tpm: a.limits.tpm.and_then(|l| l.0),
+            concurrency: a.limits.concurrency.and_then(|l| l.0),
+        },
     };
     let b = crate::home::open_existing(&cfg).await?;
     let (record, key) = b.create_key(spec).await?;
@@ -260,6 +313,57 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
         "This is the only time the key is shown: store it now.",
     );
     Ok(())
+}
+
+async fn update(u: UpdateArgs) -> anyhow::Result<()> {
+    let (_, b) = u.config.open().await?;
+    let keys = b.store.keys().await?;
+    let Some(k) = keys.iter().find(|k| k.id == u.id) else {
+        bail!("no key with id `{}` (see `keyward keys list`)", u.id);
+    };
+    let keep = |new: Option<Limit>, old: Option<i64>| match new {
+        Some(Limit(v)) => v,
+        None => old.map(|v| v.max(0) as u64),
+    };
+    let owner = match u.limits.owner.as_deref() {
+        Some("none") => None,
+        Some(o) => Some(o.to_string()),
+        None => k.owner.clone(),
+    };
+    let limits = keyward_gateway::limits::Limits {
+        rpm: keep(u.limits.rpm, k.rpm),
+        tpm: keep(u.limits.tpm, k.tpm),
+        concurrency: keep(u.limits.concurrency, k.max_concurrent),
+    };
+    if !b.update_key_limits(&u.id, owner.as_deref(), limits).await? {
+        bail!(not_live(&b, &u.id).await?);
+    }
+    eprintln!(
+        "updated {}: owner {}, limits {}",
+        u.id,
+        owner.as_deref().unwrap_or("-"),
+        limits_label(&limits)
+    );
+    applied::confirm(&b).await
+}
+
+/// Limits as `keys list` shows them.
+fn limits_label(l: &keyward_gateway::limits::Limits) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = l.rpm {
+        parts.push(format!("{n} rpm"));
+    }
+    if let Some(n) = l.tpm {
+        parts.push(format!("{n} tpm"));
+    }
+    if let Some(n) = l.concurrency {
+        parts.push(format!("{n} at once"));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn provider_names(cfg: &keyward_gateway::Config) -> String {
@@ -301,12 +405,19 @@ async fn list(b: &keyward_gateway::Backend, json: bool) -> anyhow::Result<()> {
             if k.canary {
                 st.push_str(" (canary)");
             }
+            let limits = keyward_gateway::limits::Limits {
+                rpm: k.rpm.map(|v| v.max(0) as u64),
+                tpm: k.tpm.map(|v| v.max(0) as u64),
+                concurrency: k.max_concurrent.map(|v| v.max(0) as u64),
+            };
             vec![
                 k.id.clone(),
                 st,
                 k.environment.clone(),
                 safe(&k.name).into_owned(),
+                safe(k.owner.as_deref().unwrap_or("-")).into_owned(),
                 safe(&k.models.join(",")).into_owned(),
+                limits_label(&limits),
                 k.expires_at.map_or_else(|| "never".into(), table::time),
                 table::maybe_time(last_use.get(&k.id).copied()),
                 k.hint.clone(),

@@ -5,15 +5,19 @@
 //! 3. [`parse`]: the body read once, bounded, and the model it is for;
 //! 4. [`authorize`]: the key's scope, the provider that serves the model, the
 //!    credential for the key's environment, the redaction policy;
-//! 5. screen ([`crate::screen`]): secrets in the request, by policy;
-//! 6. [`upstream`]: the call with the real credential, and the answer;
-//! 7. [`taps`]: the response body watched (echo scrubbing and redaction are
-//!    attached in `upstream`; the key re-checked while a stream is open).
+//! 5. [`admit`]: rate, token and concurrency limits of the key, its owner and
+//!    its environment;
+//! 6. screen ([`crate::screen`]): secrets in the request, by policy;
+//! 7. [`upstream`]: the call with the real credential, and the answer;
+//! 8. [`taps`]: the response body watched (metering, echo scrubbing and
+//!    redaction are attached in `upstream`; the key re-checked while a stream is
+//!    open).
 //!
 //! Model lists and lookups are answered between 2 and 3 ([`models`]). Each stage
 //! returns a [`Refusal`] to stop; [`Refusal::respond`] is the one place that turns
 //! it into the provider's error format (and audits a key's refusal).
 
+pub mod admit;
 pub mod authenticate;
 pub mod authorize;
 pub mod classify;
@@ -96,6 +100,7 @@ async fn run(
     let parsed = parse::request(&endpoint, req.into_body(), gw.max_body).await?;
     ctx.model = Some(parsed.model.clone());
     let route = authorize::route(gw, ctx, &caller, &endpoint, &parsed.model)?;
+    let admitted = admit::request(gw, &caller)?;
     let screen = crate::screen::Screen {
         gw: gw.clone(),
         key_id: caller.entry.record.id.clone(),
@@ -135,7 +140,8 @@ async fn run(
                 complete: false,
             },
             gw.prices.lookup(&parsed.model).map(|e| e.price),
-        ),
+        )
+        .with_limits(gw.limiter.clone(), admitted),
     })
     .await;
     // A body already whole cannot outlive a revocation; a streamed one can.

@@ -21,6 +21,12 @@ pub enum Refusal {
     /// The message must be free of secrets (fixed phrases, names the client sent
     /// that passed validation, ids).
     Error { kind: ErrorKind, message: String },
+    /// A rate, token or concurrency limit: 429 with the provider's headers,
+    /// audited (counted together when repeated).
+    Limited {
+        exceeded: crate::limits::Exceeded,
+        key_id: String,
+    },
     /// A stage already built the answer (a blocked secret). Boxed: the common
     /// refusals stay small.
     Answered(Box<Response>),
@@ -55,6 +61,18 @@ impl Refusal {
                     status: denial.kind().status().as_u16(),
                 });
                 api::error_response(ctx.family, denial.kind(), &denial.message(), &ctx.rid)
+            }
+            Refusal::Limited { exceeded, key_id } => {
+                gw.audit.refused(crate::audit::Refusal {
+                    actor: &key_id,
+                    reason: "rate_limited",
+                    action: "request.refused",
+                    source: ctx.peer.ip(),
+                    target: &ctx.target,
+                    request_id: &ctx.rid,
+                    status: 429,
+                });
+                api::rate_limited_response(ctx.family, &exceeded, &ctx.rid)
             }
             Refusal::Error { kind, message } => {
                 api::error_response(ctx.family, kind, &message, &ctx.rid)
