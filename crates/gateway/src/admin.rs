@@ -110,6 +110,32 @@ async fn usage(
     }
 }
 
+/// A JSON request body, or the 400 to answer with. The error says where and what
+/// kind of problem it is, never the value found there (it may be a secret put in
+/// the wrong field). (The `Err` is the response itself, built only on this rare
+/// path.)
+#[allow(clippy::result_large_err)]
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], rid: &str) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Io | serde_json::error::Category::Eof => "incomplete JSON",
+            serde_json::error::Category::Syntax => "not valid JSON",
+            serde_json::error::Category::Data => {
+                "a field is unknown, missing or of the wrong type"
+            }
+        };
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "invalid request body: {what} (line {}, column {}); the README's admin API section lists each route's fields",
+                e.line(),
+                e.column()
+            ),
+            rid,
+        )
+    })
+}
+
 /// Any other path or method under `/admin/v1`: 404 in the admin error format.
 async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     let path = crate::audit::safe_target(uri.path());
@@ -331,15 +357,9 @@ async fn create_key(
     Caller { admin, rid }: Caller,
     body: axum::body::Bytes,
 ) -> Response {
-    let req: CreateKey = match serde_json::from_slice(&body) {
+    let req: CreateKey = match parse_body(&body, &rid) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid request: {e}"),
-                &rid,
-            )
-        }
+        Err(resp) => return resp,
     };
     let Some(expires_in) = parse_lifetime(req.expires.as_deref().unwrap_or("90d")) else {
         return error(
@@ -429,15 +449,9 @@ async fn update_key(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let req: UpdateKey = match serde_json::from_slice(&body) {
+    let req: UpdateKey = match parse_body(&body, &rid) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid request: {e}"),
-                &rid,
-            )
-        }
+        Err(resp) => return resp,
     };
     let limits = crate::limits::Limits {
         rpm: req.rpm,
@@ -489,15 +503,9 @@ async fn set_standing(
     let req: Standing = if body.is_empty() {
         Standing::default()
     } else {
-        match serde_json::from_slice(&body) {
+        match parse_body(&body, &rid) {
             Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("invalid request: {e}"),
-                    &rid,
-                )
-            }
+            Err(resp) => return resp,
         }
     };
     let backend = gw.backend.as_actor(&actor(&admin));
@@ -704,6 +712,29 @@ async fn report_leak(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_bad_body_is_described_without_its_values() {
+        // Built here: the repository holds no secret-looking literal.
+        let secret = ["sk-proj-", "put-in-the-wrong-field-0123456789"].concat();
+        let body = format!(r#"{{"rpm": "{secret}"}}"#);
+        let resp = parse_body::<UpdateKey>(body.as_bytes(), "req_t")
+            .err()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let text = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            !text.contains(&secret) && !text.contains("wrong-field"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wrong type") && text.contains("column"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn rotation_periods_out_of_range_are_refused_with_the_limit() {

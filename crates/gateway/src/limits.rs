@@ -129,6 +129,13 @@ impl Drop for Permit {
     }
 }
 
+/// An admitted request: its concurrency slot, and the scopes its tokens count
+/// against once it ends.
+pub struct Admitted {
+    pub permit: Permit,
+    pub scopes: Vec<String>,
+}
+
 /// The port.
 pub trait Limiter: Send + Sync {
     /// Admits one request under every `(scope id, label, limits)` given, or

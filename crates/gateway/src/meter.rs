@@ -31,10 +31,7 @@ pub struct Meter {
     final_seen: bool,
     /// The request's concurrency slot (released with the meter) and the scopes
     /// its tokens are charged to.
-    limits: Option<(
-        Arc<dyn crate::limits::Limiter>,
-        crate::pipeline::admit::Admitted,
-    )>,
+    limits: Option<(Arc<dyn crate::limits::Limiter>, crate::limits::Admitted)>,
 }
 
 impl Meter {
@@ -56,7 +53,7 @@ impl Meter {
     pub fn with_limits(
         mut self,
         limiter: Arc<dyn crate::limits::Limiter>,
-        admitted: crate::pipeline::admit::Admitted,
+        admitted: crate::limits::Admitted,
     ) -> Meter {
         self.limits = Some((limiter, admitted));
         self
@@ -172,21 +169,6 @@ pub fn ask_for_stream_usage(body: Bytes) -> (Bytes, bool) {
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
-/// Length of the first complete SSE event in `buf` (through its blank line).
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(p) = memchr::memchr(b'\n', &buf[i..]) {
-        let nl = i + p;
-        match buf.get(nl + 1) {
-            Some(b'\n') => return Some(nl + 2),
-            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
-            _ => {}
-        }
-        i = nl + 1;
-    }
-    None
-}
-
 /// The JSON of an event's `data:` lines, when it may carry usage or end the
 /// stream.
 fn event_json(event: &[u8]) -> Option<Value> {
@@ -239,7 +221,7 @@ where
                         buf.extend_from_slice(&piece);
                         let mut out = Vec::new();
                         let mut start = 0;
-                        while let Some(end) = event_end(&buf[start..]) {
+                        while let Some(end) = crate::redact::sse_event_end(&buf[start..]) {
                             let event = &buf[start..start + end];
                             let mut keep = true;
                             if let Some(v) = event_json(event) {

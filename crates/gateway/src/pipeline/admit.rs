@@ -5,14 +5,7 @@
 use super::authenticate::Caller;
 use super::Refusal;
 use crate::context::Gateway;
-use crate::limits::Permit;
-
-/// An admitted request: its concurrency slot, and the scopes its tokens count
-/// against once it ends.
-pub struct Admitted {
-    pub permit: Permit,
-    pub scopes: Vec<String>,
-}
+use crate::limits::Admitted;
 
 pub fn request(gw: &Gateway, caller: &Caller) -> Result<Admitted, Refusal> {
     let rec = &caller.entry.record;

@@ -9,7 +9,7 @@ mod sse;
 pub use counters::{Counters, Direction};
 pub use json::redact_json;
 pub use policy::{Action, Policy, PolicyConfig};
-pub use sse::SseRedactor;
+pub use sse::{event_end as sse_event_end, SseRedactor};
 
 /// `rule id → count`, in first-seen order, for audit entries and alerts.
 pub fn tally(hits: &[&str]) -> serde_json::Map<String, serde_json::Value> {

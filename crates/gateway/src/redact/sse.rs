@@ -257,7 +257,7 @@ fn is_pure_delta(v: &Value) -> bool {
 }
 
 /// Length of the first complete event in `buf` (through its blank line), if any.
-fn event_end(buf: &[u8]) -> Option<usize> {
+pub fn event_end(buf: &[u8]) -> Option<usize> {
     let mut i = 0;
     while let Some(p) = memchr::memchr(b'\n', &buf[i..]) {
         let nl = i + p;
