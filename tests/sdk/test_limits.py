@@ -114,3 +114,58 @@ def test_owner_and_environment_limits_are_refused_in_config_when_malformed(gatew
 
     out = subprocess.run([str(gateway.bin), "config", "check", "--config", str(bad)], capture_output=True, text=True)
     assert out.returncode == 2 and "either `owner` or `environment`" in out.stderr, out.stderr
+
+
+def test_a_budget_is_never_overspent_by_parallel_requests(gateway, fake):
+    # $0.0001 a day; each request reserves ~24 µ$ (its bytes and max_tokens at
+    # gpt-4o-mini prices) and really costs 5.85 µ$ (11 + 7 tokens).
+    k = gateway.create_key("budget-tiny", env="prod", models="*")
+    gateway.cli("keys", "update", k["id"], "--daily-budget", "0.0001")
+    real_cost = 11 * 150_000 + 7 * 600_000
+
+    def call(_):
+        body = json.dumps({"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": marker()}]}).encode()
+        return raw_request(
+            f"{gateway.url}/v1/chat/completions", "POST", body,
+            {"Authorization": f"Bearer {k['key']}", "Content-Type": "application/json"},
+        )
+
+    with ThreadPoolExecutor(100) as pool:
+        results = list(pool.map(call, range(100)))
+    served = sum(1 for r in results if r[0] == 200)
+    refused = [r for r in results if r[0] == 429]
+    assert served + len(refused) == 100, sorted({r[0] for r in results})
+    assert 1 <= served and served * real_cost <= 100_000_000, served
+    assert refused, "the budget refused nothing"
+    err = json.loads(refused[0][2])["error"]
+    assert err["code"] == "insufficient_quota" and "daily spend budget" in err["message"], err
+    # Spend as recorded: exactly the served requests, within the budget.
+    deadline = time.monotonic() + 10
+    while True:
+        rows = json.loads(gateway.cli("usage", "--by", "key", "--since", "1h", "--format", "json").stdout)
+        mine = [r for r in rows if r["group"] == k["id"]]
+        if (mine and mine[0]["requests"] == served) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert mine[0]["cost_pico"] == served * real_cost <= 100_000_000, mine
+    assert "$0.000100/day" in next(l for l in gateway.cli("keys", "list").stdout.splitlines() if l.startswith(k["id"]))
+
+
+def test_a_budgeted_request_without_an_output_bound_gets_one_and_unpriced_models_are_refused(gateway, fake):
+    k = gateway.create_key("budget-bound", env="prod", models="*")
+    gateway.cli("keys", "update", k["id"], "--daily-budget", "1")
+    mk = marker()
+    status, headers, _ = raw_request(
+        f"{gateway.url}/v1/chat/completions", "POST", chat_body(mk),
+        {"Authorization": f"Bearer {k['key']}", "Content-Type": "application/json"},
+    )
+    assert status == 200
+    bound = int(headers["x-keyward-max-tokens"])
+    assert 1 <= bound <= 32_768
+    assert fake.wait_for(mk)[0].json["max_completion_tokens"] == bound
+    body = json.dumps({"model": "gpt-4o-mystery", "messages": [{"role": "user", "content": "x"}]}).encode()
+    status, _, out = raw_request(
+        f"{gateway.url}/v1/chat/completions", "POST", body,
+        {"Authorization": f"Bearer {k['key']}", "Content-Type": "application/json"},
+    )
+    assert status == 403 and b"No known price" in out, out

@@ -443,13 +443,14 @@ impl Detector {
         out
     }
 
-    /// Like [`find_with`](Self::find_with), but a finding that starts before
-    /// `from` and ends after it is kept, starting at `from`.
-    pub(crate) fn find_straddling(&self, hay: &[u8], from: usize) -> Vec<Finding> {
+    /// Like [`find_with`](Self::find_with), but a finding that starts at or
+    /// after `since` and before `from`, and ends after `from`, is kept, cut to
+    /// start at `from`.
+    pub(crate) fn find_straddling(&self, hay: &[u8], from: usize, since: usize) -> Vec<Finding> {
         let mut out = Vec::new();
         self.find_into(hay, 0, false, &mut out, &mut Work::default());
         out.retain_mut(|f| {
-            if f.start < from && f.end > from {
+            if f.start < from && f.start >= since && f.end > from {
                 f.start = from;
             }
             f.start >= from

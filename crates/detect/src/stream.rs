@@ -239,6 +239,9 @@ pub struct StreamRedactor<'d> {
     hits: Vec<usize>,
     /// Release a word at the end of a chunk at once (see [`StreamRedactor::prompt`]).
     words_early: bool,
+    /// Where the earliest tail released early (prompt mode) begins: only a secret
+    /// starting there or later may straddle `released`.
+    early_from: Option<usize>,
 }
 
 impl<'d> StreamRedactor<'d> {
@@ -268,6 +271,7 @@ impl<'d> StreamRedactor<'d> {
             scanned: 0,
             hits: Vec::new(),
             words_early,
+            early_from: None,
         }
     }
 
@@ -304,6 +308,7 @@ impl<'d> StreamRedactor<'d> {
         self.state = None;
         self.keywords.clear();
         self.scanned = 0;
+        self.early_from = None;
         out
     }
 
@@ -397,7 +402,8 @@ impl<'d> StreamRedactor<'d> {
         let dfa = &self.prefixes.dfa;
         let cache = self.cache.as_mut().expect("cache is present until drop");
         while self.cand < limit {
-            if word_from.is_some_and(|w| self.cand >= w) {
+            if let Some(w) = word_from.filter(|&w| self.cand >= w) {
+                self.early_from = Some(self.early_from.map_or(w, |e| e.min(w)));
                 self.cand = n;
                 self.state = None;
                 return;
@@ -498,6 +504,7 @@ impl<'d> StreamRedactor<'d> {
         self.cand -= keep_from;
         self.fed = self.fed.saturating_sub(keep_from);
         self.scanned -= keep_from;
+        self.early_from = self.early_from.map(|e| e.saturating_sub(keep_from));
         self.keywords
             .retain(|&(_, end, reach)| end.saturating_add(reach) > keep_from);
         // Occurrences now partly or wholly before the buffer are pinned to its
@@ -509,14 +516,16 @@ impl<'d> StreamRedactor<'d> {
     }
 
     /// Findings in the text not yet released. In prompt mode, a secret that begins
-    /// in a word released early is kept too, cut to start at `released`; in the
-    /// default mode no finding can straddle `released`.
+    /// in a tail released early is kept too, cut to start at `released` (any
+    /// other match across `released` lost to an overlapping one when its text
+    /// was released, and stays dropped, as in the default mode).
     fn find_pending(&self) -> Vec<Finding> {
         let hay = self.buf.as_bytes();
-        if self.words_early {
-            self.detector.find_straddling(hay, self.released)
-        } else {
-            self.detector.find_with(hay, self.released, false)
+        match self.early_from {
+            Some(early) if self.words_early => {
+                self.detector.find_straddling(hay, self.released, early)
+            }
+            _ => self.detector.find_with(hay, self.released, false),
         }
     }
 

@@ -312,6 +312,11 @@ struct CreateKey {
     tpm: Option<u64>,
     #[serde(default)]
     concurrency: Option<u64>,
+    /// Spend budgets in US dollars per UTC day and month.
+    #[serde(default)]
+    daily_budget: Option<f64>,
+    #[serde(default)]
+    monthly_budget: Option<f64>,
 }
 
 /// A rotation schedule from its request or command-line parts.
@@ -388,10 +393,15 @@ async fn create_key(
         redaction: req.redaction,
         rotation,
         owner: req.owner,
-        limits: crate::limits::Limits {
-            rpm: req.rpm,
-            tpm: req.tpm,
-            concurrency: req.concurrency,
+        limits: match budgets(req.daily_budget, req.monthly_budget) {
+            Ok((daily_budget, monthly_budget)) => crate::limits::Limits {
+                rpm: req.rpm,
+                tpm: req.tpm,
+                concurrency: req.concurrency,
+                daily_budget,
+                monthly_budget,
+            },
+            Err(m) => return error(StatusCode::BAD_REQUEST, &m, &rid),
         },
     };
     if let Some(p) = spec
@@ -428,6 +438,15 @@ async fn create_key(
     }
 }
 
+/// Dollar budgets as pico-dollars, or why not.
+fn budgets(daily: Option<f64>, monthly: Option<f64>) -> Result<(Option<i64>, Option<i64>), String> {
+    let conv = |v: Option<f64>| {
+        v.map(|d| crate::config::budget_pico(d).ok_or("budgets are positive amounts of US dollars"))
+            .transpose()
+    };
+    Ok((conv(daily)?, conv(monthly)?))
+}
+
 /// `PATCH /keys/{id}`: the key's owner and limits, all four replaced (a field
 /// left out or `null` means none).
 #[derive(Deserialize)]
@@ -441,6 +460,11 @@ struct UpdateKey {
     tpm: Option<u64>,
     #[serde(default)]
     concurrency: Option<u64>,
+    /// Spend budgets in US dollars per UTC day and month.
+    #[serde(default)]
+    daily_budget: Option<f64>,
+    #[serde(default)]
+    monthly_budget: Option<f64>,
 }
 
 async fn update_key(
@@ -453,10 +477,16 @@ async fn update_key(
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    let (daily_budget, monthly_budget) = match budgets(req.daily_budget, req.monthly_budget) {
+        Ok(b) => b,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m, &rid),
+    };
     let limits = crate::limits::Limits {
         rpm: req.rpm,
         tpm: req.tpm,
         concurrency: req.concurrency,
+        daily_budget,
+        monthly_budget,
     };
     match gw
         .backend

@@ -210,6 +210,8 @@ pub enum ErrorKind {
     Timeout,
     /// A rate, token or concurrency limit (429).
     RateLimited,
+    /// A spend budget is used up for its period (429).
+    BudgetExhausted,
 }
 
 impl ErrorKind {
@@ -224,7 +226,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::RateLimited | ErrorKind::BudgetExhausted => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -260,82 +262,6 @@ pub fn error_response(
     resp
 }
 
-/// A 429 for an exceeded limit, in the family's format, with `Retry-After` (and
-/// `retry-after-ms`) and the family's rate-limit headers, so that the official
-/// SDKs wait and retry by themselves.
-pub fn rate_limited_response(
-    family: Family,
-    e: &crate::limits::Exceeded,
-    request_id: &str,
-) -> Response {
-    use crate::limits::LimitKind;
-    let what = match e.kind {
-        LimitKind::Requests => format!("{} requests per minute", e.limit),
-        LimitKind::Tokens => format!("{} tokens per minute", e.limit),
-        LimitKind::Concurrency => format!("{} requests at once", e.limit),
-    };
-    let message = format!(
-        "Rate limit reached for this {} ({what}); retry after {} ms",
-        e.scope, e.retry_after_ms
-    );
-    let mut resp = error_response(family, ErrorKind::RateLimited, &message, request_id);
-    let secs = (e.retry_after_ms + 999) / 1000;
-    let mut headers: Vec<(&'static str, String)> = vec![
-        ("retry-after", secs.to_string()),
-        ("retry-after-ms", e.retry_after_ms.to_string()),
-    ];
-    let unit = if e.kind == LimitKind::Tokens {
-        "tokens"
-    } else {
-        "requests"
-    };
-    match family {
-        Family::OpenAi => {
-            let (limit, remaining, reset) = match unit {
-                "tokens" => (
-                    "x-ratelimit-limit-tokens",
-                    "x-ratelimit-remaining-tokens",
-                    "x-ratelimit-reset-tokens",
-                ),
-                _ => (
-                    "x-ratelimit-limit-requests",
-                    "x-ratelimit-remaining-requests",
-                    "x-ratelimit-reset-requests",
-                ),
-            };
-            headers.push((limit, e.limit.to_string()));
-            headers.push((remaining, "0".into()));
-            headers.push((reset, format!("{}ms", e.retry_after_ms)));
-        }
-        Family::Anthropic => {
-            let at = std::time::SystemTime::now()
-                + std::time::Duration::from_millis(e.retry_after_ms.max(0) as u64);
-            let (limit, remaining, reset) = match unit {
-                "tokens" => (
-                    "anthropic-ratelimit-tokens-limit",
-                    "anthropic-ratelimit-tokens-remaining",
-                    "anthropic-ratelimit-tokens-reset",
-                ),
-                _ => (
-                    "anthropic-ratelimit-requests-limit",
-                    "anthropic-ratelimit-requests-remaining",
-                    "anthropic-ratelimit-requests-reset",
-                ),
-            };
-            headers.push((limit, e.limit.to_string()));
-            headers.push((remaining, "0".into()));
-            headers.push((reset, humantime::format_rfc3339_seconds(at).to_string()));
-        }
-        Family::Gemini => {}
-    }
-    for (name, value) in headers {
-        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
-            resp.headers_mut().insert(name, v);
-        }
-    }
-    resp
-}
-
 /// The response header carrying Keyward's own id for every request.
 pub const KEYWARD_REQUEST_ID: &str = "x-keyward-request-id";
 
@@ -357,6 +283,7 @@ pub fn error_body(family: Family, kind: ErrorKind, message: &str, request_id: &s
                 ErrorKind::Upstream => ("server_error", "upstream_error"),
                 ErrorKind::Timeout => ("server_error", "upstream_timeout"),
                 ErrorKind::RateLimited => ("requests", "rate_limit_exceeded"),
+                ErrorKind::BudgetExhausted => ("insufficient_quota", "insufficient_quota"),
             };
             json!({"error": {"message": text, "type": ty, "param": null, "code": code}})
         }
@@ -368,7 +295,7 @@ pub fn error_body(family: Family, kind: ErrorKind, message: &str, request_id: &s
                 ErrorKind::InvalidRequest | ErrorKind::UriTooLong => "invalid_request_error",
                 ErrorKind::TooLarge => "request_too_large",
                 ErrorKind::Unavailable | ErrorKind::Upstream | ErrorKind::Timeout => "api_error",
-                ErrorKind::RateLimited => "rate_limit_error",
+                ErrorKind::RateLimited | ErrorKind::BudgetExhausted => "rate_limit_error",
             };
             json!({"type": "error", "error": {"type": ty, "message": text}, "request_id": request_id})
         }
@@ -383,7 +310,7 @@ pub fn error_body(family: Family, kind: ErrorKind, message: &str, request_id: &s
                 ErrorKind::Unavailable => "UNAVAILABLE",
                 ErrorKind::Upstream => "INTERNAL",
                 ErrorKind::Timeout => "DEADLINE_EXCEEDED",
-                ErrorKind::RateLimited => "RESOURCE_EXHAUSTED",
+                ErrorKind::RateLimited | ErrorKind::BudgetExhausted => "RESOURCE_EXHAUSTED",
             };
             json!({"error": {"code": status.as_u16(), "message": text, "status": st}})
         }

@@ -41,6 +41,17 @@ pub struct LimitRule {
     pub tpm: Option<u64>,
     #[serde(default)]
     pub concurrency: Option<u64>,
+    /// Spend per UTC day and per UTC month, in US dollars.
+    #[serde(default)]
+    pub daily_budget: Option<f64>,
+    #[serde(default)]
+    pub monthly_budget: Option<f64>,
+}
+
+/// US dollars as pico-dollars, for budgets; `None` for a non-positive or
+/// absurd amount.
+pub fn budget_pico(usd: f64) -> Option<i64> {
+    (usd > 0.0 && usd <= 1e6).then(|| (usd * crate::prices::PICO_PER_DOLLAR as f64).round() as i64)
 }
 
 /// Limits by owner and by environment, from `[[limits]]`.
@@ -551,14 +562,26 @@ impl Config {
     pub fn owner_and_environment_limits(&self) -> Result<ScopeLimits, String> {
         let (mut owners, mut envs) = ScopeLimits::default();
         for r in &self.limits {
+            let usd = |v: Option<f64>| -> Result<Option<i64>, String> {
+                v.map(|d| {
+                    budget_pico(d).ok_or_else(|| {
+                        format!("[[limits]]: a budget of {d} is not a positive number of dollars")
+                    })
+                })
+                .transpose()
+            };
             let limits = crate::limits::Limits {
                 rpm: r.rpm,
                 tpm: r.tpm,
                 concurrency: r.concurrency,
+                daily_budget: usd(r.daily_budget)?,
+                monthly_budget: usd(r.monthly_budget)?,
             };
-            if limits.is_empty() || [r.rpm, r.tpm, r.concurrency].contains(&Some(0)) {
+            if (limits.is_empty() && limits.budget().is_empty())
+                || [r.rpm, r.tpm, r.concurrency].contains(&Some(0))
+            {
                 return Err(
-                    "[[limits]]: give rpm, tpm or concurrency, each a positive number".into(),
+                    "[[limits]]: give rpm, tpm, concurrency (positive numbers), daily_budget or monthly_budget (dollars)".into(),
                 );
             }
             let (map, name) = match (&r.owner, &r.environment) {

@@ -34,6 +34,8 @@ pub struct Gateway {
     pub usage: Arc<dyn crate::usage::UsageSink>,
     /// What tokens cost: the shipped table and the config's `[[prices]]`.
     pub prices: crate::prices::PriceTable,
+    /// Spend budgets: reservations and what was spent per day and month.
+    pub ledger: Arc<dyn crate::budget::BudgetLedger>,
     /// Rate, token and concurrency limits.
     pub limiter: Arc<dyn crate::limits::Limiter>,
     /// `[[limits]]` by owner and by environment.

@@ -239,6 +239,8 @@ impl KeyEntry {
             rpm: limit(record.rpm),
             tpm: limit(record.tpm),
             concurrency: limit(record.max_concurrent),
+            daily_budget: record.daily_budget_pico.map(|v| v.max(0)),
+            monthly_budget: record.monthly_budget_pico.map(|v| v.max(0)),
         };
         KeyEntry {
             record,

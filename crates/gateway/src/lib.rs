@@ -12,6 +12,7 @@ pub mod admin;
 pub mod alerts;
 pub mod api;
 pub mod audit;
+pub mod budget;
 pub mod compress;
 pub mod config;
 pub mod conn;
@@ -152,6 +153,11 @@ pub async fn serve(
         prices: prices::PriceTable::with_config(&config.prices)
             .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?,
         limiter: Arc::new(limits::LocalLimiter::new(Arc::new(limits::SystemClock))),
+        ledger: Arc::new(
+            budget::seeded(&backend.store)
+                .await
+                .map_err(state::StateError::from)?,
+        ),
         owner_limits,
         environment_limits,
     });

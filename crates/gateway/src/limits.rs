@@ -16,43 +16,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The time the limiter counts in (Unix milliseconds): the system clock, or one
-/// that tests move by hand.
-pub trait Clock: Send + Sync {
-    fn now_ms(&self) -> i64;
-}
-
-/// The system clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        crate::time::now_ms()
-    }
-}
-
-/// A clock that moves only when told.
-#[derive(Default)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    pub fn at(ms: i64) -> ManualClock {
-        ManualClock(AtomicI64::new(ms))
-    }
-
-    pub fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use crate::time::{Clock, ManualClock, SystemClock};
 
 /// The window of the per-minute limits.
 pub const WINDOW_MS: i64 = 60_000;
@@ -67,11 +33,25 @@ pub struct Limits {
     pub tpm: Option<u64>,
     #[serde(default)]
     pub concurrency: Option<u64>,
+    /// Spend per UTC day and per UTC month, in pico-dollars (see [`crate::budget`]).
+    #[serde(default)]
+    pub daily_budget: Option<i64>,
+    #[serde(default)]
+    pub monthly_budget: Option<i64>,
 }
 
 impl Limits {
+    /// No rate, token or concurrency limit (budgets aside).
     pub fn is_empty(&self) -> bool {
         self.rpm.is_none() && self.tpm.is_none() && self.concurrency.is_none()
+    }
+
+    /// The spend budgets.
+    pub fn budget(&self) -> crate::budget::Budget {
+        crate::budget::Budget {
+            daily: self.daily_budget,
+            monthly: self.monthly_budget,
+        }
     }
 }
 
@@ -326,6 +306,7 @@ mod tests {
                 rpm,
                 tpm,
                 concurrency,
+                ..Default::default()
             },
         )]
     }
@@ -422,12 +403,12 @@ mod tests {
                 t.spawn(|| {
                     for _ in 0..100 {
                         if l.admit(&s).is_ok() {
-                            admitted.fetch_add(1, Ordering::SeqCst);
+                            admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         }
                     }
                 });
             }
         });
-        assert_eq!(admitted.load(Ordering::SeqCst), 50);
+        assert_eq!(admitted.load(std::sync::atomic::Ordering::SeqCst), 50);
     }
 }

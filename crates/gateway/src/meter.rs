@@ -32,6 +32,8 @@ pub struct Meter {
     /// The request's concurrency slot (released with the meter) and the scopes
     /// its tokens are charged to.
     limits: Option<(Arc<dyn crate::limits::Limiter>, crate::limits::Admitted)>,
+    /// The request's budget reservation, settled to its real cost.
+    reservation: Option<crate::budget::Reservation>,
 }
 
 impl Meter {
@@ -45,7 +47,16 @@ impl Meter {
             usage: Usage::default(),
             final_seen: false,
             limits: None,
+            reservation: None,
         }
+    }
+
+    /// Settles `reservation` to the request's real cost when the meter records
+    /// (its worst case when no usage was reported: a cost that is unknown is
+    /// never taken as zero).
+    pub fn with_budget(mut self, reservation: crate::budget::Reservation) -> Meter {
+        self.reservation = Some(reservation);
+        self
     }
 
     /// Holds the request's admission until the response ends: its slot is freed
@@ -91,6 +102,15 @@ impl Meter {
             r.complete = complete;
             r.cost_pico = self.price.map(|p| p.cost(&self.usage));
             self.sink.record(r);
+        }
+        if let Some(reservation) = self.reservation.take() {
+            match self.price {
+                Some(p) if complete || self.usage.total() > 0 => {
+                    reservation.settle(p.cost(&self.usage))
+                }
+                None => reservation.settle(0),
+                Some(_) => drop(reservation), // charged its worst case
+            }
         }
         if let Some((limiter, admitted)) = self.limits.take() {
             limiter.charge_tokens(&admitted.scopes, self.usage.total());

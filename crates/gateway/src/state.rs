@@ -479,6 +479,8 @@ impl Backend {
             rpm: spec.limits.rpm.map(|v| v as i64),
             tpm: spec.limits.tpm.map(|v| v as i64),
             max_concurrent: spec.limits.concurrency.map(|v| v as i64),
+            daily_budget_pico: spec.limits.daily_budget,
+            monthly_budget_pico: spec.limits.monthly_budget,
         };
         let details = serde_json::json!({
             "name": record.name, "environment": record.environment, "models": record.models,
@@ -587,6 +589,8 @@ impl Backend {
                     as_i64(limits.rpm),
                     as_i64(limits.tpm),
                     as_i64(limits.concurrency),
+                    limits.daily_budget,
+                    limits.monthly_budget,
                 ],
                 &mut audit,
             )
@@ -824,6 +828,16 @@ pub fn check_owner_and_limits(
 ) -> Result<(), StateError> {
     if let Some(o) = owner {
         keys::check_name(o).map_err(|e| StateError::Invalid(format!("owner: {e}")))?;
+    }
+    for (name, v) in [
+        ("daily budget", limits.daily_budget),
+        ("monthly budget", limits.monthly_budget),
+    ] {
+        if v.is_some_and(|v| v <= 0) {
+            return Err(StateError::Invalid(format!(
+                "the {name} must be a positive amount (leave it out for none)"
+            )));
+        }
     }
     for (name, v) in [
         ("rpm", limits.rpm),

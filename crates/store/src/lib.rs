@@ -99,6 +99,9 @@ pub struct KeyRecord {
     pub rpm: Option<i64>,
     pub tpm: Option<i64>,
     pub max_concurrent: Option<i64>,
+    /// Spend budgets per UTC day and month, in pico-dollars; `None`: no budget.
+    pub daily_budget_pico: Option<i64>,
+    pub monthly_budget_pico: Option<i64>,
 }
 
 /// A key for the admin HTTP API: only its keyed hash is stored.
@@ -532,8 +535,8 @@ impl Store {
     pub async fn insert_key(&self, k: &KeyRecord, audit: Seal<'_>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, owner, rpm, tpm, max_concurrent) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+            "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, owner, rpm, tpm, max_concurrent, daily_budget_pico, monthly_budget_pico) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
         )
         .bind(&k.id)
         .bind(&k.key_hash)
@@ -559,6 +562,8 @@ impl Store {
         .bind(k.rpm)
         .bind(k.tpm)
         .bind(k.max_concurrent)
+        .bind(k.daily_budget_pico)
+        .bind(k.monthly_budget_pico)
         .execute(&mut *tx)
         .await?;
         self.append_audit_in(&mut tx, audit).await?;
@@ -570,7 +575,7 @@ impl Store {
     /// Every client key, oldest first.
     pub async fn keys(&self) -> Result<Vec<KeyRecord>> {
         let rows = sqlx::query(
-            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, suspended_at, suspend_reason, owner, rpm, tpm, max_concurrent \
+            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, suspended_at, suspend_reason, owner, rpm, tpm, max_concurrent, daily_budget_pico, monthly_budget_pico \
              FROM client_keys ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
@@ -629,19 +634,21 @@ impl Store {
         &self,
         id: &str,
         owner: Option<&str>,
-        limits: [Option<i64>; 3],
+        limits: [Option<i64>; 5],
         audit: Seal<'_>,
     ) -> Result<bool> {
-        let [rpm, tpm, max_concurrent] = limits;
+        let [rpm, tpm, max_concurrent, daily, monthly] = limits;
         self.update_bumping(
             sqlx::query(
-                "UPDATE client_keys SET owner = $1, rpm = $2, tpm = $3, max_concurrent = $4 \
-                 WHERE id = $5 AND revoked_at IS NULL",
+                "UPDATE client_keys SET owner = $1, rpm = $2, tpm = $3, max_concurrent = $4, \
+                 daily_budget_pico = $5, monthly_budget_pico = $6 WHERE id = $7 AND revoked_at IS NULL",
             )
             .bind(owner.map(str::to_string))
             .bind(rpm)
             .bind(tpm)
             .bind(max_concurrent)
+            .bind(daily)
+            .bind(monthly)
             .bind(id.to_string()),
             audit,
         )
@@ -1045,6 +1052,8 @@ fn key_from_row(r: &AnyRow) -> Result<KeyRecord> {
         rpm: r.try_get("rpm")?,
         tpm: r.try_get("tpm")?,
         max_concurrent: r.try_get("max_concurrent")?,
+        daily_budget_pico: r.try_get("daily_budget_pico")?,
+        monthly_budget_pico: r.try_get("monthly_budget_pico")?,
     })
 }
 

@@ -93,6 +93,28 @@ pub struct LimitArgs {
     /// Requests in flight at once, or `none`.
     #[arg(long, value_parser = parse_limit, value_name = "N")]
     concurrency: Option<Limit>,
+    /// Spend per UTC day in US dollars (e.g. 5 or 0.50), or `none`.
+    #[arg(long, value_parser = parse_dollars, value_name = "USD")]
+    daily_budget: Option<Dollars>,
+    /// Spend per UTC month in US dollars, or `none`.
+    #[arg(long, value_parser = parse_dollars, value_name = "USD")]
+    monthly_budget: Option<Dollars>,
+}
+
+/// A budget option's value, in pico-dollars, or no budget (`none`).
+#[derive(Debug, Clone, Copy)]
+pub struct Dollars(Option<i64>);
+
+fn parse_dollars(s: &str) -> Result<Dollars, String> {
+    if s == "none" {
+        return Ok(Dollars(None));
+    }
+    s.trim_start_matches('$')
+        .parse::<f64>()
+        .ok()
+        .and_then(keyward_gateway::config::budget_pico)
+        .map(|p| Dollars(Some(p)))
+        .ok_or_else(|| format!("`{s}` is not a positive amount of dollars or `none`"))
 }
 
 #[derive(Args)]
@@ -301,6 +323,8 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
             rpm: a.limits.rpm.and_then(|l| l.0),
             tpm: a.limits.tpm.and_then(|l| l.0),
             concurrency: a.limits.concurrency.and_then(|l| l.0),
+            daily_budget: a.limits.daily_budget.and_then(|d| d.0),
+            monthly_budget: a.limits.monthly_budget.and_then(|d| d.0),
         },
     };
     let b = crate::home::open_existing(&cfg).await?;
@@ -334,6 +358,14 @@ async fn update(u: UpdateArgs) -> anyhow::Result<()> {
         rpm: keep(u.limits.rpm, k.rpm),
         tpm: keep(u.limits.tpm, k.tpm),
         concurrency: keep(u.limits.concurrency, k.max_concurrent),
+        daily_budget: match u.limits.daily_budget {
+            Some(Dollars(v)) => v,
+            None => k.daily_budget_pico,
+        },
+        monthly_budget: match u.limits.monthly_budget {
+            Some(Dollars(v)) => v,
+            None => k.monthly_budget_pico,
+        },
     };
     if !b.update_key_limits(&u.id, owner.as_deref(), limits).await? {
         bail!(not_live(&b, &u.id).await?);
@@ -358,6 +390,12 @@ fn limits_label(l: &keyward_gateway::limits::Limits) -> String {
     }
     if let Some(n) = l.concurrency {
         parts.push(format!("{n} at once"));
+    }
+    if let Some(p) = l.daily_budget {
+        parts.push(format!("{}/day", keyward_gateway::prices::dollars(p)));
+    }
+    if let Some(p) = l.monthly_budget {
+        parts.push(format!("{}/month", keyward_gateway::prices::dollars(p)));
     }
     if parts.is_empty() {
         "-".into()
@@ -409,6 +447,8 @@ async fn list(b: &keyward_gateway::Backend, json: bool) -> anyhow::Result<()> {
                 rpm: k.rpm.map(|v| v.max(0) as u64),
                 tpm: k.tpm.map(|v| v.max(0) as u64),
                 concurrency: k.max_concurrent.map(|v| v.max(0) as u64),
+                daily_budget: k.daily_budget_pico,
+                monthly_budget: k.monthly_budget_pico,
             };
             vec![
                 k.id.clone(),

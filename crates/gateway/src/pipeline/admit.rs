@@ -5,9 +5,12 @@
 use super::authenticate::Caller;
 use super::Refusal;
 use crate::context::Gateway;
-use crate::limits::Admitted;
+use crate::limits::{Admitted, Limits};
 
-pub fn request(gw: &Gateway, caller: &Caller) -> Result<Admitted, Refusal> {
+/// Every scope a request counts in, `(id, label, limits)`: the key; its owner and
+/// its environment always (their spend is booked even without a rule, so that a
+/// budget set later knows it), with the `[[limits]]` rule when there is one.
+pub fn scopes(gw: &Gateway, caller: &Caller) -> Vec<(String, String, Limits)> {
     let rec = &caller.entry.record;
     let mut scopes = vec![(
         format!("key:{}", rec.id),
@@ -15,30 +18,40 @@ pub fn request(gw: &Gateway, caller: &Caller) -> Result<Admitted, Refusal> {
         caller.entry.limits,
     )];
     if let Some(o) = &rec.owner {
-        if let Some(l) = gw.owner_limits.get(o) {
-            scopes.push((format!("owner:{o}"), format!("owner `{o}`"), *l));
-        }
+        let l = gw.owner_limits.get(o).copied().unwrap_or_default();
+        scopes.push((format!("owner:{o}"), format!("owner `{o}`"), l));
     }
-    if let Some(l) = gw.environment_limits.get(&rec.environment) {
-        scopes.push((
-            format!("env:{}", rec.environment),
-            format!("environment `{}`", rec.environment),
-            *l,
-        ));
-    }
+    let l = gw
+        .environment_limits
+        .get(&rec.environment)
+        .copied()
+        .unwrap_or_default();
+    scopes.push((
+        format!("env:{}", rec.environment),
+        format!("environment `{}`", rec.environment),
+        l,
+    ));
+    scopes
+}
+
+pub fn request(
+    gw: &Gateway,
+    caller: &Caller,
+    scopes: &[(String, String, Limits)],
+) -> Result<Admitted, Refusal> {
     let ids = scopes
         .iter()
         .filter(|(_, _, l)| !l.is_empty())
         .map(|(id, _, _)| id.clone())
         .collect();
-    match gw.limiter.admit(&scopes) {
+    match gw.limiter.admit(scopes) {
         Ok(permit) => Ok(Admitted {
             permit,
             scopes: ids,
         }),
         Err(exceeded) => Err(Refusal::Limited {
             exceeded,
-            key_id: rec.id.clone(),
+            key_id: caller.entry.record.id.clone(),
         }),
     }
 }

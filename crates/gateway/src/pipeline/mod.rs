@@ -20,6 +20,7 @@
 pub mod admit;
 pub mod authenticate;
 pub mod authorize;
+pub mod budget;
 pub mod classify;
 pub mod models;
 pub mod parse;
@@ -100,7 +101,17 @@ async fn run(
     let parsed = parse::request(&endpoint, req.into_body(), gw.max_body).await?;
     ctx.model = Some(parsed.model.clone());
     let route = authorize::route(gw, ctx, &caller, &endpoint, &parsed.model)?;
-    let admitted = admit::request(gw, &caller)?;
+    let scopes = admit::scopes(gw, &caller);
+    let admitted = admit::request(gw, &caller, &scopes)?;
+    let reserved = budget::reserve(
+        gw,
+        &caller,
+        &scopes,
+        &endpoint,
+        route.provider.config.kind,
+        &parsed.model,
+        parsed.body,
+    )?;
     let screen = crate::screen::Screen {
         gw: gw.clone(),
         key_id: caller.entry.record.id.clone(),
@@ -109,7 +120,7 @@ async fn run(
         family: ctx.family,
     };
     let body = screen
-        .inbound(route.policy.inbound, parsed.body)
+        .inbound(route.policy.inbound, reserved.body)
         .await
         .map_err(|r| Refusal::Answered(Box::new(r)))?;
     let resp = upstream::call(upstream::UpstreamCall {
@@ -141,9 +152,16 @@ async fn run(
             },
             gw.prices.lookup(&parsed.model).map(|e| e.price),
         )
-        .with_limits(gw.limiter.clone(), admitted),
+        .with_limits(gw.limiter.clone(), admitted)
+        .with_budget(reserved.reservation),
     })
     .await;
+    let mut resp = resp;
+    if let Some(n) = reserved.max_tokens_set {
+        // The request named no output bound: say which one the budget allowed.
+        resp.headers_mut()
+            .insert("x-keyward-max-tokens", HeaderValue::from(n));
+    }
     // A body already whole cannot outlive a revocation; a streamed one can.
     let streamed = http_body::Body::size_hint(resp.body()).exact().is_none();
     Ok(if streamed {

@@ -3,7 +3,7 @@
 //! scope refused it) and answers in the provider family's own error format.
 
 use super::RequestContext;
-use crate::api::{self, ErrorKind};
+use crate::api::{self, ErrorKind, Family};
 use crate::context::Gateway;
 use crate::keys::Denial;
 use axum::response::Response;
@@ -25,6 +25,11 @@ pub enum Refusal {
     /// audited (counted together when repeated).
     Limited {
         exceeded: crate::limits::Exceeded,
+        key_id: String,
+    },
+    /// A spend budget cannot cover the request's worst case: 429, audited.
+    OverBudget {
+        exceeded: crate::budget::OverBudget,
         key_id: String,
     },
     /// A stage already built the answer (a blocked secret). Boxed: the common
@@ -72,7 +77,39 @@ impl Refusal {
                     request_id: &ctx.rid,
                     status: 429,
                 });
-                api::rate_limited_response(ctx.family, &exceeded, &ctx.rid)
+                rate_limited_response(ctx.family, &exceeded, &ctx.rid)
+            }
+            Refusal::OverBudget { exceeded, key_id } => {
+                gw.audit.refused(crate::audit::Refusal {
+                    actor: &key_id,
+                    reason: "over_budget",
+                    action: "request.refused",
+                    source: ctx.peer.ip(),
+                    target: &ctx.target,
+                    request_id: &ctx.rid,
+                    status: 429,
+                });
+                let e = &exceeded;
+                let message = format!(
+                    "The {} spend budget of this {} ({}) cannot cover this request ({} committed); it resets in {} s",
+                    e.period,
+                    e.scope,
+                    crate::prices::dollars(e.budget),
+                    crate::prices::dollars(e.committed),
+                    (e.resets_in_ms + 999) / 1000
+                );
+                let mut resp = api::error_response(
+                    ctx.family,
+                    api::ErrorKind::BudgetExhausted,
+                    &message,
+                    &ctx.rid,
+                );
+                if let Ok(v) =
+                    axum::http::HeaderValue::from_str(&((e.resets_in_ms + 999) / 1000).to_string())
+                {
+                    resp.headers_mut().insert("retry-after", v);
+                }
+                resp
             }
             Refusal::Error { kind, message } => {
                 api::error_response(ctx.family, kind, &message, &ctx.rid)
@@ -80,4 +117,80 @@ impl Refusal {
             Refusal::Answered(resp) => *resp,
         }
     }
+}
+
+/// A 429 for an exceeded limit, in the family's format, with `Retry-After` (and
+/// `retry-after-ms`) and the family's rate-limit headers, so that the official
+/// SDKs wait and retry by themselves.
+fn rate_limited_response(
+    family: Family,
+    e: &crate::limits::Exceeded,
+    request_id: &str,
+) -> Response {
+    use crate::limits::LimitKind;
+    let what = match e.kind {
+        LimitKind::Requests => format!("{} requests per minute", e.limit),
+        LimitKind::Tokens => format!("{} tokens per minute", e.limit),
+        LimitKind::Concurrency => format!("{} requests at once", e.limit),
+    };
+    let message = format!(
+        "Rate limit reached for this {} ({what}); retry after {} ms",
+        e.scope, e.retry_after_ms
+    );
+    let mut resp = api::error_response(family, ErrorKind::RateLimited, &message, request_id);
+    let secs = (e.retry_after_ms + 999) / 1000;
+    let mut headers: Vec<(&'static str, String)> = vec![
+        ("retry-after", secs.to_string()),
+        ("retry-after-ms", e.retry_after_ms.to_string()),
+    ];
+    let unit = if e.kind == LimitKind::Tokens {
+        "tokens"
+    } else {
+        "requests"
+    };
+    match family {
+        Family::OpenAi => {
+            let (limit, remaining, reset) = match unit {
+                "tokens" => (
+                    "x-ratelimit-limit-tokens",
+                    "x-ratelimit-remaining-tokens",
+                    "x-ratelimit-reset-tokens",
+                ),
+                _ => (
+                    "x-ratelimit-limit-requests",
+                    "x-ratelimit-remaining-requests",
+                    "x-ratelimit-reset-requests",
+                ),
+            };
+            headers.push((limit, e.limit.to_string()));
+            headers.push((remaining, "0".into()));
+            headers.push((reset, format!("{}ms", e.retry_after_ms)));
+        }
+        Family::Anthropic => {
+            let at = std::time::SystemTime::now()
+                + std::time::Duration::from_millis(e.retry_after_ms.max(0) as u64);
+            let (limit, remaining, reset) = match unit {
+                "tokens" => (
+                    "anthropic-ratelimit-tokens-limit",
+                    "anthropic-ratelimit-tokens-remaining",
+                    "anthropic-ratelimit-tokens-reset",
+                ),
+                _ => (
+                    "anthropic-ratelimit-requests-limit",
+                    "anthropic-ratelimit-requests-remaining",
+                    "anthropic-ratelimit-requests-reset",
+                ),
+            };
+            headers.push((limit, e.limit.to_string()));
+            headers.push((remaining, "0".into()));
+            headers.push((reset, humantime::format_rfc3339_seconds(at).to_string()));
+        }
+        Family::Gemini => {}
+    }
+    for (name, value) in headers {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp
 }

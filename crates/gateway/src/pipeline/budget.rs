@@ -1,0 +1,167 @@
+//! Stage 5b, reserve: the worst case a request can cost is reserved against
+//! every spend budget that applies (key, owner, environment) before it goes
+//! upstream; the meter settles it to the real cost. The worst case: every byte of
+//! the body an input token at the model's dearest input price, plus the output
+//! the request allows (`max_tokens` and its kin) at the output price. A request
+//! that sets no output bound gets the most the budget still allows (at most
+//! [`DEFAULT_OUTPUT_CAP`]) written into it, and the response says so in
+//! `x-keyward-max-tokens`. A budgeted key calling a model without a known price
+//! is refused (fail closed).
+
+use super::authenticate::Caller;
+use super::Refusal;
+use crate::api::{Endpoint, ErrorKind};
+use crate::budget::Reservation;
+use crate::config::ProviderKind;
+use crate::context::Gateway;
+use crate::limits::Limits;
+use crate::prices::Price;
+use bytes::Bytes;
+use serde_json::Value;
+
+/// Output bound written into a request that sets none (tokens).
+pub const DEFAULT_OUTPUT_CAP: u64 = 32_768;
+
+/// A priced request.
+pub struct Reserved {
+    pub reservation: Reservation,
+    /// The body to send (with an output bound added, when one was needed).
+    pub body: Bytes,
+    /// The output bound the gateway wrote into the request, if it did.
+    pub max_tokens_set: Option<u64>,
+}
+
+/// Endpoints that generate no output tokens.
+fn output_free(endpoint: &Endpoint) -> bool {
+    matches!(
+        endpoint.scope_name(),
+        "embeddings"
+            | "embedContent"
+            | "batchEmbedContents"
+            | "countTokens"
+            | "messages.count_tokens"
+    )
+}
+
+/// The request's own output bound.
+fn output_bound(v: &Value) -> Option<u64> {
+    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_u64))
+        .or_else(|| {
+            v.get("generationConfig")
+                .and_then(|g| g.get("maxOutputTokens"))
+                .and_then(Value::as_u64)
+        })
+}
+
+/// Writes an output bound into `v` the way `endpoint` names it.
+fn set_output_bound(v: &mut Value, endpoint: &Endpoint, kind: ProviderKind, n: u64) -> bool {
+    let Some(o) = v.as_object_mut() else {
+        return false;
+    };
+    let field = match endpoint {
+        Endpoint::GeminiPost { .. } => {
+            let g = o
+                .entry("generationConfig")
+                .or_insert_with(|| Value::Object(Default::default()));
+            return match g.as_object_mut() {
+                Some(g) => {
+                    g.insert("maxOutputTokens".into(), n.into());
+                    true
+                }
+                None => false,
+            };
+        }
+        e if e.scope_name() == "responses" => "max_output_tokens",
+        e if e.scope_name() == "chat.completions"
+            && matches!(kind, ProviderKind::Openai | ProviderKind::AzureOpenai) =>
+        {
+            "max_completion_tokens"
+        }
+        _ => "max_tokens",
+    };
+    o.insert(field.into(), n.into());
+    true
+}
+
+/// Reserves the request's worst case, or refuses it.
+pub fn reserve(
+    gw: &Gateway,
+    caller: &Caller,
+    scopes: &[(String, String, Limits)],
+    endpoint: &Endpoint,
+    kind: ProviderKind,
+    model: &str,
+    body: Bytes,
+) -> Result<Reserved, Refusal> {
+    let budgets: Vec<(String, String, crate::budget::Budget)> = scopes
+        .iter()
+        .map(|(id, label, l)| (id.clone(), label.clone(), l.budget()))
+        .collect();
+    let budgeted = budgets.iter().any(|b| !b.2.is_empty());
+    let price: Option<Price> = gw.prices.lookup(model).map(|e| e.price);
+    let over = |e: crate::budget::OverBudget| Refusal::OverBudget {
+        exceeded: e,
+        key_id: caller.entry.record.id.clone(),
+    };
+    let Some(price) = price else {
+        if budgeted {
+            return Err(Refusal::error(
+                ErrorKind::Permission,
+                format!(
+                    "No known price for model `{model}`: a key with a spend budget cannot use it (price it under [[prices]] in the config)"
+                ),
+            ));
+        }
+        let reservation = gw.ledger.reserve(&budgets, 0).map_err(over)?;
+        return Ok(Reserved {
+            reservation,
+            body,
+            max_tokens_set: None,
+        });
+    };
+    let input_price = price.input.max(price.cached_input).max(price.cache_write);
+    let input_worst = (body.len() as i64).saturating_mul(input_price);
+    let mut body = body;
+    let mut max_tokens_set = None;
+    let output_tokens = if output_free(endpoint) {
+        0
+    } else {
+        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        match parsed.as_ref().and_then(output_bound) {
+            Some(n) => n,
+            None if budgeted => {
+                let left = gw.ledger.remaining(&budgets).unwrap_or(i64::MAX);
+                let room = left.saturating_sub(input_worst);
+                let allowed = if price.output > 0 {
+                    (room / price.output).max(0) as u64
+                } else {
+                    DEFAULT_OUTPUT_CAP
+                }
+                .min(DEFAULT_OUTPUT_CAP);
+                if allowed == 0 {
+                    // Not even one token fits: refused below with the budget named.
+                    1
+                } else {
+                    let mut v = parsed.unwrap_or(Value::Null);
+                    if set_output_bound(&mut v, endpoint, kind, allowed) {
+                        body =
+                            Bytes::from(serde_json::to_vec(&v).expect("a JSON value serialises"));
+                        max_tokens_set = Some(allowed);
+                    }
+                    allowed
+                }
+            }
+            None => DEFAULT_OUTPUT_CAP,
+        }
+    };
+    let worst = input_worst
+        .saturating_add((output_tokens.min(i64::MAX as u64) as i64).saturating_mul(price.output));
+    let reservation = gw.ledger.reserve(&budgets, worst).map_err(over)?;
+    Ok(Reserved {
+        reservation,
+        body,
+        max_tokens_set,
+    })
+}
