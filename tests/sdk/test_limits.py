@@ -169,3 +169,19 @@ def test_a_budgeted_request_without_an_output_bound_gets_one_and_unpriced_models
         {"Authorization": f"Bearer {k['key']}", "Content-Type": "application/json"},
     )
     assert status == 403 and b"No known price" in out, out
+
+
+def test_a_stream_that_reports_no_usage_is_charged_its_worst_case(gateway):
+    # The key name is escaped, so nothing that scans the bytes for `"stream"` sees
+    # it; the stream then carries no usage. It must not cost nothing.
+    k = gateway.create_key("budget-no-usage", env="prod", models="*")
+    gateway.cli("keys", "update", k["id"], "--daily-budget", "0.00005")
+    body = (
+        '{"model": "gpt-4o-mini", "max_tokens": 20, "\\u0073tream": true, '
+        '"messages": [{"role": "user", "content": "' + marker() + '"}]}'
+    ).encode()
+    hdrs = {"Authorization": f"Bearer {k['key']}", "Content-Type": "application/json"}
+    status, _, out = raw_request(f"{gateway.url}/v1/chat/completions", "POST", body, hdrs)
+    assert status == 200 and b"data:" in out
+    status, _, out = raw_request(f"{gateway.url}/v1/chat/completions", "POST", body, hdrs)
+    assert status == 429 and b"insufficient_quota" in out, (status, out[:300])

@@ -91,6 +91,9 @@ def test_usage_and_spend_match_what_the_provider_reported(gateway, fake):
     )
     assert status == 400 and b"by" in body
 
+    gateway.cli("keys", "update", k["id"], "--owner", "team-metered")
+    owners = {r["group"]: r for r in totals(gateway, "owner")}
+    assert owners["team-metered"]["requests"] == 6, owners
     csv = gateway.cli("usage", "--by", "model", "--since", "1h", "--format", "csv").stdout.splitlines()
     assert csv[0].startswith("group,requests,input_tokens")
     assert any(line.startswith("gemini-2.0-flash,") for line in csv)

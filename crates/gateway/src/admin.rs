@@ -71,6 +71,7 @@ async fn usage(
     };
     let by = match q.by.as_deref().unwrap_or("key") {
         "key" => keyward_store::UsageGroup::Key,
+        "owner" => keyward_store::UsageGroup::Owner,
         "env" => keyward_store::UsageGroup::Environment,
         "provider" => keyward_store::UsageGroup::Provider,
         "model" => keyward_store::UsageGroup::Model,
@@ -78,7 +79,7 @@ async fn usage(
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "`by` must be key, env, provider, model or day",
+                "`by` must be key, owner, env, provider, model or day",
                 &rid,
             )
         }

@@ -28,6 +28,8 @@ pub struct Meter {
     record: Option<UsageRecord>,
     price: Option<Price>,
     usage: Usage,
+    /// Whether the provider reported any usage at all.
+    usage_seen: bool,
     final_seen: bool,
     /// The request's concurrency slot (released with the meter) and the scopes
     /// its tokens are charged to.
@@ -45,15 +47,17 @@ impl Meter {
             record: Some(template),
             price,
             usage: Usage::default(),
+            usage_seen: false,
             final_seen: false,
             limits: None,
             reservation: None,
         }
     }
 
-    /// Settles `reservation` to the request's real cost when the meter records
-    /// (its worst case when no usage was reported: a cost that is unknown is
-    /// never taken as zero).
+    /// Settles `reservation` to the request's real cost when the meter records.
+    /// A successful answer that reported no usage (however the request was
+    /// phrased to avoid it) is charged its worst case: a cost that is unknown is
+    /// never taken as zero. A provider error costs nothing.
     pub fn with_budget(mut self, reservation: crate::budget::Reservation) -> Meter {
         self.reservation = Some(reservation);
         self
@@ -83,6 +87,7 @@ impl Meter {
             v => {
                 if let Some(u) = Usage::from_json(v) {
                     self.usage.merge(u);
+                    self.usage_seen = true;
                 }
             }
         }
@@ -97,6 +102,7 @@ impl Meter {
 
     /// Records the request. `complete`: the response ended normally.
     pub fn finish(&mut self, complete: bool) {
+        let status = self.record.as_ref().map(|r| r.status);
         if let Some(mut r) = self.record.take() {
             r.usage = self.usage;
             r.complete = complete;
@@ -104,12 +110,12 @@ impl Meter {
             self.sink.record(r);
         }
         if let Some(reservation) = self.reservation.take() {
+            let failed = status.is_some_and(|s| !(200..300).contains(&s));
             match self.price {
-                Some(p) if complete || self.usage.total() > 0 => {
-                    reservation.settle(p.cost(&self.usage))
-                }
-                None => reservation.settle(0),
+                Some(p) if self.usage_seen => reservation.settle(p.cost(&self.usage)),
+                _ if failed && complete => reservation.settle(0),
                 Some(_) => drop(reservation), // charged its worst case
+                None => reservation.settle(0),
             }
         }
         if let Some((limiter, admitted)) = self.limits.take() {
@@ -163,6 +169,10 @@ fn wants_usage_added(v: &Value) -> bool {
 /// `stream_options.include_usage = true` and `true`; otherwise the body as it
 /// was and `false`.
 pub fn ask_for_stream_usage(body: Bytes) -> (Bytes, bool) {
+    // Most requests do not stream: they are not parsed here at all.
+    if memchr::memmem::find(&body, b"\"stream\"").is_none() {
+        return (body, false);
+    }
     let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
         return (body, false);
     };

@@ -28,6 +28,8 @@ pub struct UsageRow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageGroup {
     Key,
+    /// The key's owner as it is now (`-` for keys without one).
+    Owner,
     Environment,
     Provider,
     Model,
@@ -92,6 +94,9 @@ impl Store {
     pub async fn usage_totals(&self, by: UsageGroup, since_ms: i64) -> Result<Vec<UsageTotals>> {
         let group = match (by, self.backend) {
             (UsageGroup::Key, _) => "key_id",
+            (UsageGroup::Owner, _) => {
+                "COALESCE((SELECT owner FROM client_keys k WHERE k.id = usage_records.key_id), '-')"
+            }
             (UsageGroup::Environment, _) => "environment",
             (UsageGroup::Provider, _) => "provider",
             (UsageGroup::Model, _) => "model",

@@ -420,6 +420,13 @@ async fn exercise_usage(store: &Store) {
         .map(|t| (t.group.as_str(), t.requests))
         .collect();
     assert_eq!(days, [("2026-12-01", 1), ("2026-12-02", 2)]);
+    let by_owner = store.usage_totals(UsageGroup::Owner, 0).await.unwrap();
+    assert_eq!(
+        by_owner.len(),
+        1,
+        "key_a is in no client_keys row: owner `-`"
+    );
+    assert_eq!((by_owner[0].group.as_str(), by_owner[0].requests), ("-", 3));
     let since = store.usage_totals(UsageGroup::Key, early).await.unwrap();
     assert_eq!(
         since[0].requests, 2,

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 #[derive(Clone, Copy, ValueEnum)]
 pub enum By {
     Key,
+    Owner,
     Env,
     Provider,
     Model,
@@ -49,6 +50,7 @@ pub struct PricesArgs {
 fn group(by: By) -> UsageGroup {
     match by {
         By::Key => UsageGroup::Key,
+        By::Owner => UsageGroup::Owner,
         By::Env => UsageGroup::Environment,
         By::Provider => UsageGroup::Provider,
         By::Model => UsageGroup::Model,
@@ -123,6 +125,7 @@ pub fn usage(a: UsageArgs) -> anyhow::Result<ExitCode> {
                 .collect();
             let head = match a.by {
                 By::Key => "KEY",
+                By::Owner => "OWNER",
                 By::Env => "ENV",
                 By::Provider => "PROVIDER",
                 By::Model => "MODEL",

@@ -105,21 +105,23 @@ pub fn reserve(
         exceeded: e,
         key_id: caller.entry.record.id.clone(),
     };
-    let Some(price) = price else {
-        if budgeted {
-            return Err(Refusal::error(
-                ErrorKind::Permission,
-                format!(
-                    "No known price for model `{model}`: a key with a spend budget cannot use it (price it under [[prices]] in the config)"
-                ),
-            ));
-        }
+    if !budgeted {
+        // Booked at zero: only the real cost matters where no budget applies,
+        // and the request path is spared the worst-case arithmetic.
         let reservation = gw.ledger.reserve(&budgets, 0).map_err(over)?;
         return Ok(Reserved {
             reservation,
             body,
             max_tokens_set: None,
         });
+    }
+    let Some(price) = price else {
+        return Err(Refusal::error(
+            ErrorKind::Permission,
+            format!(
+                "No known price for model `{model}`: a key with a spend budget cannot use it (price it under [[prices]] in the config)"
+            ),
+        ));
     };
     let input_price = price.input.max(price.cached_input).max(price.cache_write);
     let input_worst = (body.len() as i64).saturating_mul(input_price);
@@ -131,7 +133,7 @@ pub fn reserve(
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
         match parsed.as_ref().and_then(output_bound) {
             Some(n) => n,
-            None if budgeted => {
+            None => {
                 let left = gw.ledger.remaining(&budgets).unwrap_or(i64::MAX);
                 let room = left.saturating_sub(input_worst);
                 let allowed = if price.output > 0 {
@@ -153,7 +155,6 @@ pub fn reserve(
                     allowed
                 }
             }
-            None => DEFAULT_OUTPUT_CAP,
         }
     };
     let worst = input_worst
