@@ -185,3 +185,21 @@ def test_a_stream_that_reports_no_usage_is_charged_its_worst_case(gateway):
     assert status == 200 and b"data:" in out
     status, _, out = raw_request(f"{gateway.url}/v1/chat/completions", "POST", body, hdrs)
     assert status == 429 and b"insufficient_quota" in out, (status, out[:300])
+
+
+def test_a_request_blocked_for_a_secret_costs_no_budget(gateway):
+    from test_redaction import github_token
+
+    k = gateway.create_key("budget-block", env="prod", models="*", redact_inbound="block")
+    gateway.cli("keys", "update", k["id"], "--daily-budget", "0.00005")
+    secret = github_token()
+    gateway.traffic_secrets.append(secret)
+    hdrs = {"Authorization": f"Bearer {k['key']}", "Content-Type": "application/json"}
+
+    def body(content):
+        return json.dumps({"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": content}]}).encode()
+
+    # Each worst case is about two thirds of the budget: had the blocked request
+    # reserved and kept it, the clean one after it would be refused.
+    assert raw_request(f"{gateway.url}/v1/chat/completions", "POST", body(f"key {secret} {marker()}"), hdrs)[0] == 400
+    assert raw_request(f"{gateway.url}/v1/chat/completions", "POST", body(marker()), hdrs)[0] == 200

@@ -1,4 +1,4 @@
-//! Stage 5b, reserve: the worst case a request can cost is reserved against
+//! Stage 7, reserve: the worst case a request can cost is reserved against
 //! every spend budget that applies (key, owner, environment) before it goes
 //! upstream; the meter settles it to the real cost. The worst case: every byte of
 //! the body an input token at the model's dearest input price, plus the output

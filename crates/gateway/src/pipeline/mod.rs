@@ -8,8 +8,9 @@
 //! 5. [`admit`]: rate, token and concurrency limits of the key, its owner and
 //!    its environment;
 //! 6. screen ([`crate::screen`]): secrets in the request, by policy;
-//! 7. [`upstream`]: the call with the real credential, and the answer;
-//! 8. [`taps`]: the response body watched (metering, echo scrubbing and
+//! 7. [`budget`]: the worst case reserved against every spend budget;
+//! 8. [`upstream`]: the call with the real credential, and the answer;
+//! 9. [`taps`]: the response body watched (metering, echo scrubbing and
 //!    redaction are attached in `upstream`; the key re-checked while a stream is
 //!    open).
 //!
@@ -103,15 +104,6 @@ async fn run(
     let route = authorize::route(gw, ctx, &caller, &endpoint, &parsed.model)?;
     let scopes = admit::scopes(gw, &caller);
     let admitted = admit::request(gw, &caller, &scopes)?;
-    let reserved = budget::reserve(
-        gw,
-        &caller,
-        &scopes,
-        &endpoint,
-        route.provider.config.kind,
-        &parsed.model,
-        parsed.body,
-    )?;
     let screen = crate::screen::Screen {
         gw: gw.clone(),
         key_id: caller.entry.record.id.clone(),
@@ -119,10 +111,22 @@ async fn run(
         path: ctx.target.clone(),
         family: ctx.family,
     };
-    let body = screen
-        .inbound(route.policy.inbound, reserved.body)
+    // Screened before the budget: a blocked request reserves nothing, and the
+    // worst case is priced on the body that is sent.
+    let screened = screen
+        .inbound(route.policy.inbound, parsed.body)
         .await
         .map_err(|r| Refusal::Answered(Box::new(r)))?;
+    let reserved = budget::reserve(
+        gw,
+        &caller,
+        &scopes,
+        &endpoint,
+        route.provider.config.kind,
+        &parsed.model,
+        screened,
+    )?;
+    let body = reserved.body;
     let resp = upstream::call(upstream::UpstreamCall {
         screen: &screen,
         outbound: route.policy.outbound,
