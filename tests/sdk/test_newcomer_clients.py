@@ -221,6 +221,14 @@ def test_vault_put_on_a_terminal_prompts_without_echo(gateway, fake):
         return seen
 
     assert b"input hidden" in read_until(b"input hidden"), seen
+    # Type once the terminal has echo off, as a person would after the prompt
+    # (the prompt is printed a moment before echo is turned off).
+    import termios
+
+    deadline = time.monotonic() + 10
+    while termios.tcgetattr(fd)[3] & termios.ECHO:
+        assert time.monotonic() < deadline, "vault put never turned echo off"
+        time.sleep(0.01)
     os.write(fd, secret.encode() + b"\n")
     read_until(b"\0")  # everything, to the end (the pty reports EIO once the child exits)
     _, status = os.waitpid(pid, 0)
