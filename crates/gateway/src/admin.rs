@@ -394,15 +394,12 @@ async fn create_key(
         redaction: req.redaction,
         rotation,
         owner: req.owner,
-        limits: match budgets(req.daily_budget, req.monthly_budget) {
-            Ok((daily_budget, monthly_budget)) => crate::limits::Limits {
-                rpm: req.rpm,
-                tpm: req.tpm,
-                concurrency: req.concurrency,
-                daily_budget,
-                monthly_budget,
-            },
-            Err(m) => return error(StatusCode::BAD_REQUEST, &m, &rid),
+        limits: match key_limits(
+            [req.rpm, req.tpm, req.concurrency],
+            [req.daily_budget, req.monthly_budget],
+        ) {
+            Ok(l) => l,
+            Err(m) => return error(StatusCode::BAD_REQUEST, m, &rid),
         },
     };
     if let Some(p) = spec
@@ -439,13 +436,23 @@ async fn create_key(
     }
 }
 
-/// Dollar budgets as pico-dollars, or why not.
-fn budgets(daily: Option<f64>, monthly: Option<f64>) -> Result<(Option<i64>, Option<i64>), String> {
-    let conv = |v: Option<f64>| {
+/// A key's limits from the API's fields: `[rpm, tpm, concurrency]` and the
+/// `[daily, monthly]` budgets in US dollars (pico-dollars inside).
+fn key_limits(
+    [rpm, tpm, concurrency]: [Option<u64>; 3],
+    [daily, monthly]: [Option<f64>; 2],
+) -> Result<crate::limits::Limits, &'static str> {
+    let pico = |v: Option<f64>| {
         v.map(|d| crate::config::budget_pico(d).ok_or("budgets are positive amounts of US dollars"))
             .transpose()
     };
-    Ok((conv(daily)?, conv(monthly)?))
+    Ok(crate::limits::Limits {
+        rpm,
+        tpm,
+        concurrency,
+        daily_budget: pico(daily)?,
+        monthly_budget: pico(monthly)?,
+    })
 }
 
 /// `PATCH /keys/{id}`: the key's owner and limits, all four replaced (a field
@@ -478,16 +485,12 @@ async fn update_key(
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let (daily_budget, monthly_budget) = match budgets(req.daily_budget, req.monthly_budget) {
-        Ok(b) => b,
-        Err(m) => return error(StatusCode::BAD_REQUEST, &m, &rid),
-    };
-    let limits = crate::limits::Limits {
-        rpm: req.rpm,
-        tpm: req.tpm,
-        concurrency: req.concurrency,
-        daily_budget,
-        monthly_budget,
+    let limits = match key_limits(
+        [req.rpm, req.tpm, req.concurrency],
+        [req.daily_budget, req.monthly_budget],
+    ) {
+        Ok(l) => l,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m, &rid),
     };
     match gw
         .backend

@@ -37,6 +37,19 @@ pub enum Refusal {
     Answered(Box<Response>),
 }
 
+/// A refused request in the audit log (repeated ones are counted together).
+fn audit(gw: &Gateway, ctx: &RequestContext, actor: &str, reason: &'static str, status: u16) {
+    gw.audit.refused(crate::audit::Refusal {
+        actor,
+        reason,
+        action: "request.refused",
+        source: ctx.peer.ip(),
+        target: &ctx.target,
+        request_id: &ctx.rid,
+        status,
+    });
+}
+
 impl Refusal {
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Refusal {
         Refusal::Error {
@@ -56,39 +69,21 @@ impl Refusal {
     pub fn respond(self, gw: &Gateway, ctx: &RequestContext) -> Response {
         match self {
             Refusal::Denied { denial, key_id } => {
-                gw.audit.refused(crate::audit::Refusal {
-                    actor: key_id.as_deref().unwrap_or("anonymous"),
-                    reason: denial.code(),
-                    action: "request.refused",
-                    source: ctx.peer.ip(),
-                    target: &ctx.target,
-                    request_id: &ctx.rid,
-                    status: denial.kind().status().as_u16(),
-                });
+                audit(
+                    gw,
+                    ctx,
+                    key_id.as_deref().unwrap_or("anonymous"),
+                    denial.code(),
+                    denial.kind().status().as_u16(),
+                );
                 api::error_response(ctx.family, denial.kind(), &denial.message(), &ctx.rid)
             }
             Refusal::Limited { exceeded, key_id } => {
-                gw.audit.refused(crate::audit::Refusal {
-                    actor: &key_id,
-                    reason: "rate_limited",
-                    action: "request.refused",
-                    source: ctx.peer.ip(),
-                    target: &ctx.target,
-                    request_id: &ctx.rid,
-                    status: 429,
-                });
+                audit(gw, ctx, &key_id, "rate_limited", 429);
                 rate_limited_response(ctx.family, &exceeded, &ctx.rid)
             }
             Refusal::OverBudget { exceeded, key_id } => {
-                gw.audit.refused(crate::audit::Refusal {
-                    actor: &key_id,
-                    reason: "over_budget",
-                    action: "request.refused",
-                    source: ctx.peer.ip(),
-                    target: &ctx.target,
-                    request_id: &ctx.rid,
-                    status: 429,
-                });
+                audit(gw, ctx, &key_id, "over_budget", 429);
                 let e = &exceeded;
                 let message = format!(
                     "The {} spend budget of this {} ({}) cannot cover this request ({} committed); it resets in {} s",
@@ -138,58 +133,43 @@ fn rate_limited_response(
         e.scope, e.retry_after_ms
     );
     let mut resp = api::error_response(family, ErrorKind::RateLimited, &message, request_id);
-    let secs = (e.retry_after_ms + 999) / 1000;
-    let mut headers: Vec<(&'static str, String)> = vec![
-        ("retry-after", secs.to_string()),
-        ("retry-after-ms", e.retry_after_ms.to_string()),
-    ];
     let unit = if e.kind == LimitKind::Tokens {
         "tokens"
     } else {
         "requests"
     };
-    match family {
-        Family::OpenAi => {
-            let (limit, remaining, reset) = match unit {
-                "tokens" => (
-                    "x-ratelimit-limit-tokens",
-                    "x-ratelimit-remaining-tokens",
-                    "x-ratelimit-reset-tokens",
-                ),
-                _ => (
-                    "x-ratelimit-limit-requests",
-                    "x-ratelimit-remaining-requests",
-                    "x-ratelimit-reset-requests",
-                ),
-            };
-            headers.push((limit, e.limit.to_string()));
-            headers.push((remaining, "0".into()));
-            headers.push((reset, format!("{}ms", e.retry_after_ms)));
-        }
+    // (limit, remaining, reset) names and the reset's value, the family's way.
+    let family_headers = match family {
+        Family::OpenAi => Some((
+            ["limit", "remaining", "reset"].map(|f| format!("x-ratelimit-{f}-{unit}")),
+            format!("{}ms", e.retry_after_ms),
+        )),
         Family::Anthropic => {
             let at = std::time::SystemTime::now()
                 + std::time::Duration::from_millis(e.retry_after_ms.max(0) as u64);
-            let (limit, remaining, reset) = match unit {
-                "tokens" => (
-                    "anthropic-ratelimit-tokens-limit",
-                    "anthropic-ratelimit-tokens-remaining",
-                    "anthropic-ratelimit-tokens-reset",
-                ),
-                _ => (
-                    "anthropic-ratelimit-requests-limit",
-                    "anthropic-ratelimit-requests-remaining",
-                    "anthropic-ratelimit-requests-reset",
-                ),
-            };
-            headers.push((limit, e.limit.to_string()));
-            headers.push((remaining, "0".into()));
-            headers.push((reset, humantime::format_rfc3339_seconds(at).to_string()));
+            Some((
+                ["limit", "remaining", "reset"].map(|f| format!("anthropic-ratelimit-{unit}-{f}")),
+                humantime::format_rfc3339_seconds(at).to_string(),
+            ))
         }
-        Family::Gemini => {}
+        Family::Gemini => None,
+    };
+    let secs = (e.retry_after_ms + 999) / 1000;
+    let mut headers = vec![
+        ("retry-after".to_string(), secs.to_string()),
+        ("retry-after-ms".to_string(), e.retry_after_ms.to_string()),
+    ];
+    if let Some(([limit, remaining, reset], reset_value)) = family_headers {
+        headers.push((limit, e.limit.to_string()));
+        headers.push((remaining, "0".into()));
+        headers.push((reset, reset_value));
     }
     for (name, value) in headers {
-        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
-            resp.headers_mut().insert(name, v);
+        if let (Ok(n), Ok(v)) = (
+            axum::http::HeaderName::try_from(name),
+            axum::http::HeaderValue::from_str(&value),
+        ) {
+            resp.headers_mut().insert(n, v);
         }
     }
     resp
