@@ -123,20 +123,6 @@ pub enum ProviderKind {
     AzureOpenai,
 }
 
-impl ProviderKind {
-    /// The wire format the provider speaks.
-    pub fn family(self) -> crate::api::Family {
-        use crate::api::Family;
-        match self {
-            ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => {
-                Family::OpenAi
-            }
-            ProviderKind::Anthropic => Family::Anthropic,
-            ProviderKind::Gemini => Family::Gemini,
-        }
-    }
-}
-
 /// Which vault secret a provider uses, per client-key environment.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]

@@ -7,6 +7,7 @@
 //! (`stream_options.include_usage`) when the client did not, and takes the extra
 //! usage-only chunk out of the stream again: the client sees what it asked for.
 
+use crate::api::Family;
 use crate::prices::Price;
 use crate::usage::{Usage, UsageRecord, UsageSink};
 use bytes::Bytes;
@@ -25,6 +26,8 @@ const MAX_COPY: usize = 8 << 20;
 /// incomplete with what was reported so far.
 pub struct Meter {
     sink: Arc<dyn UsageSink>,
+    /// Whose wire format the responses are in (where usage is reported).
+    family: Family,
     record: Option<UsageRecord>,
     price: Option<Price>,
     usage: Usage,
@@ -40,10 +43,17 @@ pub struct Meter {
 
 impl Meter {
     /// A meter for the request `template` describes (its usage and completeness
-    /// are filled in here). `price` is `None` for a model without a known price.
-    pub fn new(sink: Arc<dyn UsageSink>, template: UsageRecord, price: Option<Price>) -> Meter {
+    /// are filled in here), answered in `family`'s format. `price` is `None` for
+    /// a model without a known price.
+    pub fn new(
+        sink: Arc<dyn UsageSink>,
+        family: Family,
+        template: UsageRecord,
+        price: Option<Price>,
+    ) -> Meter {
         Meter {
             sink,
+            family,
             record: Some(template),
             price,
             usage: Usage::default(),
@@ -85,7 +95,7 @@ impl Meter {
         match v {
             Value::Array(items) => items.iter().for_each(|i| self.observe(i)),
             v => {
-                if let Some(u) = Usage::from_json(v) {
+                if let Some(u) = self.family.adapter().usage(v) {
                     self.usage.merge(u);
                     self.usage_seen = true;
                 }
@@ -129,30 +139,6 @@ impl Drop for Meter {
     fn drop(&mut self) {
         self.finish(self.final_seen);
     }
-}
-
-/// Whether a streamed event is the stream's last word on usage: OpenAI's
-/// usage chunk, Anthropic's `message_delta` / `message_stop`, the Responses API's
-/// `response.completed` (or `.incomplete`, `.failed`), a Gemini chunk with a
-/// finish reason.
-fn is_final(v: &Value) -> bool {
-    if let Some(t) = v.get("type").and_then(Value::as_str) {
-        return matches!(
-            t,
-            "message_delta"
-                | "message_stop"
-                | "response.completed"
-                | "response.incomplete"
-                | "response.failed"
-        );
-    }
-    is_usage_only_chunk(v)
-        || v.get("candidates")
-            .and_then(Value::as_array)
-            .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c.get("finishReason").is_some_and(|f| !f.is_null()))
-            })
 }
 
 /// Whether a chat request asks to stream without usage: the gateway then adds
@@ -223,14 +209,6 @@ fn event_json(event: &[u8]) -> Option<Value> {
     serde_json::from_str(&data).ok()
 }
 
-/// The usage-only chunk an OpenAI chat stream ends with when usage is asked for.
-fn is_usage_only_chunk(v: &Value) -> bool {
-    v.get("choices")
-        .and_then(Value::as_array)
-        .is_some_and(Vec::is_empty)
-        && v.get("usage").is_some_and(Value::is_object)
-}
-
 /// Meters a server-sent event stream as it passes, event by event (a partial
 /// event waits for its end, as any SSE parser would). With `strip_usage_chunk`,
 /// the usage-only chat chunk the gateway asked for is left out.
@@ -256,8 +234,9 @@ where
                             let mut keep = true;
                             if let Some(v) = event_json(event) {
                                 meter.observe(&v);
-                                meter.final_seen |= is_final(&v);
-                                keep = !(strip_usage_chunk && is_usage_only_chunk(&v));
+                                meter.final_seen |= meter.family.adapter().is_final_event(&v);
+                                keep = !(strip_usage_chunk
+                                    && crate::api::openai::is_usage_only_chunk(&v));
                             }
                             if keep {
                                 out.extend_from_slice(event);
@@ -369,6 +348,7 @@ mod tests {
         let sink = Arc::new(Recorded::default());
         let meter = Meter::new(
             sink.clone(),
+            Family::OpenAi,
             template(),
             Some(
                 crate::prices::PriceTable::builtin()
@@ -400,7 +380,7 @@ mod tests {
     #[tokio::test]
     async fn an_abandoned_stream_is_recorded_as_incomplete_with_what_was_seen() {
         let sink = Arc::new(Recorded::default());
-        let meter = Meter::new(sink.clone(), template(), None);
+        let meter = Meter::new(sink.clone(), Family::Anthropic, template(), None);
         let frames = [
             "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n",
             "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"x\"}}\n\n",

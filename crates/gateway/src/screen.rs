@@ -220,11 +220,7 @@ impl Screen {
             &self.withheld_message(hits),
             &self.request_id,
         );
-        match self.family {
-            Family::Anthropic => format!("event: error\ndata: {body}\n\n"),
-            _ => format!("data: {body}\n\n"),
-        }
-        .into_bytes()
+        self.family.adapter().stream_error_event(&body).into_bytes()
     }
 
     /// Counts, audits and (for `alert` and `block`) alerts one batch of secrets.

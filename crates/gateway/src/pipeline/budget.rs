@@ -31,58 +31,14 @@ pub struct Reserved {
     pub max_tokens_set: Option<u64>,
 }
 
-/// Endpoints that generate no output tokens.
-fn output_free(endpoint: &Endpoint) -> bool {
-    matches!(
-        endpoint.scope_name(),
-        "embeddings"
-            | "embedContent"
-            | "batchEmbedContents"
-            | "countTokens"
-            | "messages.count_tokens"
-    )
-}
-
-/// The request's own output bound.
-fn output_bound(v: &Value) -> Option<u64> {
-    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|k| v.get(*k).and_then(Value::as_u64))
-        .or_else(|| {
-            v.get("generationConfig")
-                .and_then(|g| g.get("maxOutputTokens"))
-                .and_then(Value::as_u64)
-        })
-}
-
 /// Writes an output bound into `v` the way `endpoint` names it.
 fn set_output_bound(v: &mut Value, endpoint: &Endpoint, kind: ProviderKind, n: u64) -> bool {
-    let Some(o) = v.as_object_mut() else {
-        return false;
-    };
-    let field = match endpoint {
-        Endpoint::GeminiPost { .. } => {
-            let g = o
-                .entry("generationConfig")
-                .or_insert_with(|| Value::Object(Default::default()));
-            return match g.as_object_mut() {
-                Some(g) => {
-                    g.insert("maxOutputTokens".into(), n.into());
-                    true
-                }
-                None => false,
-            };
-        }
-        e if e.scope_name() == "responses" => "max_output_tokens",
-        e if e.scope_name() == "chat.completions"
-            && matches!(kind, ProviderKind::Openai | ProviderKind::AzureOpenai) =>
-        {
-            "max_completion_tokens"
-        }
-        _ => "max_tokens",
-    };
-    o.insert(field.into(), n.into());
-    true
+    v.as_object_mut().is_some_and(|o| {
+        endpoint
+            .family()
+            .adapter()
+            .set_output_bound(o, endpoint, kind, n)
+    })
 }
 
 /// Reserves the request's worst case, or refuses it.
@@ -127,11 +83,14 @@ pub fn reserve(
     let input_worst = (body.len() as i64).saturating_mul(input_price);
     let mut body = body;
     let mut max_tokens_set = None;
-    let output_tokens = if output_free(endpoint) {
+    let output_tokens = if !endpoint.generates_output() {
         0
     } else {
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-        match parsed.as_ref().and_then(output_bound) {
+        match parsed
+            .as_ref()
+            .and_then(|v| endpoint.family().adapter().output_bound(v))
+        {
             Some(n) => n,
             None => {
                 let left = gw.ledger.remaining(&budgets).unwrap_or(i64::MAX);

@@ -141,6 +141,7 @@ async fn run(
         rid: &ctx.rid,
         meter: crate::meter::Meter::new(
             gw.usage.clone(),
+            endpoint.family(),
             crate::usage::UsageRecord {
                 at_ms: crate::time::now_ms(),
                 request_id: ctx.rid.clone(),

@@ -19,26 +19,6 @@ pub fn answer(gw: &Gateway, endpoint: &Endpoint, entry: &KeyEntry, rid: &str) ->
     }
 }
 
-/// One model as the family's API describes it (the fields its SDKs require).
-fn model_object(family: Family, model: &str, owner: &str) -> serde_json::Value {
-    match family {
-        Family::OpenAi => {
-            serde_json::json!({"id": model, "object": "model", "created": 0, "owned_by": owner})
-        }
-        Family::Anthropic => serde_json::json!({
-            "type": "model", "id": model, "display_name": model,
-            "created_at": "1970-01-01T00:00:00Z",
-        }),
-        Family::Gemini => serde_json::json!({
-            "name": format!("models/{model}"), "displayName": model,
-            "supportedGenerationMethods": [
-                "generateContent", "streamGenerateContent", "countTokens",
-                "embedContent", "batchEmbedContents",
-            ],
-        }),
-    }
-}
-
 fn json_ok(body: &serde_json::Value) -> Response {
     (
         StatusCode::OK,
@@ -56,7 +36,7 @@ fn list_models(gw: &Gateway, endpoint: &Endpoint, entry: &KeyEntry) -> Response 
     let family = endpoint.family();
     let mut models: Vec<(&str, &str)> = Vec::new();
     for p in &gw.providers {
-        if p.config.kind.family() != family || !entry.allows_provider(&p.config.name) {
+        if Family::of(p.config.kind) != family || !entry.allows_provider(&p.config.name) {
             continue;
         }
         for m in p
@@ -70,18 +50,10 @@ fn list_models(gw: &Gateway, endpoint: &Endpoint, entry: &KeyEntry) -> Response 
     }
     let objects: Vec<_> = models
         .iter()
-        .map(|(m, p)| model_object(family, m, p))
+        .map(|(m, p)| family.adapter().model_object(m, p))
         .collect();
-    json_ok(&match family {
-        Family::OpenAi => serde_json::json!({"object": "list", "data": objects}),
-        Family::Anthropic => serde_json::json!({
-            "data": objects,
-            "has_more": false,
-            "first_id": models.first().map(|m| m.0),
-            "last_id": models.last().map(|m| m.0),
-        }),
-        Family::Gemini => serde_json::json!({"models": objects}),
-    })
+    let ids: Vec<&str> = models.iter().map(|m| m.0).collect();
+    json_ok(&family.adapter().model_list(objects, &ids))
 }
 
 /// `GET /models/{id}`: the model when a provider of this family serves it (by
@@ -90,13 +62,13 @@ fn list_models(gw: &Gateway, endpoint: &Endpoint, entry: &KeyEntry) -> Response 
 fn get_model(gw: &Gateway, family: Family, model: &str, entry: &KeyEntry, rid: &str) -> Response {
     let model = model.trim_start_matches("models/");
     let owner = gw.providers.iter().find(|p| {
-        p.config.kind.family() == family
+        Family::of(p.config.kind) == family
             && entry.allows_provider(&p.config.name)
             && p.config.models.iter().any(|g| glob_match(g, model))
     });
     match owner {
         Some(p) if entry.allows_model(model) => {
-            json_ok(&model_object(family, model, &p.config.name))
+            json_ok(&family.adapter().model_object(model, &p.config.name))
         }
         _ => api::error_response(
             family,

@@ -138,32 +138,16 @@ fn rate_limited_response(
     } else {
         "requests"
     };
-    // (limit, remaining, reset) names and the reset's value, the family's way.
-    let family_headers = match family {
-        Family::OpenAi => Some((
-            ["limit", "remaining", "reset"].map(|f| format!("x-ratelimit-{f}-{unit}")),
-            format!("{}ms", e.retry_after_ms),
-        )),
-        Family::Anthropic => {
-            let at = std::time::SystemTime::now()
-                + std::time::Duration::from_millis(e.retry_after_ms.max(0) as u64);
-            Some((
-                ["limit", "remaining", "reset"].map(|f| format!("anthropic-ratelimit-{unit}-{f}")),
-                humantime::format_rfc3339_seconds(at).to_string(),
-            ))
-        }
-        Family::Gemini => None,
-    };
     let secs = (e.retry_after_ms + 999) / 1000;
     let mut headers = vec![
         ("retry-after".to_string(), secs.to_string()),
         ("retry-after-ms".to_string(), e.retry_after_ms.to_string()),
     ];
-    if let Some(([limit, remaining, reset], reset_value)) = family_headers {
-        headers.push((limit, e.limit.to_string()));
-        headers.push((remaining, "0".into()));
-        headers.push((reset, reset_value));
-    }
+    headers.extend(
+        family
+            .adapter()
+            .rate_limit_headers(unit, e.limit, e.retry_after_ms),
+    );
     for (name, value) in headers {
         if let (Ok(n), Ok(v)) = (
             axum::http::HeaderName::try_from(name),

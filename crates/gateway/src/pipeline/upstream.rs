@@ -3,7 +3,6 @@
 //! attached here: echo scrubbing, redaction, and the key watch in [`super::taps`]).
 
 use crate::api::{self, Endpoint, ErrorKind};
-use crate::config::ProviderKind;
 use crate::provider::Provider;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -114,18 +113,10 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
     );
     // OpenAI chat streams report usage only when asked: ask, and take the extra
     // chunk out again below.
-    let (body, strip_usage_chunk) = if matches!(
-        endpoint,
-        Endpoint::OpenAiPost {
-            suffix: "/chat/completions"
-        } | Endpoint::AzurePost {
-            suffix: "/chat/completions",
-            ..
-        }
-    ) && matches!(
-        provider.config.kind,
-        ProviderKind::Openai | ProviderKind::AzureOpenai
-    ) {
+    let (body, strip_usage_chunk) = if family
+        .adapter()
+        .asks_for_stream_usage(endpoint, provider.config.kind)
+    {
         crate::meter::ask_for_stream_usage(body)
     } else {
         (body, false)
