@@ -6,7 +6,9 @@
 #
 # Needs nginx (mock), oha, and for the peer a LiteLLM venv (see the harness README).
 # PEER=0 measures Keyward only; REDACTION_COMPARE=1 adds a run with redaction off
-# (REDACTION_ORDER="off on" runs it first). Results land under ${BENCH_HOME:-~/.cache/keyward-bench}.
+# (REDACTION_ORDER="off on" runs it first); LIMITS_COMPARE=1 runs Keyward twice, with
+# a key that has no limits and with one that has every limit and a budget
+# (LIMITS_ORDER="on off" swaps the order). Usage is metered in every run. Results land under ${BENCH_HOME:-~/.cache/keyward-bench}.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 harness=${HARNESS:-$here/../shared/bench/gateway}
@@ -26,10 +28,12 @@ cleanup() {
 trap cleanup EXIT
 "$harness/start-mock.sh"
 
-# run_keyward LABEL [REDACTION]: one harness run of Keyward; REDACTION=off turns
-# secret screening off both ways (the default screens and redacts both ways).
+# run_keyward LABEL [REDACTION] [LIMITS]: one harness run of Keyward; REDACTION=off
+# turns secret screening off both ways (the default screens and redacts both ways);
+# LIMITS=on gives the key rate, token and concurrency limits and a daily and monthly
+# budget, none of which the run reaches, so every request passes every check.
 run_keyward() {
-  local label=$1 redaction=${2:-}
+  local label=$1 redaction=${2:-} limits=${3:-}
   local dir=$work/$label
   mkdir -p "$dir"
   cat > "$dir/keyward.toml" <<TOML
@@ -49,9 +53,17 @@ TOML
   if [ "$redaction" = off ]; then
     printf '[redaction]\ninbound = "off"\noutbound = "off"\n' >> "$dir/keyward.toml"
   fi
-  printf 'sk-mock-upstream-dummy' | "$kw" vault put mock-upstream --config "$dir/keyward.toml" 2>/dev/null
-  local key
-  key=$("$kw" keys create --config "$dir/keyward.toml" --name bench --env prod --models '*' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+  "$kw" init --config "$dir/keyward.toml" >/dev/null
+  printf 'sk-mock-upstream-dummy' | "$kw" vault put mock-upstream --config "$dir/keyward.toml" >/dev/null
+  local key created
+  created=$("$kw" keys create --config "$dir/keyward.toml" --name bench --env prod --models '*' --json)
+  key=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])' <<<"$created")
+  if [ "$limits" = on ]; then
+    local id
+    id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$created")
+    "$kw" keys update "$id" --config "$dir/keyward.toml" --rpm 100000000 --tpm 100000000000 \
+      --concurrency 100000 --daily-budget 1000000 --monthly-budget 1000000 >/dev/null
+  fi
   "$kw" serve --config "$dir/keyward.toml" 2>"$dir/serve.log" &
   kw_pid=$!
   for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null && break; sleep 0.1; done
@@ -62,7 +74,15 @@ TOML
 # REDACTION_COMPARE=1: the same run with screening off too, for the cost of
 # redaction; REDACTION_ORDER="off on" swaps the order, to check that the first
 # run is not favoured or penalised by running first.
-if [ "${REDACTION_COMPARE:-0}" = 1 ]; then
+if [ "${LIMITS_COMPARE:-0}" = 1 ]; then
+  for mode in ${LIMITS_ORDER:-off on}; do
+    case $mode in
+      on) run_keyward keyward-limits-on "" on ;;
+      off) run_keyward keyward-limits-off ;;
+      *) echo "LIMITS_ORDER holds 'on' and 'off', not '$mode'" >&2; exit 2 ;;
+    esac
+  done
+elif [ "${REDACTION_COMPARE:-0}" = 1 ]; then
   for mode in ${REDACTION_ORDER:-on off}; do
     case $mode in
       on) run_keyward keyward ;;

@@ -177,13 +177,20 @@ def test_each_streamed_token_arrives_with_its_upstream_frame(gateway, fake):
 
 def test_whole_responses_are_compressed_when_asked_streams_are_not(gateway):
     key = gateway.key("all-prod")
-    status, headers, body = raw_request(
-        f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {key}", "Accept-Encoding": "gzip"}
-    )
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    # A long answer (the fake repeats the prompt) is compressed when asked for ...
+    prose = " ".join(["the quick brown fox jumps over the lazy dog"] * 40)
+    long_chat = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"ECHO_PROMPT {marker()} {prose}"}]}).encode()
+    status, headers, body = raw_request(f"{gateway.url}/v1/chat/completions", "POST", long_chat, {**auth, "Accept-Encoding": "gzip"})
     assert status == 200 and headers.get("content-encoding") == "gzip", headers
-    assert json.loads(gzip.decompress(body))["object"] == "list"
-    status, headers, _ = raw_request(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+    assert prose in json.loads(gzip.decompress(body))["choices"][0]["message"]["content"]
+    assert len(body) < len(prose) / 2
+    # ... and only then.
+    status, headers, _ = raw_request(f"{gateway.url}/v1/chat/completions", "POST", long_chat, auth)
     assert status == 200 and "content-encoding" not in headers
+    # A short answer (under 1 KiB) is not worth compressing.
+    status, headers, body = raw_request(f"{gateway.url}/v1/models", headers={**auth, "Accept-Encoding": "gzip"})
+    assert status == 200 and "content-encoding" not in headers and len(body) < 1024, (headers, len(body))
     body = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": marker()}]}).encode()
     status, headers, out = raw_request(
         f"{gateway.url}/v1/chat/completions", "POST", body,

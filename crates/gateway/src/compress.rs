@@ -7,8 +7,9 @@ use axum::http;
 use tower_http::compression::predicate::Predicate;
 use tower_http::compression::CompressionLayer;
 
-/// Smallest body that is compressed.
-pub const MIN_SIZE: u64 = 128;
+/// Smallest body that is compressed: below about one packet, compressing saves
+/// nothing on the wire and costs CPU on every small answer.
+pub const MIN_SIZE: u64 = 1024;
 
 /// Compress bodies of known size of at least [`MIN_SIZE`] bytes.
 #[derive(Clone, Copy, Debug, Default)]

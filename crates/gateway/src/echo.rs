@@ -9,6 +9,8 @@
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// What replaces an echoed credential.
 pub const MARKER: &[u8] = b"[REDACTED]";
@@ -37,8 +39,8 @@ impl EchoScrubber {
             }
         }
         let matcher = (!forms.is_empty()).then(|| {
-            // Built per request: a contiguous NFA builds in microseconds, and the
-            // bodies it searches are small.
+            // A contiguous NFA: quick to build, and the bodies it searches are
+            // small. Reused across requests through an [`EchoCache`].
             AhoCorasick::builder()
                 .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
                 .match_kind(MatchKind::LeftmostLongest)
@@ -74,7 +76,7 @@ impl EchoScrubber {
     }
 
     /// A scrubber for a body that arrives in pieces.
-    pub fn stream(&self) -> EchoStream {
+    pub fn stream(self: &Arc<Self>) -> EchoStream {
         EchoStream {
             scrubber: self.clone(),
             held: Vec::new(),
@@ -101,7 +103,7 @@ impl EchoScrubber {
 /// even one split across pieces, and it holds back only bytes that could start one.
 #[derive(Debug)]
 pub struct EchoStream {
-    scrubber: EchoScrubber,
+    scrubber: Arc<EchoScrubber>,
     held: Vec<u8>,
 }
 
@@ -138,6 +140,48 @@ impl EchoStream {
     pub fn finish(&mut self) -> Vec<u8> {
         let rest = std::mem::take(&mut self.held);
         self.scrubber.scrub(&rest).into_owned()
+    }
+}
+
+/// Most scrubbers an [`EchoCache`] holds (each some tens of kilobytes).
+pub const ECHO_CACHE_ENTRIES: usize = 512;
+
+/// Scrubbers reused across requests, by an id of the credentials they match:
+/// building the matcher was the dearest step of a small request. Bounded by
+/// [`ECHO_CACHE_ENTRIES`]: when full it starts over, so a flood of distinct keys
+/// costs what it cost without the cache, never more memory.
+#[derive(Default)]
+pub struct EchoCache {
+    scrubbers: Mutex<HashMap<String, Arc<EchoScrubber>>>,
+}
+
+impl EchoCache {
+    /// The scrubber for `secrets`, built on first use. `id` must identify exactly
+    /// those secrets (keyed hashes of them, never the values).
+    pub fn scrubber(&self, id: &str, secrets: &[&str]) -> Arc<EchoScrubber> {
+        let lock = || self.scrubbers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = lock().get(id) {
+            return found.clone();
+        }
+        let built = Arc::new(EchoScrubber::new(secrets));
+        let mut map = lock();
+        if map.len() >= ECHO_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(id.to_string(), built.clone());
+        built
+    }
+
+    /// How many scrubbers are held.
+    pub fn len(&self) -> usize {
+        self.scrubbers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -214,7 +258,7 @@ mod tests {
 
     #[test]
     fn every_echoed_form_is_replaced() {
-        let s = EchoScrubber::new(&[KEY]);
+        let s = Arc::new(EchoScrubber::new(&[KEY]));
         let b64 = base64::engine::general_purpose::STANDARD.encode(format!("Bearer {KEY}"));
         let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("k:{KEY}!"));
         let unicode: String = KEY
@@ -242,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_form_split_across_pieces_is_replaced_and_only_prefixes_wait() {
-        let s = EchoScrubber::new(&[KEY]);
+        let s = Arc::new(EchoScrubber::new(&[KEY]));
         let text = format!("data: {{\"echo\":\"{KEY}\"}}\n\ndata: done\n\n");
         for cut in 0..text.len() {
             let mut st = s.stream();
@@ -255,5 +299,20 @@ mod tests {
         // Text that cannot start a form is not held back.
         let mut st = s.stream();
         assert_eq!(st.push(b"data: hello\n\n"), b"data: hello\n\n");
+    }
+
+    #[test]
+    fn the_cache_reuses_a_scrubber_per_id_and_stays_bounded() {
+        let cache = EchoCache::default();
+        let a = cache.scrubber("key-a/cred-1", &[KEY]);
+        assert!(Arc::ptr_eq(&a, &cache.scrubber("key-a/cred-1", &[KEY])));
+        let other = "sk-other-credential-0123456789";
+        let b = cache.scrubber("key-a/cred-2", &[other]);
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(b.scrub(other.as_bytes()).as_ref(), MARKER);
+        for i in 0..ECHO_CACHE_ENTRIES * 2 {
+            cache.scrubber(&format!("flood-{i}"), &[KEY]);
+            assert!(cache.len() <= ECHO_CACHE_ENTRIES);
+        }
     }
 }

@@ -152,6 +152,7 @@ pub async fn serve(
         usage: Arc::new(usage_writer.clone()),
         prices: prices::PriceTable::with_config(&config.prices)
             .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?,
+        echoes: Default::default(),
         limiter: Arc::new(limits::LocalLimiter::new(Arc::new(limits::SystemClock))),
         ledger: Arc::new(
             budget::seeded(&backend.store)

@@ -91,7 +91,7 @@ proptest! {
         ).prop_map(|v| v.concat()),
         piece in 1usize..9,
     ) {
-        let scrubber = EchoScrubber::new(&["sk-echo-7f3a9c1e5b2d4f6a"]);
+        let scrubber = std::sync::Arc::new(EchoScrubber::new(&["sk-echo-7f3a9c1e5b2d4f6a"]));
         let whole = scrubber.scrub(text.as_bytes()).into_owned();
         let mut stream = scrubber.stream();
         let mut pieces = Vec::new();

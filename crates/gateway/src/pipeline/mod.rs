@@ -138,6 +138,7 @@ async fn run(
         body,
         credential: route.credential.expose_secret(),
         client_key: &caller.key,
+        client_key_hash: &caller.key_hash,
         rid: &ctx.rid,
         meter: crate::meter::Meter::new(
             gw.usage.clone(),

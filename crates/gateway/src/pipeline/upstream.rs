@@ -64,6 +64,8 @@ pub struct UpstreamCall<'a> {
     pub credential: &'a str,
     /// The client's Keyward key: scrubbed, like the credential, from the answer.
     pub client_key: &'a str,
+    /// Its keyed hash (with the credential's, the scrubbers' cache id).
+    pub client_key_hash: &'a str,
     pub rid: &'a str,
     /// Records the request's usage once the answer is known (or abandoned).
     pub meter: crate::meter::Meter,
@@ -85,6 +87,7 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
         body,
         credential: secret,
         client_key,
+        client_key_hash,
         rid,
         mut meter,
     } = c;
@@ -121,7 +124,13 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
     } else {
         (body, false)
     };
-    let echo = crate::echo::EchoScrubber::new(&[secret, client_key]);
+    let echo = gw.echoes.scrubber(
+        &format!(
+            "{client_key_hash}/{}",
+            gw.hash_key.hash_hex(secret.as_bytes())
+        ),
+        &[secret, client_key],
+    );
     let timeout = Duration::from_secs(provider.config.timeout_secs.unwrap_or(600));
     let upstream = gw
         .client
