@@ -128,6 +128,7 @@ class Gateway:
     keys: dict = field(default_factory=dict)  # our label -> {"id":..., "key":...}
     cli_outputs: list = field(default_factory=list)  # every CLI stdout/stderr, for leak checks
     traffic_secrets: list = field(default_factory=list)  # secrets tests sent through, for leak checks
+    env: dict = field(default_factory=dict)  # extra environment for `serve`
     _clients: list = field(default_factory=list)
 
     # -- CLI ------------------------------------------------------------
@@ -194,10 +195,12 @@ class Gateway:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         text = self.config.read_text()
-        text = re.sub(r'listen = "127\.0\.0\.1:\d+"', f'listen = "127.0.0.1:{self.port}"', text)
+        # The [server] listen line comes first; an [admin] listen is left alone.
+        text = re.sub(r'listen = "127\.0\.0\.1:\d+"', f'listen = "127.0.0.1:{self.port}"', text, count=1)
         self.config.write_text(text)
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "debug")
+        env.update(self.env)
         env.pop("HTTP_PROXY", None)
         env.pop("HTTPS_PROXY", None)
         env.pop("http_proxy", None)
@@ -333,16 +336,18 @@ models = ["llama-*"]
 """
 
 
-@pytest.fixture(scope="session")
-def gateway(keyward_bin, fake, tmp_path_factory) -> Gateway:
-    d = tmp_path_factory.mktemp("keyward")
+def make_gateway(keyward_bin, fake, d: Path, extra_config: str = "", env: dict | None = None) -> Gateway:
+    """A gateway (not started) in `d` on the standard config plus `extra_config`,
+    with every provider credential in its vault."""
     cfg = d / "keyward.toml"
     db = d / "data" / "keyward.db"
     db.parent.mkdir()
     cfg.write_text(
         CONFIG_TEMPLATE.format(db=db, master=d / "data" / "master.key", fake=fake.url, azure_version=AZURE_API_VERSION)
+        + extra_config
     )
-    gw = Gateway(bin=keyward_bin, dir=d, config=cfg, db=db, log_path=d / "serve.stderr.log", out_path=d / "serve.stdout.log")
+    gw = Gateway(bin=keyward_bin, dir=d, config=cfg, db=db, log_path=d / "serve.stderr.log", out_path=d / "serve.stdout.log",
+                 env=env or {})
 
     # provider credentials: distinctive values, put in the vault via stdin
     h = secrets.token_hex(8)
@@ -357,6 +362,12 @@ def gateway(keyward_bin, fake, tmp_path_factory) -> Gateway:
     gw.cli("init")  # only `init` and `serve` create a store
     for name, value in gw.creds.items():
         gw.cli("vault", "put", name, input=value + "\n")
+    return gw
+
+
+@pytest.fixture(scope="session")
+def gateway(keyward_bin, fake, tmp_path_factory) -> Gateway:
+    gw = make_gateway(keyward_bin, fake, tmp_path_factory.mktemp("keyward"))
 
     # client keys used across modules
     gw.create_key("all-prod", env="prod", models="*")

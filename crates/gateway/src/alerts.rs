@@ -9,16 +9,27 @@ use std::time::Duration;
 pub struct Alerter {
     client: reqwest::Client,
     webhook: Option<String>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Alerter {
-    pub fn new(client: reqwest::Client, webhook: Option<String>) -> Alerter {
-        Alerter { client, webhook }
+    pub fn new(
+        client: reqwest::Client,
+        webhook: Option<String>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Alerter {
+        Alerter {
+            client,
+            webhook,
+            metrics,
+        }
     }
 
     /// Sends `alert` (an object with at least `kind` and `severity`).
     pub fn send(&self, alert: Value) {
         tracing::warn!(target: "keyward::alert", alert = %alert, "alert");
+        let field = |name: &str| alert.get(name).and_then(Value::as_str).unwrap_or("-");
+        self.metrics.alert(field("kind"), field("severity"));
         let Some(url) = self.webhook.clone() else {
             return;
         };

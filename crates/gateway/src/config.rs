@@ -312,6 +312,16 @@ pub struct AlertsSection {
     pub webhook_url: Option<String>,
 }
 
+/// The operators' listener: `/metrics` and the admin API, apart from clients.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address of the admin listener (plain HTTP; keep it on loopback or a
+    /// private network). When set, the admin API is served only here, not on
+    /// the client port; `/metrics` is served only here in any case.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultSection {
@@ -347,6 +357,8 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub alerts: AlertsSection,
+    #[serde(default)]
+    pub admin: AdminSection,
     /// What to do with secrets in traffic (`inbound`, `outbound`: redact, block,
     /// alert or off); redact both ways when absent.
     #[serde(default)]
@@ -443,6 +455,7 @@ impl Config {
             },
             providers: Vec::new(),
             alerts: AlertsSection::default(),
+            admin: AdminSection::default(),
             redaction: Default::default(),
             base_dir: dir.to_path_buf(),
             prices: Vec::new(),

@@ -23,6 +23,7 @@ pub mod last_use;
 pub mod limits;
 pub mod master_file;
 pub mod meter;
+pub mod metrics;
 pub mod pipeline;
 pub mod prices;
 pub mod provider;
@@ -73,8 +74,48 @@ pub fn upstream_client() -> Result<reqwest::Client, ServeError> {
         .map_err(|e| ServeError::Client(e.to_string()))
 }
 
-/// Builds the router around a gateway.
-pub fn router(gw: Arc<context::Gateway>) -> Router {
+/// Builds the client router around a gateway; with `admin_api`, the admin API
+/// is served on it too (when no admin listener is configured).
+pub fn router(gw: Arc<context::Gateway>, admin_api: bool) -> Router {
+    let mut app = probes(&gw);
+    if admin_api {
+        app = app.nest("/admin/v1", admin::router());
+    }
+    app.fallback(pipeline::handle)
+        .layer(compress::layer())
+        .with_state(gw)
+}
+
+/// The admin listener's router: `/metrics`, the admin API and the probes.
+pub fn admin_router(gw: Arc<context::Gateway>) -> Router {
+    probes(&gw)
+        .route("/metrics", get(metrics_page))
+        .nest("/admin/v1", admin::router())
+        .fallback(|| async {
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                [("content-type", "application/json")],
+                r#"{"error":"not found: this is the admin listener (/metrics, /admin/v1/...)"}"#,
+            )
+        })
+        .layer(compress::layer())
+        .with_state(gw)
+}
+
+/// `GET /metrics`: every metric, with the store's state read at scrape time.
+async fn metrics_page(
+    axum::extract::State(gw): axum::extract::State<Arc<context::Gateway>>,
+) -> impl axum::response::IntoResponse {
+    gw.metrics
+        .store(gw.live.fresh(), gw.live.snapshot.load().generation);
+    (
+        [("content-type", metrics::CONTENT_TYPE)],
+        gw.metrics.encode(),
+    )
+}
+
+/// `/healthz` (the process answers) and `/readyz` (the key directory is fresh).
+fn probes(gw: &Arc<context::Gateway>) -> Router<Arc<context::Gateway>> {
     let ready = gw.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -94,10 +135,6 @@ pub fn router(gw: Arc<context::Gateway>) -> Router {
                 }
             }),
         )
-        .nest("/admin/v1", admin::router())
-        .fallback(pipeline::handle)
-        .layer(compress::layer())
-        .with_state(gw)
 }
 
 /// Runs the gateway until `shutdown` resolves. `on_ready` is called with the bound
@@ -127,11 +164,16 @@ pub async fn serve(
     let (owner_limits, environment_limits) = config
         .owner_and_environment_limits()
         .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?;
+    let metrics = Arc::new(metrics::Metrics::new());
     let gw = Arc::new(context::Gateway {
         live,
         backend: backend.clone(),
         audit: audit::Sink::spawn(backend.store.clone(), backend.audit_key().clone()),
-        alerts: alerts::Alerter::new(upstream_client()?, config.alerts.webhook_url.clone()),
+        alerts: alerts::Alerter::new(
+            upstream_client()?,
+            config.alerts.webhook_url.clone(),
+            metrics.clone(),
+        ),
         hash_key: backend.hash_key().clone(),
         providers: config
             .providers
@@ -149,10 +191,14 @@ pub async fn serve(
         redactions: Default::default(),
         commands: config.hint(),
         last_use: Default::default(),
-        usage: Arc::new(usage_writer.clone()),
+        usage: Arc::new(metrics::CountingSink {
+            metrics: metrics.clone(),
+            inner: Arc::new(usage_writer.clone()),
+        }),
         prices: prices::PriceTable::with_config(&config.prices)
             .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?,
         echoes: Default::default(),
+        metrics,
         limiter: Arc::new(limits::LocalLimiter::new(Arc::new(limits::SystemClock))),
         ledger: Arc::new(
             budget::seeded(&backend.store)
@@ -231,6 +277,39 @@ pub async fn serve(
         .await
         .map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
+    // One shutdown signal for both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin_server = match config.admin.listen {
+        Some(admin_addr) => {
+            let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+                .await
+                .map_err(|e| ServeError::Listen {
+                    addr: admin_addr,
+                    reason: format!("{e} (the [admin] listen address)"),
+                })?;
+            let bound = admin_listener
+                .local_addr()
+                .map_err(|e| ServeError::Listen {
+                    addr: admin_addr,
+                    reason: e.to_string(),
+                })?;
+            tracing::info!(%bound, "admin listener (metrics at http://{bound}/metrics, admin API under /admin/v1) on {bound}");
+            Some(tokio::spawn(conn::serve(
+                tls::PlainListener(admin_listener),
+                admin_router(gw.clone()),
+                config.server.conn_limits(),
+                until_stopped(stopped.clone()),
+            )))
+        }
+        None => None,
+    };
     on_ready(addr, &backend);
     let limits = config.server.conn_limits();
     tracing::info!(
@@ -238,10 +317,14 @@ pub async fn serve(
         "accepting at most {} client connections at once",
         limits.max_connections
     );
-    let app = router(gw.clone());
+    let app = router(gw.clone(), config.admin.listen.is_none());
+    let shutdown = until_stopped(stopped);
     match tls {
         Some(cfg) => conn::serve(tls::TlsListener::new(listener, cfg), app, limits, shutdown).await,
         None => conn::serve(tls::PlainListener(listener), app, limits, shutdown).await,
+    }
+    if let Some(admin) = admin_server {
+        let _ = admin.await;
     }
     // Refusals counted in the open window, and anything still queued, are written
     // before the store closes.

@@ -227,6 +227,10 @@ impl Screen {
     pub fn report(&self, dir: Direction, action: Action, hits: &[&'static str]) {
         let gw = &self.gw;
         gw.redactions.add(&self.key_id, hits, dir, action);
+        for hit in hits {
+            gw.metrics
+                .secrets_found(hit, dir.as_str(), action.as_str(), 1);
+        }
         let rules = redact::tally(hits);
         let (event, outcome) = match action {
             Action::Redact => ("traffic.secret_redacted", "redacted"),

@@ -25,12 +25,27 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             std::io::stderr(),
             keyward_detect::Detector::builtin(),
         ));
-    tracing_subscriber::fmt()
+    // KEYWARD_LOG_FORMAT=json: one JSON object a line (for log shippers).
+    let json = match std::env::var("KEYWARD_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") | Err(_) => false,
+        Ok(other) => anyhow::bail!(
+            "KEYWARD_LOG_FORMAT={other:?} is not a log format: use `json` or `text` (the default)"
+        ),
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if json {
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let mut cfg = a.config.load_creating_home()?;
     if let Some(l) = a.listen {
         cfg.server.listen = l;

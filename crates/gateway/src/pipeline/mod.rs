@@ -76,10 +76,22 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(refusal) => refusal.respond(&gw, &ctx),
     };
+    let elapsed = started.elapsed();
+    gw.metrics.request(&crate::metrics::Answered {
+        provider: ctx.provider.as_deref(),
+        model: ctx.model.as_deref(),
+        key_id: ctx.key_id.as_deref(),
+        status: resp.status().as_u16(),
+        elapsed,
+        upstream: resp
+            .extensions()
+            .get::<upstream::UpstreamTime>()
+            .map(|t| t.0),
+    });
     tracing::info!(
         request_id = %ctx.rid, %method, path = %ctx.target, status = resp.status().as_u16(),
         key_id = ctx.key_id.as_deref().unwrap_or("-"), provider = ctx.provider.as_deref().unwrap_or("-"),
-        model = ctx.model.as_deref().unwrap_or("-"), ms = started.elapsed().as_millis() as u64,
+        model = ctx.model.as_deref().unwrap_or("-"), ms = elapsed.as_millis() as u64,
         "request"
     );
     with_request_id(resp, &ctx.rid)

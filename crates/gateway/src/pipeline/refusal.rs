@@ -80,10 +80,18 @@ impl Refusal {
             }
             Refusal::Limited { exceeded, key_id } => {
                 audit(gw, ctx, &key_id, "rate_limited", 429);
+                use crate::limits::LimitKind;
+                let limit = match exceeded.kind {
+                    LimitKind::Requests => "requests",
+                    LimitKind::Tokens => "tokens",
+                    LimitKind::Concurrency => "concurrency",
+                };
+                gw.metrics.refused(limit, scope_kind(&exceeded.scope));
                 rate_limited_response(ctx.family, &exceeded, &ctx.rid)
             }
             Refusal::OverBudget { exceeded, key_id } => {
                 audit(gw, ctx, &key_id, "over_budget", 429);
+                gw.metrics.refused("budget", scope_kind(&exceeded.scope));
                 let e = &exceeded;
                 let message = format!(
                     "The {} spend budget of this {} ({}) cannot cover this request ({} committed); it resets in {} s",
@@ -111,6 +119,18 @@ impl Refusal {
             }
             Refusal::Answered(resp) => *resp,
         }
+    }
+}
+
+/// `key`, `owner` or `environment`: the kind of a limit's scope label, for
+/// metrics (the names themselves stay out of labels).
+fn scope_kind(scope: &str) -> &'static str {
+    if scope.starts_with("owner") {
+        "owner"
+    } else if scope.starts_with("environment") {
+        "environment"
+    } else {
+        "key"
     }
 }
 

@@ -132,6 +132,7 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
         &[secret, client_key],
     );
     let timeout = Duration::from_secs(provider.config.timeout_secs.unwrap_or(600));
+    let sent = std::time::Instant::now();
     let upstream = gw
         .client
         .post(url)
@@ -149,14 +150,29 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
                 ErrorKind::Upstream
             };
             tracing::warn!(request_id = %rid, provider = provider.config.name.as_str(), "upstream call failed: {}", describe(&e));
+            let error = if kind == ErrorKind::Timeout {
+                "timeout"
+            } else {
+                "unreachable"
+            };
+            gw.metrics.upstream_error(&provider.config.name, error);
             meter.set_status(kind.status().as_u16());
             meter.finish(true);
             return api::error_response(family, kind, "The provider could not be reached", rid);
         }
     };
+    let upstream_time = UpstreamTime(sent.elapsed());
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     meter.set_status(status.as_u16());
+    if status.is_client_error() || status.is_server_error() {
+        let class = if status.is_server_error() {
+            "5xx"
+        } else {
+            "4xx"
+        };
+        gw.metrics.upstream_error(&provider.config.name, class);
+    }
     let encoded = upstream
         .headers()
         .get(axum::http::header::CONTENT_ENCODING)
@@ -216,6 +232,7 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
         let mut resp = Response::new(body);
         *resp.status_mut() = status;
         *resp.headers_mut() = out_headers;
+        resp.extensions_mut().insert(upstream_time);
         return resp;
     }
     // Provider errors are read whole and scrubbed: some echo the key they received.
@@ -236,8 +253,14 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
     meter.finish(true);
     let mut resp = (status, text).into_response();
     *resp.headers_mut() = out_headers;
+    resp.extensions_mut().insert(upstream_time);
     resp
 }
+
+/// How long the provider took to answer a request's headers (a response
+/// extension, for the gateway-added latency metric).
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTime(pub Duration);
 
 /// `upstream` with every form of the request's credentials replaced as it streams
 /// (see [`crate::echo`]), whatever the redaction policy.
