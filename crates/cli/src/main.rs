@@ -7,7 +7,7 @@ mod hook;
 mod log_redact;
 mod scan_cmd;
 
-use commands::{admin, audit, config, keys, serve, usage, vault};
+use commands::{admin, alerts, audit, config, keys, serve, usage, vault};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -75,6 +75,11 @@ enum Command {
     Usage(usage::UsageArgs),
     /// The price table used for spend (shipped, plus the config's [[prices]]).
     Prices(usage::PricesArgs),
+    /// Alerts raised (anomalies, canaries, leaks) and whether they were delivered.
+    Alerts {
+        #[command(subcommand)]
+        cmd: alerts::AlertsCmd,
+    },
     /// Read and verify the tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
         Command::Keys { cmd } => keys::run(cmd),
         Command::Admin { cmd } => admin::run(cmd),
         Command::Audit { cmd } => audit::run(cmd),
+        Command::Alerts { cmd } => alerts::run(cmd),
         Command::Usage(a) => usage::usage(a),
         Command::Prices(a) => usage::prices(a),
     };

@@ -42,6 +42,7 @@ pub fn router() -> Router<Arc<Gateway>> {
         .route("/vault/{name}", put(put_secret))
         .route("/redactions", get(list_redactions))
         .route("/usage", get(usage))
+        .route("/alerts", get(list_alerts))
         .fallback(unknown_route)
 }
 
@@ -109,6 +110,66 @@ async fn usage(
         .into_response(),
         Err(e) => store_failure("usage.read", &e, &rid),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct AlertsQuery {
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    undelivered: Option<bool>,
+}
+
+/// `GET /admin/v1/alerts?since=7d&undelivered=true`: alerts, newest first, with
+/// their delivery state (at most 1,000).
+async fn list_alerts(
+    State(gw): State<Arc<Gateway>>,
+    Caller { admin, rid }: Caller,
+    query: Result<axum::extract::Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    audit(&gw, &admin, "alerts.read", "-", &rid);
+    let Ok(axum::extract::Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query parameters: since (e.g. 7d) and undelivered (true or false)",
+            &rid,
+        );
+    };
+    let since =
+        match crate::time::parse_since(q.since.as_deref().unwrap_or("7d"), crate::time::now()) {
+            Ok(s) => s,
+            Err(m) => return error(StatusCode::BAD_REQUEST, &m, &rid),
+        };
+    match gw
+        .backend
+        .store
+        .alerts(
+            since.saturating_mul(1000),
+            q.undelivered.unwrap_or(false),
+            1000,
+        )
+        .await
+    {
+        Ok(rows) => Json(rows.iter().map(alert_json).collect::<Vec<_>>()).into_response(),
+        Err(e) => store_failure("alerts.read", &e, &rid),
+    }
+}
+
+/// An alert row for the API and the CLI: the alert itself as an object.
+pub fn alert_json(a: &keyward_store::AlertRow) -> serde_json::Value {
+    json!({
+        "id": a.id,
+        "at": humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(a.at_ms.max(0) as u64)
+        ).to_string(),
+        "kind": a.kind,
+        "severity": a.severity,
+        "key_id": a.key_id,
+        "delivery": a.delivery,
+        "attempts": a.attempts,
+        "last_error": a.last_error,
+        "alert": serde_json::from_str::<serde_json::Value>(&a.body).unwrap_or_default(),
+    })
 }
 
 /// A JSON request body, or the 400 to answer with. The error says where and what

@@ -310,6 +310,66 @@ impl Default for StoreSection {
 pub struct AlertsSection {
     /// URL that receives each alert as a JSON POST.
     pub webhook_url: Option<String>,
+    /// Vault secret whose value signs each webhook POST (`keyward-signature`).
+    pub signing_secret: Option<String>,
+    /// Vault secret holding a Slack-compatible incoming-webhook URL.
+    pub slack_webhook: Option<String>,
+    /// One alert per key and kind in this long (`10m` when absent).
+    pub dedupe: Option<String>,
+}
+
+impl AlertsSection {
+    /// The dedupe window in milliseconds (validated when the config is loaded).
+    pub fn dedupe_ms(&self) -> i64 {
+        self.dedupe
+            .as_deref()
+            .and_then(crate::time::parse_lifetime)
+            .flatten()
+            .map_or(DEFAULT_DEDUPE_MS, |d| d.as_millis() as i64)
+    }
+}
+
+/// Default alert dedupe window: one alert per key and kind in this long.
+pub const DEFAULT_DEDUPE_MS: i64 = 10 * 60 * 1000;
+
+/// Anomaly detectors (`[watch]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSection {
+    /// How long a key is watched before its first anomaly alert: its habits
+    /// (networks, hours, volume) are learned meanwhile. `24h` when absent.
+    #[serde(default = "default_warmup")]
+    pub warmup: String,
+    /// Failed authentications from one address within a minute that raise an
+    /// alert.
+    #[serde(default = "default_failed_auth_burst")]
+    pub failed_auth_burst: u32,
+}
+
+fn default_warmup() -> String {
+    "24h".into()
+}
+
+fn default_failed_auth_burst() -> u32 {
+    20
+}
+
+impl Default for WatchSection {
+    fn default() -> Self {
+        WatchSection {
+            warmup: default_warmup(),
+            failed_auth_burst: default_failed_auth_burst(),
+        }
+    }
+}
+
+impl WatchSection {
+    /// The warm-up in milliseconds (validated when the config is loaded).
+    pub fn warmup_ms(&self) -> i64 {
+        crate::time::parse_lifetime(&self.warmup)
+            .flatten()
+            .map_or(0, |d| d.as_millis() as i64)
+    }
 }
 
 /// The operators' listener: `/metrics` and the admin API, apart from clients.
@@ -359,6 +419,8 @@ pub struct Config {
     pub alerts: AlertsSection,
     #[serde(default)]
     pub admin: AdminSection,
+    #[serde(default)]
+    pub watch: WatchSection,
     /// What to do with secrets in traffic (`inbound`, `outbound`: redact, block,
     /// alert or off); redact both ways when absent.
     #[serde(default)]
@@ -456,6 +518,7 @@ impl Config {
             providers: Vec::new(),
             alerts: AlertsSection::default(),
             admin: AdminSection::default(),
+            watch: WatchSection::default(),
             redaction: Default::default(),
             base_dir: dir.to_path_buf(),
             prices: Vec::new(),
@@ -509,6 +572,22 @@ impl Config {
                     "[vault] max_age = \"{a}\": use a duration such as 90d, 12h or 30m"
                 ));
             }
+        }
+        if let Some(d) = &self.alerts.dedupe {
+            if !matches!(crate::time::parse_lifetime(d), Some(Some(_))) {
+                return Err(format!(
+                    "[alerts] dedupe = \"{d}\": use a duration such as 10m, 1h or 30s"
+                ));
+            }
+        }
+        let w = &self.watch.warmup;
+        if !(w == "0s" || matches!(crate::time::parse_lifetime(w), Some(Some(_)))) {
+            return Err(format!(
+                "[watch] warmup = \"{w}\": use a duration such as 24h, 7d or 0s (alert from the first day)"
+            ));
+        }
+        if self.watch.failed_auth_burst == 0 {
+            return Err("[watch] failed_auth_burst = 0: use at least 1".into());
         }
         self.server.validate()?;
         crate::prices::PriceTable::with_config(&self.prices)?;

@@ -36,6 +36,8 @@ pub struct Gateway {
     pub prices: crate::prices::PriceTable,
     /// Spend budgets: reservations and what was spent per day and month.
     pub ledger: Arc<dyn crate::budget::BudgetLedger>,
+    /// Anomaly detectors (new source networks, failed-login bursts).
+    pub watch: Arc<crate::watch::Watch>,
     /// Prometheus metrics (served on the admin listener).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Scrubbers for credentials echoed in answers, reused across requests.

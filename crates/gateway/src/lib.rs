@@ -37,6 +37,7 @@ pub mod time;
 pub mod tls;
 pub mod usage;
 pub mod usage_writer;
+pub mod watch;
 pub mod webhook;
 
 use axum::routing::get;
@@ -165,15 +166,40 @@ pub async fn serve(
         .owner_and_environment_limits()
         .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?;
     let metrics = Arc::new(metrics::Metrics::new());
+    let alerter = alerts::Alerter::new(
+        metrics.clone(),
+        Some(backend.store.clone()),
+        alerts::deliver::Delivery {
+            webhook_url: config.alerts.webhook_url.clone(),
+            signing_secret: config.alerts.signing_secret.clone(),
+            slack_webhook: config.alerts.slack_webhook.clone(),
+            live: Some(live.clone()),
+            ..alerts::deliver::Delivery::log_only(upstream_client()?)
+        },
+        config.alerts.dedupe_ms(),
+    );
+    let (new_sources, sources_queue) = tokio::sync::mpsc::unbounded_channel();
+    let watch = Arc::new(watch::Watch::new(
+        Arc::new(limits::SystemClock),
+        Arc::new(alerter.clone()),
+        watch::WatchSettings {
+            warmup_ms: config.watch.warmup_ms(),
+            failed_auth_burst: config.watch.failed_auth_burst,
+        },
+        backend
+            .store
+            .key_sources()
+            .await
+            .map_err(state::StateError::from)?,
+        new_sources,
+    ));
+    tokio::spawn(watch::record_sources(backend.store.clone(), sources_queue));
     let gw = Arc::new(context::Gateway {
         live,
         backend: backend.clone(),
         audit: audit::Sink::spawn(backend.store.clone(), backend.audit_key().clone()),
-        alerts: alerts::Alerter::new(
-            upstream_client()?,
-            config.alerts.webhook_url.clone(),
-            metrics.clone(),
-        ),
+        alerts: alerter,
+        watch,
         hash_key: backend.hash_key().clone(),
         providers: config
             .providers

@@ -32,12 +32,14 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 mod admins;
+mod alerts;
 mod audit;
 mod keys;
 mod replicas;
 mod secrets;
 mod usage;
 pub use admins::AdminKeyRecord;
+pub use alerts::AlertRow;
 pub use audit::{AuditRow, Seal, VersionSeal};
 pub use keys::KeyRecord;
 pub use secrets::{SealedVersion, StoredSecret};

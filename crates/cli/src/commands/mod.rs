@@ -2,6 +2,7 @@
 //! until every running server applies a change) and [`table`] (terminal output).
 
 pub mod admin;
+pub mod alerts;
 pub mod applied;
 pub mod audit;
 pub mod config;

@@ -76,6 +76,7 @@ pub fn caller(
         .check_usable(now(), ctx.peer.ip())
         .map_err(|d| Refusal::denied(d, Some(id)))?;
     gw.last_use.mark(id, now());
+    gw.watch.request(id, ctx.peer.ip(), &ctx.rid);
     Ok(Caller {
         entry: found.entry.clone(),
         key: key.clone(),

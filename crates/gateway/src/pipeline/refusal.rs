@@ -69,6 +69,18 @@ impl Refusal {
     pub fn respond(self, gw: &Gateway, ctx: &RequestContext) -> Response {
         match self {
             Refusal::Denied { denial, key_id } => {
+                if matches!(
+                    denial.code(),
+                    "missing_key"
+                        | "invalid_key"
+                        | "revoked"
+                        | "expired"
+                        | "rotated_out"
+                        | "canary"
+                ) {
+                    gw.watch
+                        .auth_failed(ctx.peer.ip(), denial.code(), key_id.as_deref());
+                }
                 audit(
                     gw,
                     ctx,

@@ -1,0 +1,328 @@
+//! Anomaly detectors on the request path, learned per key from its own use:
+//!
+//! - **new source network**: the first request of a key from a network (/24 for
+//!   IPv4, /48 for IPv6) it was never used from. A key's first network is its
+//!   baseline; the networks a key used are kept in the store across restarts,
+//!   and nothing alerts until the key has been watched for the warm-up period.
+//! - **failed-authentication bursts**: `failed_auth_burst` refused credentials
+//!   from one address within a minute.
+//! - **revoked and expired keys presented**: a revoked or expired key still in
+//!   use somewhere (a leak, or a client that was never updated).
+//!
+//! Each check is a hash-map lookup on the request path; store writes and alert
+//! delivery happen off it.
+
+use crate::time::Clock;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Where detectors send what they find (the alerter; a collector in tests).
+pub trait AlertSink: Send + Sync {
+    fn raise(&self, alert: Value);
+}
+
+impl AlertSink for crate::alerts::Alerter {
+    fn raise(&self, alert: Value) {
+        self.send(alert);
+    }
+}
+
+/// The window failed authentications are counted in.
+const AUTH_WINDOW_MS: i64 = 60_000;
+
+/// Addresses whose failures are tracked at once (a flood from many addresses
+/// costs bounded memory: the oldest are forgotten).
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
+/// Networks listed in an alert as the key's known ones.
+const LISTED_NETWORKS: usize = 10;
+
+/// The network an address belongs to, as the detectors group sources: /24 for
+/// IPv4 (and IPv4-mapped IPv6), /48 for IPv6.
+pub fn network_of(ip: IpAddr) -> String {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    }
+}
+
+#[derive(Default)]
+struct KeySources {
+    /// When the key was first seen (the start of its warm-up).
+    first_seen_ms: i64,
+    networks: HashSet<String>,
+}
+
+/// The detectors' state.
+pub struct Watch {
+    clock: Arc<dyn Clock>,
+    sink: Arc<dyn AlertSink>,
+    warmup_ms: i64,
+    failed_auth_burst: u32,
+    sources: Mutex<HashMap<String, KeySources>>,
+    failures: Mutex<HashMap<IpAddr, VecDeque<i64>>>,
+    /// New (key id, network, first seen) pairs, for the store.
+    new_sources: tokio::sync::mpsc::UnboundedSender<(String, String, i64)>,
+}
+
+/// What the detectors were configured with.
+pub struct WatchSettings {
+    pub warmup_ms: i64,
+    pub failed_auth_burst: u32,
+}
+
+impl Watch {
+    /// Detectors that start from `known` (key id, network, first seen) pairs and
+    /// send new pairs to `new_sources` for the store.
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        sink: Arc<dyn AlertSink>,
+        settings: WatchSettings,
+        known: Vec<(String, String, i64)>,
+        new_sources: tokio::sync::mpsc::UnboundedSender<(String, String, i64)>,
+    ) -> Watch {
+        let mut sources: HashMap<String, KeySources> = HashMap::new();
+        for (key_id, network, first_seen_ms) in known {
+            let s = sources.entry(key_id).or_insert_with(|| KeySources {
+                first_seen_ms,
+                networks: HashSet::new(),
+            });
+            s.first_seen_ms = s.first_seen_ms.min(first_seen_ms);
+            s.networks.insert(network);
+        }
+        Watch {
+            clock,
+            sink,
+            warmup_ms: settings.warmup_ms,
+            failed_auth_burst: settings.failed_auth_burst,
+            sources: Mutex::new(sources),
+            failures: Mutex::new(HashMap::new()),
+            new_sources,
+        }
+    }
+
+    /// An authenticated request of `key_id` from `ip`.
+    pub fn request(&self, key_id: &str, ip: IpAddr, request_id: &str) {
+        let network = network_of(ip);
+        let now = self.clock.now_ms();
+        let alert = {
+            let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+            let s = sources
+                .entry(key_id.to_string())
+                .or_insert_with(|| KeySources {
+                    first_seen_ms: now,
+                    networks: HashSet::new(),
+                });
+            if s.networks.contains(&network) {
+                return;
+            }
+            let mut known: Vec<String> = s.networks.iter().cloned().collect();
+            s.networks.insert(network.clone());
+            let _ = self
+                .new_sources
+                .send((key_id.to_string(), network.clone(), now));
+            let warmed = now - s.first_seen_ms >= self.warmup_ms;
+            if known.is_empty() || !warmed {
+                return; // the baseline is still being learned
+            }
+            known.sort();
+            known.truncate(LISTED_NETWORKS);
+            json!({
+                "kind": "new_source_network", "severity": "warning", "key_id": key_id,
+                "summary": format!("first request from {network}, a network this key was never used from"),
+                "seen": {"network": network, "address": ip.to_string(), "request_id": request_id},
+                "baseline": {"networks": known, "watched_since_ms": s.first_seen_ms},
+                "action": format!("if this is not one of yours, suspend the key: keyward keys suspend {key_id}"),
+            })
+        };
+        self.sink.raise(alert);
+    }
+
+    /// A refused credential from `ip`: `code` is the denial (`invalid_key`,
+    /// `revoked`, `expired`, …) and `key_id` the key, when it is one of ours.
+    pub fn auth_failed(&self, ip: IpAddr, code: &str, key_id: Option<&str>) {
+        let now = self.clock.now_ms();
+        if let (Some(id), "revoked" | "expired") = (key_id, code) {
+            let kind = if code == "revoked" {
+                "revoked_key_used"
+            } else {
+                "expired_key_used"
+            };
+            self.sink.raise(json!({
+                "kind": kind, "severity": "high", "key_id": id,
+                "summary": format!("a {code} key was presented from {ip}"),
+                "seen": {"address": ip.to_string(), "network": network_of(ip)},
+                "action": "find the client still holding this key; if it leaked, check where it was used",
+            }));
+        }
+        let burst = {
+            let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            if failures.len() >= MAX_TRACKED_ADDRESSES && !failures.contains_key(&ip) {
+                failures.retain(|_, times| times.back().is_some_and(|&t| now - t < AUTH_WINDOW_MS));
+                if failures.len() >= MAX_TRACKED_ADDRESSES {
+                    failures.clear();
+                }
+            }
+            let times = failures.entry(ip).or_default();
+            while times.front().is_some_and(|&t| now - t >= AUTH_WINDOW_MS) {
+                times.pop_front();
+            }
+            times.push_back(now);
+            // Exactly at the threshold: one alert per burst (and the alerter's
+            // dedupe holds back the next bursts within its window).
+            (times.len() == self.failed_auth_burst as usize).then_some(times.len())
+        };
+        if let Some(n) = burst {
+            self.sink.raise(json!({
+                "kind": "failed_auth_burst", "severity": "high",
+                "summary": format!("{n} refused credentials from {ip} within a minute"),
+                "seen": {"address": ip.to_string(), "network": network_of(ip), "failures": n, "last": code},
+                "baseline": {"threshold": self.failed_auth_burst, "window_secs": AUTH_WINDOW_MS / 1000},
+                "action": "someone is guessing or replaying keys: block the address upstream of the gateway",
+            }));
+        }
+    }
+}
+
+/// Writes new (key id, network, first seen) pairs to the store as they come.
+pub async fn record_sources(
+    store: keyward_store::Store,
+    mut new: tokio::sync::mpsc::UnboundedReceiver<(String, String, i64)>,
+) {
+    while let Some((key_id, network, at)) = new.recv().await {
+        if let Err(e) = store.add_key_source(&key_id, &network, at).await {
+            tracing::warn!(key_id, "source network not stored: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::ManualClock;
+
+    #[derive(Default)]
+    struct Collected(Mutex<Vec<Value>>);
+
+    impl AlertSink for Collected {
+        fn raise(&self, alert: Value) {
+            self.0.lock().unwrap().push(alert);
+        }
+    }
+
+    impl Collected {
+        fn kinds(&self) -> Vec<String> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|a| a["kind"].as_str().unwrap().to_string())
+                .collect()
+        }
+    }
+
+    const HOUR: i64 = 3_600_000;
+
+    fn watch(
+        clock: Arc<ManualClock>,
+        sink: Arc<Collected>,
+        known: Vec<(String, String, i64)>,
+    ) -> Watch {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        Watch::new(
+            clock,
+            sink,
+            WatchSettings {
+                warmup_ms: 24 * HOUR,
+                failed_auth_burst: 5,
+            },
+            known,
+            tx,
+        )
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn networks_are_slash_24_and_slash_48() {
+        assert_eq!(network_of(ip("203.0.113.77")), "203.0.113.0/24");
+        assert_eq!(network_of(ip("::ffff:203.0.113.77")), "203.0.113.0/24");
+        assert_eq!(network_of(ip("2001:db8:abcd:12::1")), "2001:db8:abcd::/48");
+    }
+
+    #[test]
+    fn a_week_from_the_usual_networks_is_quiet_and_a_new_one_alerts_after_warm_up() {
+        let clock = Arc::new(ManualClock::at(1_700_000_000_000));
+        let sink = Arc::new(Collected::default());
+        let w = watch(clock.clone(), sink.clone(), vec![]);
+        // A normal week: office and CI, many requests an hour.
+        for _hour in 0..24 * 7 {
+            for last in [10, 11, 12] {
+                w.request("key_a", ip(&format!("198.51.100.{last}")), "r");
+            }
+            w.request("key_a", ip("192.0.2.40"), "r");
+            clock.advance(HOUR);
+        }
+        // The second network came within the warm-up: learned, not alerted.
+        assert!(sink.kinds().is_empty(), "{:?}", sink.0.lock().unwrap());
+        // The theft: a burst from a network never seen.
+        for _ in 0..50 {
+            w.request("key_a", ip("203.0.113.9"), "r-theft");
+        }
+        assert_eq!(sink.kinds(), ["new_source_network"]);
+        let a = &sink.0.lock().unwrap()[0];
+        assert_eq!(a["seen"]["network"], "203.0.113.0/24");
+        assert_eq!(
+            a["baseline"]["networks"],
+            json!(["192.0.2.0/24", "198.51.100.0/24"])
+        );
+        assert!(a["action"].as_str().unwrap().contains("keys suspend key_a"));
+    }
+
+    #[test]
+    fn known_networks_survive_a_restart() {
+        let clock = Arc::new(ManualClock::at(100 * HOUR));
+        let sink = Arc::new(Collected::default());
+        let w = watch(
+            clock,
+            sink.clone(),
+            vec![("key_a".into(), "198.51.100.0/24".into(), 0)],
+        );
+        w.request("key_a", ip("198.51.100.200"), "r");
+        assert!(sink.kinds().is_empty());
+        w.request("key_a", ip("203.0.113.9"), "r");
+        assert_eq!(sink.kinds(), ["new_source_network"]);
+    }
+
+    #[test]
+    fn failed_logins_alert_once_per_burst_and_revoked_keys_always() {
+        let clock = Arc::new(ManualClock::at(0));
+        let sink = Arc::new(Collected::default());
+        let w = watch(clock.clone(), sink.clone(), vec![]);
+        for _ in 0..4 {
+            w.auth_failed(ip("203.0.113.5"), "invalid_key", None);
+            clock.advance(20_000); // 4 in 80 s: never 5 in a minute
+        }
+        assert!(sink.kinds().is_empty());
+        for _ in 0..12 {
+            w.auth_failed(ip("203.0.113.5"), "invalid_key", None);
+        }
+        assert_eq!(sink.kinds(), ["failed_auth_burst"]);
+        w.auth_failed(ip("198.51.100.1"), "revoked", Some("key_r"));
+        assert_eq!(sink.kinds(), ["failed_auth_burst", "revoked_key_used"]);
+    }
+}
