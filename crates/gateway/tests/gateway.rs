@@ -913,13 +913,22 @@ async fn canary_use_is_refused_like_an_unknown_key_and_alerts_the_webhook() {
         .count();
     assert_eq!(upstream, 0, "nothing was sent upstream");
 
-    // A canary in a second header, beside a valid key, gives the caller away too.
+    // A canary in a second header, beside a valid key, gives the caller away too
+    // (another canary: alerts of one key and kind are deduplicated).
+    let (rec2, canary2) = r
+        .backend
+        .create_key(NewKey {
+            canary: true,
+            ..new_key("prod", &["*"])
+        })
+        .await
+        .unwrap();
     let (_, valid) = r.backend.create_key(new_key("prod", &["*"])).await.unwrap();
     settle().await;
     let s = c
         .post(format!("{}/v1/chat/completions", r.url))
         .bearer_auth(&valid)
-        .header("x-api-key", &canary)
+        .header("x-api-key", &canary2)
         .body(r#"{"model":"gpt-4o-mini"}"#)
         .send()
         .await
@@ -931,7 +940,26 @@ async fn canary_use_is_refused_like_an_unknown_key_and_alerts_the_webhook() {
         r.fake.posted("/alerts").len() >= 2
     })
     .await;
-    assert_eq!(r.fake.posted("/alerts")[1]["kind"], "canary_key_used");
+    let second = &r.fake.posted("/alerts")[1];
+    assert_eq!(second["kind"], "canary_key_used");
+    assert_eq!(second["key_id"], rec2.id.as_str());
+    // The first canary again, within the dedupe window: refused, not re-alerted.
+    let s = c
+        .post(format!("{}/v1/chat/completions", r.url))
+        .bearer_auth(&canary)
+        .body(r#"{"model":"gpt-4o-mini"}"#)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(s, 401);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        r.fake.posted("/alerts").len(),
+        2,
+        "a repeat within the window is only counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

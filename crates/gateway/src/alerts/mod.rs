@@ -17,6 +17,9 @@ use std::sync::{Arc, Mutex};
 
 pub use crate::config::DEFAULT_DEDUPE_MS;
 
+/// Subjects remembered for deduplication before the expired ones are dropped.
+const MAX_DEDUPE_ENTRIES: usize = 100_000;
+
 /// Raises alerts. Cheap to clone.
 #[derive(Clone)]
 pub struct Alerter {
@@ -29,8 +32,9 @@ struct Inner {
     store: Option<keyward_store::Store>,
     delivery: deliver::Delivery,
     dedupe_ms: i64,
-    /// (key id or `-`, kind) → when the last alert was raised and how many were
-    /// suppressed since.
+    /// (subject, kind) → when the last alert was raised and how many were
+    /// suppressed since. The subject is the key, else the credential, else the
+    /// source address.
     recent: Mutex<HashMap<(String, String), (i64, u64)>>,
 }
 
@@ -54,8 +58,9 @@ impl Alerter {
 
     /// Raises `alert`: a JSON object with at least `kind` and `severity`, and
     /// `key_id` when it concerns a key (never a secret). Within the dedupe window
-    /// a second alert of the same key and kind is only counted; the next one
-    /// after the window says how many were suppressed (`suppressed`).
+    /// a second alert of the same kind about the same subject (key, else
+    /// credential, else source address) is only counted; the next one after the
+    /// window says how many were suppressed (`suppressed`).
     pub fn send(&self, mut alert: Value) {
         let field = |name: &str| {
             alert
@@ -65,18 +70,33 @@ impl Alerter {
                 .to_string()
         };
         let (kind, severity, key_id) = (field("kind"), field("severity"), field("key_id"));
+        // What the alert is about: the key, else the credential, else the address.
+        let subject = [
+            alert.get("key_id"),
+            alert.get("credential"),
+            alert.get("seen").and_then(|s| s.get("address")),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(Value::as_str)
+        .unwrap_or("-")
+        .to_string();
         let now_ms = crate::time::now_ms();
         {
             let mut recent = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() >= MAX_DEDUPE_ENTRIES {
+                let window = self.inner.dedupe_ms;
+                recent.retain(|_, (at, _)| now_ms.saturating_sub(*at) < window);
+            }
             let slot = recent
-                .entry((key_id.clone(), kind.clone()))
+                .entry((subject.clone(), kind.clone()))
                 .or_insert((i64::MIN, 0));
             if now_ms.saturating_sub(slot.0) < self.inner.dedupe_ms {
                 slot.1 += 1;
                 tracing::debug!(
                     kind,
-                    key_id,
-                    "alert suppressed (same key and kind within the dedupe window)"
+                    subject,
+                    "alert suppressed (same subject and kind within the dedupe window)"
                 );
                 return;
             }
