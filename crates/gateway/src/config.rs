@@ -344,6 +344,19 @@ pub struct WatchSection {
     /// alert.
     #[serde(default = "default_failed_auth_burst")]
     pub failed_auth_burst: u32,
+    /// `alert` (the default): anomalies raise alerts; `suspend`: a key with a
+    /// request spike is also suspended, the alert as its reason.
+    #[serde(default)]
+    pub on_anomaly: OnAnomaly,
+}
+
+/// What a severe anomaly does to its key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnAnomaly {
+    #[default]
+    Alert,
+    Suspend,
 }
 
 fn default_warmup() -> String {
@@ -359,6 +372,7 @@ impl Default for WatchSection {
         WatchSection {
             warmup: default_warmup(),
             failed_auth_burst: default_failed_auth_burst(),
+            on_anomaly: OnAnomaly::Alert,
         }
     }
 }

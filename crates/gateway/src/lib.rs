@@ -179,20 +179,44 @@ pub async fn serve(
         config.alerts.dedupe_ms(),
     );
     let (new_sources, sources_queue) = tokio::sync::mpsc::unbounded_channel();
-    let watch = Arc::new(watch::Watch::new(
+    let known = watch::Known {
+        sources: backend
+            .store
+            .key_sources()
+            .await
+            .map_err(state::StateError::from)?,
+        hours: backend
+            .store
+            .usage_hourly(time::now_ms() - watch::habits::BASELINE_HOURS * watch::habits::HOUR_MS)
+            .await
+            .map_err(state::StateError::from)?
+            .into_iter()
+            .map(|(k, h, n)| (k, h, n.max(0) as u64))
+            .collect(),
+    };
+    let mut detectors = watch::Watch::new(
         Arc::new(limits::SystemClock),
         Arc::new(alerter.clone()),
         watch::WatchSettings {
             warmup_ms: config.watch.warmup_ms(),
             failed_auth_burst: config.watch.failed_auth_burst,
         },
-        backend
-            .store
-            .key_sources()
-            .await
-            .map_err(state::StateError::from)?,
+        known,
         new_sources,
-    ));
+    );
+    if config.watch.on_anomaly == config::OnAnomaly::Suspend {
+        let watcher = backend.as_actor("keyward-watch");
+        detectors = detectors.suspending_with(Arc::new(move |id: String, reason: String| {
+            let watcher = watcher.clone();
+            tokio::spawn(async move {
+                match watcher.suspend_key(&id, &reason).await {
+                    Ok(_) => tracing::warn!(key_id = id, "key suspended: {reason}"),
+                    Err(e) => tracing::error!(key_id = id, "could not suspend the key: {e}"),
+                }
+            });
+        }));
+    }
+    let watch = Arc::new(detectors);
     tokio::spawn(watch::record_sources(backend.store.clone(), sources_queue));
     let gw = Arc::new(context::Gateway {
         live,

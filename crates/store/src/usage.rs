@@ -56,6 +56,18 @@ pub struct UsageTotals {
 }
 
 impl Store {
+    /// Requests per key and hour (hours since 1970, UTC) since `since_ms`: the
+    /// history the anomaly detectors start from.
+    pub async fn usage_hourly(&self, since_ms: i64) -> Result<Vec<(String, i64, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT key_id, at_ms / 3600000 AS hour, COUNT(*) AS requests FROM usage_records \
+             WHERE at_ms >= $1 GROUP BY key_id, at_ms / 3600000",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Appends `rows` in one transaction.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<()> {
         if rows.is_empty() {

@@ -7,10 +7,16 @@
 //! - **failed-authentication bursts**: `failed_auth_burst` refused credentials
 //!   from one address within a minute.
 //! - **revoked and expired keys presented**: a revoked or expired key still in
-//!   use somewhere (a leak, or a client that was never updated).
+//!   use somewhere (a leak, or a client that was never updated);
+//! - **request spikes** and **unusual hours** ([`habits`]).
+//!
+//! With `[watch] on_anomaly = "suspend"`, a key with a request spike is
+//! suspended at once, the alert as its reason (`keyward keys resume` undoes it).
 //!
 //! Each check is a hash-map lookup on the request path; store writes and alert
 //! delivery happen off it.
+
+pub mod habits;
 
 use crate::time::Clock;
 use serde_json::{json, Value};
@@ -72,15 +78,30 @@ pub struct Watch {
     warmup_ms: i64,
     failed_auth_burst: u32,
     sources: Mutex<HashMap<String, KeySources>>,
+    habits: Mutex<HashMap<String, habits::Habits>>,
+    /// Suspends a key (id, reason) on a severe anomaly, when the policy says so.
+    suspend: Option<Suspender>,
     failures: Mutex<HashMap<IpAddr, VecDeque<i64>>>,
     /// New (key id, network, first seen) pairs, for the store.
     new_sources: tokio::sync::mpsc::UnboundedSender<(String, String, i64)>,
 }
 
+/// Suspends a key: `(key id, reason)`.
+pub type Suspender = Arc<dyn Fn(String, String) + Send + Sync>;
+
 /// What the detectors were configured with.
 pub struct WatchSettings {
     pub warmup_ms: i64,
     pub failed_auth_burst: u32,
+}
+
+/// What the detectors start from: what the store remembers.
+#[derive(Default)]
+pub struct Known {
+    /// (key id, network, first seen ms).
+    pub sources: Vec<(String, String, i64)>,
+    /// (key id, hour index, requests) for the last week.
+    pub hours: Vec<(String, i64, u64)>,
 }
 
 impl Watch {
@@ -90,11 +111,15 @@ impl Watch {
         clock: Arc<dyn Clock>,
         sink: Arc<dyn AlertSink>,
         settings: WatchSettings,
-        known: Vec<(String, String, i64)>,
+        known: Known,
         new_sources: tokio::sync::mpsc::UnboundedSender<(String, String, i64)>,
     ) -> Watch {
+        let mut habits: HashMap<String, habits::Habits> = HashMap::new();
+        for (key_id, hour, requests) in known.hours {
+            habits.entry(key_id).or_default().seed(hour, requests);
+        }
         let mut sources: HashMap<String, KeySources> = HashMap::new();
-        for (key_id, network, first_seen_ms) in known {
+        for (key_id, network, first_seen_ms) in known.sources {
             let s = sources.entry(key_id).or_insert_with(|| KeySources {
                 first_seen_ms,
                 networks: HashSet::new(),
@@ -108,8 +133,69 @@ impl Watch {
             warmup_ms: settings.warmup_ms,
             failed_auth_burst: settings.failed_auth_burst,
             sources: Mutex::new(sources),
+            habits: Mutex::new(habits),
+            suspend: None,
             failures: Mutex::new(HashMap::new()),
             new_sources,
+        }
+    }
+
+    /// Suspends keys with a request spike (`[watch] on_anomaly = "suspend"`).
+    pub fn suspending_with(mut self, suspend: Suspender) -> Watch {
+        self.suspend = Some(suspend);
+        self
+    }
+
+    /// The time detectors for one request of `key_id`.
+    fn habits(&self, key_id: &str, now: i64) {
+        let found = {
+            let mut all = self.habits.lock().unwrap_or_else(|e| e.into_inner());
+            all.entry(key_id.to_string())
+                .or_default()
+                .request(now, self.warmup_ms)
+        };
+        for f in found {
+            match f {
+                habits::Finding::UnusualHour {
+                    hour_of_week,
+                    active_hours_of_week,
+                } => {
+                    let (day, hour) = weekday_hour(now);
+                    self.sink.raise(json!({
+                        "kind": "unusual_hour", "severity": "warning", "key_id": key_id,
+                        "summary": format!("a request on {day} at {hour:02}:00 UTC, an hour of the week this key never worked in"),
+                        "seen": {"hour_of_week": hour_of_week},
+                        "baseline": {"active_hours_of_week": active_hours_of_week},
+                        "action": format!("if nobody of yours works at this hour, suspend the key: keyward keys suspend {key_id}"),
+                    }));
+                }
+                habits::Finding::Spike {
+                    count,
+                    threshold,
+                    median,
+                    active_hours,
+                } => {
+                    let summary = format!(
+                        "{count} requests this hour against a usual busy hour of {median} (alert at {threshold})"
+                    );
+                    let suspended = self.suspend.is_some();
+                    self.sink.raise(json!({
+                        "kind": "request_spike", "severity": "high", "key_id": key_id,
+                        "summary": summary,
+                        "seen": {"requests_this_hour": count},
+                        "baseline": {"median_requests_per_active_hour": median, "active_hours": active_hours, "threshold": threshold},
+                        "suspended": suspended,
+                        "action": if suspended {
+                            format!("the key was suspended; if the traffic is yours: keyward keys resume {key_id}")
+                        } else {
+                            format!("if this traffic is not yours, suspend the key: keyward keys suspend {key_id}")
+                        },
+                    }));
+                    if let Some(suspend) = &self.suspend {
+                        suspend(key_id.to_string(), format!("anomaly: {summary}"));
+                    }
+                }
+            }
         }
     }
 
@@ -117,6 +203,7 @@ impl Watch {
     pub fn request(&self, key_id: &str, ip: IpAddr, request_id: &str) {
         let network = network_of(ip);
         let now = self.clock.now_ms();
+        self.habits(key_id, now);
         let alert = {
             let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
             let s = sources
@@ -196,6 +283,24 @@ impl Watch {
     }
 }
 
+/// The weekday and hour (UTC) of a time.
+fn weekday_hour(ms: i64) -> (&'static str, i64) {
+    const DAYS: [&str; 7] = [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ];
+    let hour = ms.div_euclid(habits::HOUR_MS);
+    (
+        DAYS[(hour.div_euclid(24)).rem_euclid(7) as usize],
+        hour.rem_euclid(24),
+    )
+}
+
 /// Writes new (key id, network, first seen) pairs to the store as they come.
 pub async fn record_sources(
     store: keyward_store::Store,
@@ -238,8 +343,12 @@ mod tests {
     fn watch(
         clock: Arc<ManualClock>,
         sink: Arc<Collected>,
-        known: Vec<(String, String, i64)>,
+        sources: Vec<(String, String, i64)>,
     ) -> Watch {
+        let known = Known {
+            sources,
+            hours: vec![],
+        };
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         Watch::new(
             clock,
@@ -255,6 +364,13 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn weekdays_and_hours_are_utc() {
+        // Monday 2026-11-02 00:00 UTC, and Sunday 2026-11-08 23:00 UTC.
+        assert_eq!(weekday_hour(1_793_577_600_000), ("Monday", 0));
+        assert_eq!(weekday_hour(1_793_577_600_000 + 167 * HOUR), ("Sunday", 23));
     }
 
     #[test]
@@ -283,7 +399,8 @@ mod tests {
         for _ in 0..50 {
             w.request("key_a", ip("203.0.113.9"), "r-theft");
         }
-        assert_eq!(sink.kinds(), ["new_source_network"]);
+        // A new network and, at fifty requests, a spike against a usual four an hour.
+        assert_eq!(sink.kinds(), ["new_source_network", "request_spike"]);
         let a = &sink.0.lock().unwrap()[0];
         assert_eq!(a["seen"]["network"], "203.0.113.0/24");
         assert_eq!(

@@ -1,0 +1,61 @@
+"""The suspend policy end to end: a key's usual hours come from the usage records
+already in the store (a restart forgets nothing); a burst far above them raises a
+request spike, and under `on_anomaly = "suspend"` the key is suspended at once,
+with the alert as its reason, until `keys resume`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+from conftest import make_gateway, marker, raw_request
+
+
+def test_a_request_spike_suspends_the_key_under_the_suspend_policy(keyward_bin, fake, tmp_path):
+    gw = make_gateway(
+        keyward_bin, fake, tmp_path,
+        extra_config='\n[watch]\nwarmup = "1h"\non_anomaly = "suspend"\n',
+    )
+    k = gw.create_key("habitual", env="prod", models="*")
+    # Ten requests an hour for the last twelve hours, as the server recorded them.
+    hour_ms = 3_600_000
+    this_hour = int(time.time() * 1000) // hour_ms * hour_ms
+    db = sqlite3.connect(gw.db)
+    rows = [
+        (this_hour - h * hour_ms + 60_000 + i * 1000, f"req_seed_{h}_{i}", k["id"], "prod", "openai", "gpt-4o-mini",
+         "chat.completions", 200, 11, 7, 0, 0, 0, 5_850_000, 1)
+        for h in range(1, 13) for i in range(10)
+    ]
+    db.executemany("INSERT INTO usage_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.commit()
+    db.close()
+    gw.start()
+    try:
+        body = lambda: json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": marker()}]}).encode()
+        hdrs = {"Authorization": f"Bearer {k['key']}", "Content-Type": "application/json"}
+        statuses = [raw_request(f"{gw.url}/v1/chat/completions", "POST", body(), hdrs)[0] for _ in range(60)]
+        # 50 is the spike (4 × a usual 10 is under the floor of 50): served up to
+        # it, refused soon after.
+        assert statuses[:49] == [200] * 49, statuses
+        deadline = time.monotonic() + 5
+        while raw_request(f"{gw.url}/v1/chat/completions", "POST", body(), hdrs)[0] != 401:
+            assert time.monotonic() < deadline, "the key was not suspended"
+            time.sleep(0.1)
+        listed = gw.cli("keys", "list").stdout
+        row = next(line for line in listed.splitlines() if line.startswith(k["id"]))
+        assert "suspended" in row, listed
+        alerts = json.loads(gw.cli("alerts", "list", "--json").stdout)
+        spike = next(a for a in alerts if a["kind"] == "request_spike")
+        assert spike["key_id"] == k["id"] and spike["alert"]["suspended"] is True, spike
+        assert spike["alert"]["baseline"]["median_requests_per_active_hour"] == 10, spike
+        audit = gw.cli("audit", "search", "--since", "1h").stdout
+        assert "keys.suspend" in audit and "keyward-watch" in audit, audit
+        # Resumed by hand, it works again.
+        gw.cli("keys", "resume", k["id"])
+        deadline = time.monotonic() + 5
+        while raw_request(f"{gw.url}/v1/chat/completions", "POST", body(), hdrs)[0] != 200:
+            assert time.monotonic() < deadline, "the key stayed suspended after resume"
+            time.sleep(0.1)
+    finally:
+        gw.stop()
