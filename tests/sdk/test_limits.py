@@ -149,6 +149,16 @@ def test_a_budget_is_never_overspent_by_parallel_requests(gateway, fake):
         time.sleep(0.1)
     assert mine[0]["cost_pico"] == served * real_cost <= 100_000_000, mine
     assert "$0.000100/day" in next(l for l in gateway.cli("keys", "list").stdout.splitlines() if l.startswith(k["id"]))
+    # The refusals raised one alert: the budget is exhausted for the day.
+    deadline = time.monotonic() + 5
+    while True:
+        alerts = [a for a in json.loads(gateway.cli("alerts", "list", "--json").stdout) if a["key_id"] == k["id"]]
+        if alerts or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    exhausted = [a for a in alerts if a["kind"] == "budget_exhausted"]
+    assert len(exhausted) == 1, alerts
+    assert exhausted[0]["alert"]["baseline"] == {"budget_pico": 100_000_000, "period": "daily"}, exhausted
 
 
 def test_a_budgeted_request_without_an_output_bound_gets_one_and_unpriced_models_are_refused(gateway, fake):

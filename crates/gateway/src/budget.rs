@@ -163,6 +163,10 @@ pub trait BudgetLedger: Send + Sync {
     ) -> Result<Reservation, OverBudget>;
     /// What is left of the tightest budget among `scopes` (`None`: no budget).
     fn remaining(&self, scopes: &[(String, String, Budget)]) -> Option<i64>;
+    /// What `scope` really spent (settled) this UTC day and month, with the
+    /// periods' numbers as [`periods`] counts them: `(day, day_spent, month,
+    /// month_spent)`.
+    fn spent(&self, scope: &str) -> (i64, i64, i64, i64);
 }
 
 struct LocalLedgerState {
@@ -247,6 +251,18 @@ impl BudgetLedger for LocalLedger {
             day,
             month,
         })
+    }
+
+    fn spent(&self, scope: &str) -> (i64, i64, i64, i64) {
+        let (day, month) = periods(self.0.clock.now_ms());
+        let mut state = self.0.spend.lock().unwrap_or_else(|e| e.into_inner());
+        match state.get_mut(scope) {
+            Some(s) => {
+                s.roll(day, month);
+                (day, s.day_spent, month, s.month_spent)
+            }
+            None => (day, 0, month, 0),
+        }
     }
 
     fn remaining(&self, scopes: &[(String, String, Budget)]) -> Option<i64> {

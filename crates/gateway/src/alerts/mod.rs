@@ -70,10 +70,12 @@ impl Alerter {
                 .to_string()
         };
         let (kind, severity, key_id) = (field("kind"), field("severity"), field("key_id"));
-        // What the alert is about: the key, else the credential, else the address.
+        // What the alert is about: the key, else the credential, the budget
+        // scope or the address.
         let subject = [
             alert.get("key_id"),
             alert.get("credential"),
+            alert.get("scope"),
             alert.get("seen").and_then(|s| s.get("address")),
         ]
         .into_iter()

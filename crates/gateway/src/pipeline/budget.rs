@@ -41,6 +41,21 @@ fn set_output_bound(v: &mut Value, endpoint: &Endpoint, kind: ProviderKind, n: u
     })
 }
 
+/// A budgeted scope's spend so far, for the threshold alerts.
+fn spend_of<'a>(
+    gw: &Gateway,
+    key_id: &'a str,
+    (id, label, budget): &'a (String, String, crate::budget::Budget),
+) -> crate::watch::budgets::ScopeSpend<'a> {
+    crate::watch::budgets::ScopeSpend {
+        scope_id: id,
+        label,
+        key_id,
+        budget: *budget,
+        spent: gw.ledger.spent(id),
+    }
+}
+
 /// Reserves the request's worst case, or refuses it.
 pub fn reserve(
     gw: &Gateway,
@@ -57,9 +72,16 @@ pub fn reserve(
         .collect();
     let budgeted = budgets.iter().any(|b| !b.2.is_empty());
     let price: Option<Price> = gw.prices.lookup(model).map(|e| e.price);
-    let over = |e: crate::budget::OverBudget| Refusal::OverBudget {
-        exceeded: e,
-        key_id: caller.entry.record.id.clone(),
+    let key_id = caller.entry.record.id.as_str();
+    let spend_of = |scope| spend_of(gw, key_id, scope);
+    let over = |e: crate::budget::OverBudget| {
+        if let Some(scope) = budgets.iter().find(|b| b.1 == e.scope) {
+            gw.watch.budget_refused(&spend_of(scope), e.period);
+        }
+        Refusal::OverBudget {
+            exceeded: e,
+            key_id: key_id.to_string(),
+        }
     };
     if !budgeted {
         // Booked at zero: only the real cost matters where no budget applies,
@@ -119,6 +141,9 @@ pub fn reserve(
     let worst = input_worst
         .saturating_add((output_tokens.min(i64::MAX as u64) as i64).saturating_mul(price.output));
     let reservation = gw.ledger.reserve(&budgets, worst).map_err(over)?;
+    for scope in budgets.iter().filter(|b| !b.2.is_empty()) {
+        gw.watch.budget_spend(&spend_of(scope));
+    }
     Ok(Reserved {
         reservation,
         body,

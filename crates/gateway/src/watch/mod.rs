@@ -8,7 +8,8 @@
 //!   from one address within a minute.
 //! - **revoked and expired keys presented**: a revoked or expired key still in
 //!   use somewhere (a leak, or a client that was never updated);
-//! - **request spikes** and **unusual hours** ([`habits`]).
+//! - **request spikes** and **unusual hours** ([`habits`]);
+//! - **budget thresholds**: 50, 80 and 100% of a budget spent ([`budgets`]).
 //!
 //! With `[watch] on_anomaly = "suspend"`, a key with a request spike is
 //! suspended at once, the alert as its reason (`keyward keys resume` undoes it).
@@ -16,6 +17,7 @@
 //! Each check is a hash-map lookup on the request path; store writes and alert
 //! delivery happen off it.
 
+pub mod budgets;
 pub mod habits;
 
 use crate::time::Clock;
@@ -79,6 +81,7 @@ pub struct Watch {
     failed_auth_burst: u32,
     sources: Mutex<HashMap<String, KeySources>>,
     habits: Mutex<HashMap<String, habits::Habits>>,
+    budgets: budgets::BudgetWatch,
     /// Suspends a key (id, reason) on a severe anomaly, when the policy says so.
     suspend: Option<Suspender>,
     failures: Mutex<HashMap<IpAddr, VecDeque<i64>>>,
@@ -134,10 +137,21 @@ impl Watch {
             failed_auth_burst: settings.failed_auth_burst,
             sources: Mutex::new(sources),
             habits: Mutex::new(habits),
+            budgets: Default::default(),
             suspend: None,
             failures: Mutex::new(HashMap::new()),
             new_sources,
         }
+    }
+
+    /// A budgeted scope's spend: alerts at 50, 80 and 100% of a budget.
+    pub fn budget_spend(&self, s: &budgets::ScopeSpend<'_>) {
+        self.budgets.check(self.sink.as_ref(), s);
+    }
+
+    /// A budget refused a request (`period`: `daily` or `monthly`).
+    pub fn budget_refused(&self, s: &budgets::ScopeSpend<'_>, period: &'static str) {
+        self.budgets.refused(self.sink.as_ref(), s, period);
     }
 
     /// Suspends keys with a request spike (`[watch] on_anomaly = "suspend"`).
@@ -150,8 +164,12 @@ impl Watch {
     fn habits(&self, key_id: &str, now: i64) {
         let found = {
             let mut all = self.habits.lock().unwrap_or_else(|e| e.into_inner());
-            all.entry(key_id.to_string())
-                .or_default()
+            // Looked up first: the common case allocates nothing.
+            if !all.contains_key(key_id) {
+                all.insert(key_id.to_string(), Default::default());
+            }
+            all.get_mut(key_id)
+                .expect("inserted above")
                 .request(now, self.warmup_ms)
         };
         for f in found {
@@ -206,12 +224,16 @@ impl Watch {
         self.habits(key_id, now);
         let alert = {
             let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-            let s = sources
-                .entry(key_id.to_string())
-                .or_insert_with(|| KeySources {
-                    first_seen_ms: now,
-                    networks: HashSet::new(),
-                });
+            if !sources.contains_key(key_id) {
+                sources.insert(
+                    key_id.to_string(),
+                    KeySources {
+                        first_seen_ms: now,
+                        networks: HashSet::new(),
+                    },
+                );
+            }
+            let s = sources.get_mut(key_id).expect("inserted above");
             if s.networks.contains(&network) {
                 return;
             }
