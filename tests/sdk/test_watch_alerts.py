@@ -158,3 +158,43 @@ def test_a_failed_login_burst_alerts_and_an_undeliverable_alert_is_kept(alerting
     assert "failed_auth_burst" in table and "undeliverable" in table and "new_source_network" in table
     status, _, body = raw_request(f"{alerting.admin_url}/metrics")
     assert b'keyward_alerts_total{kind="failed_auth_burst",severity="high"} 1' in body, body
+
+
+def test_a_key_used_from_a_new_country_alerts_with_the_countries_it_knows(keyward_bin, fake, tmp_path):
+    """A small GeoIP database built here maps two loopback networks to countries."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    db = MMDBWriter(ip_version=4, database_type="GeoIP2-Country")
+    db.insert_network(IPSet(["127.0.1.0/24", "127.0.3.0/24"]), {"country": {"iso_code": "DE"}})
+    db.insert_network(IPSet(["127.0.2.0/24"]), {"country": {"iso_code": "FR"}})
+    db.to_db_file(str(tmp_path / "countries.mmdb"))
+    (tmp_path / "gw").mkdir()
+    gw = make_gateway(
+        keyward_bin, fake, tmp_path / "gw",
+        extra_config=f'\n[watch]\nwarmup = "0s"\ngeoip_db = "{tmp_path / "countries.mmdb"}"\n',
+    )
+    gw.start()
+    try:
+        k = gw.create_key("travelling", env="prod", models="*")
+        assert chat_from(gw, "127.0.1.5", k["key"]) == 200  # Germany: the baseline
+        assert chat_from(gw, "127.0.3.5", k["key"]) == 200  # a new network, still Germany
+        assert chat_from(gw, "127.0.2.5", k["key"]) == 200  # France
+        got = wait_for(lambda: [a for a in alerts_listed(gw) if a["kind"] == "new_source_country"])
+        assert len(got) == 1, alerts_listed(gw)
+        a = got[0]["alert"]
+        assert a["seen"]["country"] == "FR" and a["baseline"]["countries"] == ["DE"], a
+        assert a["severity"] == "high" and a["key_id"] == k["id"]
+        networks = [x for x in alerts_listed(gw) if x["kind"] == "new_source_network"]
+        assert [x["alert"]["seen"]["country"] for x in networks] == ["DE"], networks
+    finally:
+        gw.stop()
+
+
+def test_a_missing_geoip_database_stops_the_server_with_the_fix(keyward_bin, fake, tmp_path):
+    import subprocess
+
+    gw = make_gateway(keyward_bin, fake, tmp_path, extra_config='\n[watch]\ngeoip_db = "nowhere.mmdb"\n')
+    out = subprocess.run([str(gw.bin), "serve", "--config", str(gw.config), "--listen", f"127.0.0.1:{free_port()}"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "geoip_db" in out.stderr and ".mmdb" in out.stderr, out.stderr

@@ -344,8 +344,13 @@ pub struct WatchSection {
     /// alert.
     #[serde(default = "default_failed_auth_burst")]
     pub failed_auth_burst: u32,
+    /// A MaxMind-format country database (GeoLite2-Country, GeoIP2-Country):
+    /// with it, a key used from a new country raises an alert.
+    #[serde(default)]
+    pub geoip_db: Option<PathBuf>,
     /// `alert` (the default): anomalies raise alerts; `suspend`: a key with a
-    /// request spike is also suspended, the alert as its reason.
+    /// request spike or a request from a new country is also suspended, the
+    /// alert as its reason.
     #[serde(default)]
     pub on_anomaly: OnAnomaly,
 }
@@ -373,6 +378,7 @@ impl Default for WatchSection {
             warmup: default_warmup(),
             failed_auth_burst: default_failed_auth_burst(),
             on_anomaly: OnAnomaly::Alert,
+            geoip_db: None,
         }
     }
 }

@@ -204,6 +204,12 @@ pub async fn serve(
         known,
         new_sources,
     );
+    if let Some(path) = &config.watch.geoip_db {
+        let geo = watch::geo::GeoIp::open(&config.base_dir.join(path))
+            .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?;
+        tracing::info!("country database {} loaded", path.display());
+        detectors = detectors.with_geoip(geo);
+    }
     if config.watch.on_anomaly == config::OnAnomaly::Suspend {
         let watcher = backend.as_actor("keyward-watch");
         detectors = detectors.suspending_with(Arc::new(move |id: String, reason: String| {

@@ -4,6 +4,8 @@
 //!   IPv4, /48 for IPv6) it was never used from. A key's first network is its
 //!   baseline; the networks a key used are kept in the store across restarts,
 //!   and nothing alerts until the key has been watched for the warm-up period.
+//! - **new country**: with `[watch] geoip_db`, the first request of a key from
+//!   a country it was never used from (kept with the networks, as `country:XX`);
 //! - **failed-authentication bursts**: `failed_auth_burst` refused credentials
 //!   from one address within a minute.
 //! - **revoked and expired keys presented**: a revoked or expired key still in
@@ -18,6 +20,7 @@
 //! delivery happen off it.
 
 pub mod budgets;
+pub mod geo;
 pub mod habits;
 
 use crate::time::Clock;
@@ -71,7 +74,12 @@ struct KeySources {
     /// When the key was first seen (the start of its warm-up).
     first_seen_ms: i64,
     networks: HashSet<String>,
+    /// ISO country codes, when a GeoIP database is configured.
+    countries: HashSet<String>,
 }
+
+/// How countries are kept in the store's `key_sources`, beside networks.
+const COUNTRY_PREFIX: &str = "country:";
 
 /// The detectors' state.
 pub struct Watch {
@@ -84,6 +92,7 @@ pub struct Watch {
     budgets: budgets::BudgetWatch,
     /// Suspends a key (id, reason) on a severe anomaly, when the policy says so.
     suspend: Option<Suspender>,
+    geo: Option<geo::GeoIp>,
     failures: Mutex<HashMap<IpAddr, VecDeque<i64>>>,
     /// New (key id, network, first seen) pairs, for the store.
     new_sources: tokio::sync::mpsc::UnboundedSender<(String, String, i64)>,
@@ -125,10 +134,13 @@ impl Watch {
         for (key_id, network, first_seen_ms) in known.sources {
             let s = sources.entry(key_id).or_insert_with(|| KeySources {
                 first_seen_ms,
-                networks: HashSet::new(),
+                ..Default::default()
             });
             s.first_seen_ms = s.first_seen_ms.min(first_seen_ms);
-            s.networks.insert(network);
+            match network.strip_prefix(COUNTRY_PREFIX) {
+                Some(country) => s.countries.insert(country.to_string()),
+                None => s.networks.insert(network),
+            };
         }
         Watch {
             clock,
@@ -139,6 +151,7 @@ impl Watch {
             habits: Mutex::new(habits),
             budgets: Default::default(),
             suspend: None,
+            geo: None,
             failures: Mutex::new(HashMap::new()),
             new_sources,
         }
@@ -152,6 +165,12 @@ impl Watch {
     /// A budget refused a request (`period`: `daily` or `monthly`).
     pub fn budget_refused(&self, s: &budgets::ScopeSpend<'_>, period: &'static str) {
         self.budgets.refused(self.sink.as_ref(), s, period);
+    }
+
+    /// Looks up the country of each new network in `geo`.
+    pub fn with_geoip(mut self, geo: geo::GeoIp) -> Watch {
+        self.geo = Some(geo);
+        self
     }
 
     /// Suspends keys with a request spike (`[watch] on_anomaly = "suspend"`).
@@ -222,39 +241,76 @@ impl Watch {
         let network = network_of(ip);
         let now = self.clock.now_ms();
         self.habits(key_id, now);
-        let alert = {
-            let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-            if !sources.contains_key(key_id) {
-                sources.insert(
-                    key_id.to_string(),
-                    KeySources {
-                        first_seen_ms: now,
-                        networks: HashSet::new(),
-                    },
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if !sources.contains_key(key_id) {
+            sources.insert(
+                key_id.to_string(),
+                KeySources {
+                    first_seen_ms: now,
+                    ..Default::default()
+                },
+            );
+        }
+        let s = sources.get_mut(key_id).expect("inserted above");
+        if s.networks.contains(&network) {
+            return;
+        }
+        // A new network: the slow path (once per key and network).
+        let mut known: Vec<String> = s.networks.iter().cloned().collect();
+        s.networks.insert(network.clone());
+        let _ = self
+            .new_sources
+            .send((key_id.to_string(), network.clone(), now));
+        let country = self.geo.as_ref().and_then(|g| g.country(ip));
+        let mut known_countries: Vec<String> = s.countries.iter().cloned().collect();
+        let new_country = country
+            .as_ref()
+            .filter(|c| s.countries.insert(c.to_string()))
+            .cloned();
+        if let Some(c) = &new_country {
+            let _ =
+                self.new_sources
+                    .send((key_id.to_string(), format!("{COUNTRY_PREFIX}{c}"), now));
+        }
+        let warmed = now - s.first_seen_ms >= self.warmup_ms;
+        let watched_since = s.first_seen_ms;
+        drop(sources);
+        if known.is_empty() || !warmed {
+            return; // the baseline is still being learned
+        }
+        known.sort();
+        known.truncate(LISTED_NETWORKS);
+        known_countries.sort();
+        let seen = json!({
+            "network": network, "address": ip.to_string(), "country": country, "request_id": request_id,
+        });
+        let alert = match new_country {
+            Some(c) if !known_countries.is_empty() => {
+                let summary = format!(
+                    "first request from {c} ({network}), a country this key was never used from"
                 );
+                let suspended = self.suspend.is_some();
+                if let Some(suspend) = &self.suspend {
+                    suspend(key_id.to_string(), format!("anomaly: {summary}"));
+                }
+                json!({
+                    "kind": "new_source_country", "severity": "high", "key_id": key_id,
+                    "summary": summary, "seen": seen, "suspended": suspended,
+                    "baseline": {"countries": known_countries, "networks": known, "watched_since_ms": watched_since},
+                    "action": if suspended {
+                        format!("the key was suspended; if this is yours: keyward keys resume {key_id}")
+                    } else {
+                        format!("if this is not one of yours, suspend the key: keyward keys suspend {key_id}")
+                    },
+                })
             }
-            let s = sources.get_mut(key_id).expect("inserted above");
-            if s.networks.contains(&network) {
-                return;
-            }
-            let mut known: Vec<String> = s.networks.iter().cloned().collect();
-            s.networks.insert(network.clone());
-            let _ = self
-                .new_sources
-                .send((key_id.to_string(), network.clone(), now));
-            let warmed = now - s.first_seen_ms >= self.warmup_ms;
-            if known.is_empty() || !warmed {
-                return; // the baseline is still being learned
-            }
-            known.sort();
-            known.truncate(LISTED_NETWORKS);
-            json!({
+            _ => json!({
                 "kind": "new_source_network", "severity": "warning", "key_id": key_id,
                 "summary": format!("first request from {network}, a network this key was never used from"),
-                "seen": {"network": network, "address": ip.to_string(), "request_id": request_id},
-                "baseline": {"networks": known, "watched_since_ms": s.first_seen_ms},
+                "seen": seen,
+                "baseline": {"networks": known, "watched_since_ms": watched_since},
                 "action": format!("if this is not one of yours, suspend the key: keyward keys suspend {key_id}"),
-            })
+            }),
         };
         self.sink.raise(alert);
     }
