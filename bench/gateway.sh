@@ -8,7 +8,9 @@
 # PEER=0 measures Keyward only; REDACTION_COMPARE=1 adds a run with redaction off
 # (REDACTION_ORDER="off on" runs it first); LIMITS_COMPARE=1 runs Keyward twice, with
 # a key that has no limits and with one that has every limit and a budget
-# (LIMITS_ORDER="on off" swaps the order). Usage is metered in every run. Results land under ${BENCH_HOME:-~/.cache/keyward-bench}.
+# (LIMITS_ORDER="on off" swaps the order); WATCH_COMPARE=1 runs Keyward with the
+# anomaly detectors on and off ([watch] enabled; WATCH_ORDER="off on" swaps).
+# Usage is metered in every run. Results land under ${BENCH_HOME:-~/.cache/keyward-bench}.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 harness=${HARNESS:-$here/../shared/bench/gateway}
@@ -28,12 +30,13 @@ cleanup() {
 trap cleanup EXIT
 "$harness/start-mock.sh"
 
-# run_keyward LABEL [REDACTION] [LIMITS]: one harness run of Keyward; REDACTION=off
+# run_keyward LABEL [REDACTION] [VARIANT]: one harness run of Keyward; REDACTION=off
 # turns secret screening off both ways (the default screens and redacts both ways);
-# LIMITS=on gives the key rate, token and concurrency limits and a daily and monthly
-# budget, none of which the run reaches, so every request passes every check.
+# VARIANT=limits-on gives the key rate, token and concurrency limits and a daily and
+# monthly budget, none of which the run reaches, so every request passes every check;
+# VARIANT=watch-off turns the anomaly detectors off.
 run_keyward() {
-  local label=$1 redaction=${2:-} limits=${3:-}
+  local label=$1 redaction=${2:-} variant=${3:-}
   local dir=$work/$label
   mkdir -p "$dir"
   cat > "$dir/keyward.toml" <<TOML
@@ -53,12 +56,15 @@ TOML
   if [ "$redaction" = off ]; then
     printf '[redaction]\ninbound = "off"\noutbound = "off"\n' >> "$dir/keyward.toml"
   fi
+  if [ "$variant" = watch-off ]; then
+    printf '[watch]\nenabled = false\n' >> "$dir/keyward.toml"
+  fi
   "$kw" init --config "$dir/keyward.toml" >/dev/null
   printf 'sk-mock-upstream-dummy' | "$kw" vault put mock-upstream --config "$dir/keyward.toml" >/dev/null
   local key created
   created=$("$kw" keys create --config "$dir/keyward.toml" --name bench --env prod --models '*' --json)
   key=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])' <<<"$created")
-  if [ "$limits" = on ]; then
+  if [ "$variant" = limits-on ]; then
     local id
     id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$created")
     "$kw" keys update "$id" --config "$dir/keyward.toml" --rpm 100000000 --tpm 100000000000 \
@@ -74,10 +80,18 @@ TOML
 # REDACTION_COMPARE=1: the same run with screening off too, for the cost of
 # redaction; REDACTION_ORDER="off on" swaps the order, to check that the first
 # run is not favoured or penalised by running first.
-if [ "${LIMITS_COMPARE:-0}" = 1 ]; then
+if [ "${WATCH_COMPARE:-0}" = 1 ]; then
+  for mode in ${WATCH_ORDER:-on off}; do
+    case $mode in
+      on) run_keyward keyward-watch-on ;;
+      off) run_keyward keyward-watch-off "" watch-off ;;
+      *) echo "WATCH_ORDER holds 'on' and 'off', not '$mode'" >&2; exit 2 ;;
+    esac
+  done
+elif [ "${LIMITS_COMPARE:-0}" = 1 ]; then
   for mode in ${LIMITS_ORDER:-off on}; do
     case $mode in
-      on) run_keyward keyward-limits-on "" on ;;
+      on) run_keyward keyward-limits-on "" limits-on ;;
       off) run_keyward keyward-limits-off ;;
       *) echo "LIMITS_ORDER holds 'on' and 'off', not '$mode'" >&2; exit 2 ;;
     esac

@@ -336,6 +336,10 @@ pub const DEFAULT_DEDUPE_MS: i64 = 10 * 60 * 1000;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WatchSection {
+    /// `false` turns every detector off (no networks, hours or budgets are
+    /// watched; other alerts still go out). On when absent.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
     /// How long a key is watched before its first anomaly alert: its habits
     /// (networks, hours, volume) are learned meanwhile. `24h` when absent.
     #[serde(default = "default_warmup")]
@@ -364,6 +368,10 @@ pub enum OnAnomaly {
     Suspend,
 }
 
+fn default_enabled() -> bool {
+    true
+}
+
 fn default_warmup() -> String {
     "24h".into()
 }
@@ -375,6 +383,7 @@ fn default_failed_auth_burst() -> u32 {
 impl Default for WatchSection {
     fn default() -> Self {
         WatchSection {
+            enabled: true,
             warmup: default_warmup(),
             failed_auth_burst: default_failed_auth_burst(),
             on_anomaly: OnAnomaly::Alert,

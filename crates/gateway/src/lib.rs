@@ -204,6 +204,10 @@ pub async fn serve(
         known,
         new_sources,
     );
+    if !config.watch.enabled {
+        tracing::info!("anomaly detectors are off ([watch] enabled = false)");
+        detectors = detectors.disabled();
+    }
     if let Some(path) = &config.watch.geoip_db {
         let geo = watch::geo::GeoIp::open(&config.base_dir.join(path))
             .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?;

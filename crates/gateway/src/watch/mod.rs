@@ -92,6 +92,8 @@ pub struct Watch {
     budgets: budgets::BudgetWatch,
     /// Suspends a key (id, reason) on a severe anomaly, when the policy says so.
     suspend: Option<Suspender>,
+    /// `[watch] enabled = false`: every check returns at once.
+    enabled: bool,
     geo: Option<geo::GeoIp>,
     failures: Mutex<HashMap<IpAddr, VecDeque<i64>>>,
     /// New (key id, network, first seen) pairs, for the store.
@@ -151,6 +153,7 @@ impl Watch {
             habits: Mutex::new(habits),
             budgets: Default::default(),
             suspend: None,
+            enabled: true,
             geo: None,
             failures: Mutex::new(HashMap::new()),
             new_sources,
@@ -159,12 +162,24 @@ impl Watch {
 
     /// A budgeted scope's spend: alerts at 50, 80 and 100% of a budget.
     pub fn budget_spend(&self, s: &budgets::ScopeSpend<'_>) {
+        if !self.enabled {
+            return;
+        }
         self.budgets.check(self.sink.as_ref(), s);
     }
 
     /// A budget refused a request (`period`: `daily` or `monthly`).
     pub fn budget_refused(&self, s: &budgets::ScopeSpend<'_>, period: &'static str) {
+        if !self.enabled {
+            return;
+        }
         self.budgets.refused(self.sink.as_ref(), s, period);
+    }
+
+    /// Turns every detector off (`[watch] enabled = false`).
+    pub fn disabled(mut self) -> Watch {
+        self.enabled = false;
+        self
     }
 
     /// Looks up the country of each new network in `geo`.
@@ -238,6 +253,9 @@ impl Watch {
 
     /// An authenticated request of `key_id` from `ip`.
     pub fn request(&self, key_id: &str, ip: IpAddr, request_id: &str) {
+        if !self.enabled {
+            return;
+        }
         let network = network_of(ip);
         let now = self.clock.now_ms();
         self.habits(key_id, now);
@@ -318,6 +336,9 @@ impl Watch {
     /// A refused credential from `ip`: `code` is the denial (`invalid_key`,
     /// `revoked`, `expired`, …) and `key_id` the key, when it is one of ours.
     pub fn auth_failed(&self, ip: IpAddr, code: &str, key_id: Option<&str>) {
+        if !self.enabled {
+            return;
+        }
         let now = self.clock.now_ms();
         if let (Some(id), "revoked" | "expired") = (key_id, code) {
             let kind = if code == "revoked" {
@@ -486,6 +507,20 @@ mod tests {
             json!(["192.0.2.0/24", "198.51.100.0/24"])
         );
         assert!(a["action"].as_str().unwrap().contains("keys suspend key_a"));
+    }
+
+    #[test]
+    fn disabled_detectors_see_nothing() {
+        let clock = Arc::new(ManualClock::at(0));
+        let sink = Arc::new(Collected::default());
+        let w = watch(clock.clone(), sink.clone(), vec![]).disabled();
+        w.request("key_a", ip("198.51.100.1"), "r");
+        clock.advance(48 * HOUR);
+        for i in 0..100 {
+            w.request("key_a", ip(&format!("203.0.{i}.1")), "r");
+            w.auth_failed(ip("203.0.113.5"), "revoked", Some("key_r"));
+        }
+        assert!(sink.kinds().is_empty());
     }
 
     #[test]
