@@ -55,6 +55,36 @@ pub struct UsageTotals {
     pub incomplete: i64,
 }
 
+/// Rows per INSERT statement: 15 parameters each, well under SQLite's and
+/// PostgreSQL's parameter limits. One statement per row cost the store's worker
+/// thread most of its time under load.
+pub const ROWS_PER_INSERT: usize = 64;
+
+/// Columns of a usage row, in the order [`Store::insert_usage`] binds them.
+const USAGE_COLUMNS: usize = 15;
+
+/// `INSERT … VALUES ($1, …, $15), ($16, …)` for `rows` rows.
+fn insert_usage_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO usage_records (at_ms, request_id, key_id, environment, provider, model, endpoint, status, \
+         input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, cost_pico, complete) VALUES ",
+    );
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..USAGE_COLUMNS {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * USAGE_COLUMNS + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 impl Store {
     /// Requests per key and hour (hours since 1970, UTC) since `since_ms`: the
     /// history the anomaly detectors start from.
@@ -68,35 +98,34 @@ impl Store {
         .await?)
     }
 
-    /// Appends `rows` in one transaction.
+    /// Appends `rows` in one transaction, [`ROWS_PER_INSERT`] rows a statement.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for r in rows {
-            sqlx::query(
-                "INSERT INTO usage_records (at_ms, request_id, key_id, environment, provider, model, endpoint, status, \
-                 input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, cost_pico, complete) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-            )
-            .bind(r.at_ms)
-            .bind(&r.request_id)
-            .bind(&r.key_id)
-            .bind(&r.environment)
-            .bind(&r.provider)
-            .bind(&r.model)
-            .bind(&r.endpoint)
-            .bind(r.status)
-            .bind(r.input_tokens)
-            .bind(r.output_tokens)
-            .bind(r.cached_input_tokens)
-            .bind(r.cache_write_tokens)
-            .bind(r.reasoning_tokens)
-            .bind(r.cost_pico)
-            .bind(i64::from(r.complete))
-            .execute(&mut *tx)
-            .await?;
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let sql = insert_usage_sql(chunk.len());
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(r.at_ms)
+                    .bind(&r.request_id)
+                    .bind(&r.key_id)
+                    .bind(&r.environment)
+                    .bind(&r.provider)
+                    .bind(&r.model)
+                    .bind(&r.endpoint)
+                    .bind(r.status)
+                    .bind(r.input_tokens)
+                    .bind(r.output_tokens)
+                    .bind(r.cached_input_tokens)
+                    .bind(r.cache_write_tokens)
+                    .bind(r.reasoning_tokens)
+                    .bind(r.cost_pico)
+                    .bind(i64::from(r.complete));
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

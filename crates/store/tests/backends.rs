@@ -432,6 +432,27 @@ async fn exercise_usage(store: &Store) {
         since[0].requests, 2,
         "`since` is inclusive and excludes older rows"
     );
+    // A batch longer than one statement takes: every row lands, in order of the
+    // statements, and the hourly view counts them.
+    let batch: Vec<UsageRow> = (0..150)
+        .map(|i| UsageRow {
+            key_id: "key_batch".into(),
+            request_id: format!("req_batch_{i}"),
+            ..row(early + i, "gpt-4o-mini", 1, Some(10), true)
+        })
+        .collect();
+    store.insert_usage(&batch).await.unwrap();
+    let batch_totals = store.usage_totals(UsageGroup::Key, 0).await.unwrap();
+    let b = batch_totals
+        .iter()
+        .find(|t| t.group == "key_batch")
+        .unwrap();
+    assert_eq!((b.requests, b.cost_pico), (150, 1_500));
+    let hourly = store.usage_hourly(0).await.unwrap();
+    assert!(
+        hourly.contains(&("key_batch".to_string(), early / 3_600_000, 150)),
+        "{hourly:?}"
+    );
 }
 
 #[tokio::test]

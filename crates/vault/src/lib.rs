@@ -64,13 +64,7 @@ impl HashKey {
 
     /// Hex HMAC-SHA-256 of `data`.
     pub fn hash_hex(&self, data: &[u8]) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
-        mac.update(data);
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hmac_sha256_hex(&self.0, data)
     }
 }
 

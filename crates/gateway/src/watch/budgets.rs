@@ -127,17 +127,8 @@ fn alert(
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::Collected;
     use super::*;
-    use serde_json::Value;
-
-    #[derive(Default)]
-    struct Collected(Mutex<Vec<Value>>);
-
-    impl AlertSink for Collected {
-        fn raise(&self, alert: Value) {
-            self.0.lock().unwrap().push(alert);
-        }
-    }
 
     #[test]
     fn each_threshold_alerts_once_per_period() {
@@ -156,15 +147,8 @@ mod tests {
         for spent in [100, 499, 500, 600, 799, 800, 900, 1_000, 1_000] {
             w.check(&sink, &spend(spent, 1));
         }
-        let kinds: Vec<String> = sink
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|a| a["kind"].as_str().unwrap().to_string())
-            .collect();
         assert_eq!(
-            kinds,
+            sink.kinds(),
             [
                 "budget_50_percent",
                 "budget_80_percent",

@@ -412,13 +412,15 @@ pub async fn record_sources(
     }
 }
 
+/// What tests of the detectors share: a sink that keeps what it is given.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::time::ManualClock;
+pub(crate) mod testing {
+    use super::AlertSink;
+    use serde_json::Value;
+    use std::sync::Mutex;
 
     #[derive(Default)]
-    struct Collected(Mutex<Vec<Value>>);
+    pub struct Collected(pub Mutex<Vec<Value>>);
 
     impl AlertSink for Collected {
         fn raise(&self, alert: Value) {
@@ -427,7 +429,7 @@ mod tests {
     }
 
     impl Collected {
-        fn kinds(&self) -> Vec<String> {
+        pub fn kinds(&self) -> Vec<String> {
             self.0
                 .lock()
                 .unwrap()
@@ -436,6 +438,13 @@ mod tests {
                 .collect()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::Collected;
+    use super::*;
+    use crate::time::ManualClock;
 
     const HOUR: i64 = 3_600_000;
 
