@@ -48,7 +48,8 @@ def test_a_request_spike_suspends_the_key_under_the_suspend_policy(keyward_bin, 
         alerts = json.loads(gw.cli("alerts", "list", "--json").stdout)
         spike = next(a for a in alerts if a["kind"] == "request_spike")
         assert spike["key_id"] == k["id"] and spike["alert"]["suspended"] is True, spike
-        assert spike["alert"]["baseline"]["median_requests_per_active_hour"] == 10, spike
+        assert spike["alert"]["baseline"]["median_per_active_hour"] == 10, spike
+        assert spike["alert"]["baseline"]["metric"] == "requests", spike
         audit = gw.cli("audit", "search", "--since", "1h").stdout
         assert "keys.suspend" in audit and "keyward-watch" in audit, audit
         # Resumed by hand, it works again.

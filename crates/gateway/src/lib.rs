@@ -191,7 +191,18 @@ pub async fn serve(
             .await
             .map_err(state::StateError::from)?
             .into_iter()
-            .map(|(k, h, n)| (k, h, n.max(0) as u64))
+            .map(|(k, hour, requests, tokens, cost)| {
+                let n = |v: i64| v.max(0) as u64;
+                (
+                    k,
+                    watch::habits::PastHour {
+                        hour,
+                        requests: n(requests),
+                        tokens: n(tokens),
+                        spend_pico: n(cost),
+                    },
+                )
+            })
             .collect(),
     };
     let mut detectors = watch::Watch::new(
@@ -233,7 +244,7 @@ pub async fn serve(
         backend: backend.clone(),
         audit: audit::Sink::spawn(backend.store.clone(), backend.audit_key().clone()),
         alerts: alerter,
-        watch,
+        watch: watch.clone(),
         hash_key: backend.hash_key().clone(),
         providers: config
             .providers
@@ -253,7 +264,10 @@ pub async fn serve(
         last_use: Default::default(),
         usage: Arc::new(metrics::CountingSink {
             metrics: metrics.clone(),
-            inner: Arc::new(usage_writer.clone()),
+            inner: Arc::new(watch::WatchedSink {
+                watch: watch.clone(),
+                inner: Arc::new(usage_writer.clone()),
+            }),
         }),
         prices: prices::PriceTable::with_config(&config.prices)
             .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?,

@@ -86,11 +86,14 @@ fn insert_usage_sql(rows: usize) -> String {
 }
 
 impl Store {
-    /// Requests per key and hour (hours since 1970, UTC) since `since_ms`: the
-    /// history the anomaly detectors start from.
-    pub async fn usage_hourly(&self, since_ms: i64) -> Result<Vec<(String, i64, i64)>> {
+    /// Per key and hour (hours since 1970, UTC) since `since_ms`: requests,
+    /// tokens of every kind and cost in pico-dollars; the history the anomaly
+    /// detectors start from.
+    pub async fn usage_hourly(&self, since_ms: i64) -> Result<Vec<(String, i64, i64, i64, i64)>> {
         Ok(sqlx::query_as(
-            "SELECT key_id, at_ms / 3600000 AS hour, COUNT(*) AS requests FROM usage_records \
+            "SELECT key_id, at_ms / 3600000 AS hour, COUNT(*) AS requests, \
+             CAST(SUM(input_tokens + output_tokens + cached_input_tokens + cache_write_tokens) AS BIGINT) AS tokens, \
+             CAST(SUM(COALESCE(cost_pico, 0)) AS BIGINT) AS cost FROM usage_records \
              WHERE at_ms >= $1 GROUP BY key_id, at_ms / 3600000",
         )
         .bind(since_ms)

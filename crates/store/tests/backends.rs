@@ -450,7 +450,13 @@ async fn exercise_usage(store: &Store) {
     assert_eq!((b.requests, b.cost_pico), (150, 1_500));
     let hourly = store.usage_hourly(0).await.unwrap();
     assert!(
-        hourly.contains(&("key_batch".to_string(), early / 3_600_000, 150)),
+        hourly.contains(&(
+            "key_batch".to_string(),
+            early / 3_600_000,
+            150,
+            150 * 4,
+            1_500
+        )),
         "{hourly:?}"
     );
 }

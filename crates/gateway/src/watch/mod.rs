@@ -10,7 +10,7 @@
 //!   from one address within a minute.
 //! - **revoked and expired keys presented**: a revoked or expired key still in
 //!   use somewhere (a leak, or a client that was never updated);
-//! - **request spikes** and **unusual hours** ([`habits`]);
+//! - **spikes** in requests, tokens and spend, and **unusual hours** ([`habits`]);
 //! - **budget thresholds**: 50, 80 and 100% of a budget spent ([`budgets`]).
 //!
 //! With `[watch] on_anomaly = "suspend"`, a key with a request spike is
@@ -114,8 +114,8 @@ pub struct WatchSettings {
 pub struct Known {
     /// (key id, network, first seen ms).
     pub sources: Vec<(String, String, i64)>,
-    /// (key id, hour index, requests) for the last week.
-    pub hours: Vec<(String, i64, u64)>,
+    /// Each key's past hours over the last week.
+    pub hours: Vec<(String, habits::PastHour)>,
 }
 
 impl Watch {
@@ -129,8 +129,8 @@ impl Watch {
         new_sources: tokio::sync::mpsc::UnboundedSender<(String, String, i64)>,
     ) -> Watch {
         let mut habits: HashMap<String, habits::Habits> = HashMap::new();
-        for (key_id, hour, requests) in known.hours {
-            habits.entry(key_id).or_default().seed(hour, requests);
+        for (key_id, hour) in known.hours {
+            habits.entry(key_id).or_default().seed(hour);
         }
         let mut sources: HashMap<String, KeySources> = HashMap::new();
         for (key_id, network, first_seen_ms) in known.sources {
@@ -194,58 +194,95 @@ impl Watch {
         self
     }
 
-    /// The time detectors for one request of `key_id`.
-    fn habits(&self, key_id: &str, now: i64) {
+    /// Runs `detect` on `key_id`'s habits and reports what it finds.
+    fn habits(
+        &self,
+        key_id: &str,
+        now: i64,
+        detect: impl FnOnce(&mut habits::Habits) -> Vec<habits::Finding>,
+    ) {
         let found = {
             let mut all = self.habits.lock().unwrap_or_else(|e| e.into_inner());
             // Looked up first: the common case allocates nothing.
             if !all.contains_key(key_id) {
                 all.insert(key_id.to_string(), Default::default());
             }
-            all.get_mut(key_id)
-                .expect("inserted above")
-                .request(now, self.warmup_ms)
+            detect(all.get_mut(key_id).expect("inserted above"))
         };
         for f in found {
-            match f {
-                habits::Finding::UnusualHour {
-                    hour_of_week,
-                    active_hours_of_week,
-                } => {
-                    let (day, hour) = weekday_hour(now);
-                    self.sink.raise(json!({
-                        "kind": "unusual_hour", "severity": "warning", "key_id": key_id,
-                        "summary": format!("a request on {day} at {hour:02}:00 UTC, an hour of the week this key never worked in"),
-                        "seen": {"hour_of_week": hour_of_week},
-                        "baseline": {"active_hours_of_week": active_hours_of_week},
-                        "action": format!("if nobody of yours works at this hour, suspend the key: keyward keys suspend {key_id}"),
-                    }));
+            self.report(key_id, now, f);
+        }
+    }
+
+    /// The usage of one finished request: token and spend spikes.
+    pub fn usage(&self, r: &crate::usage::UsageRecord) {
+        if !self.enabled {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let cost = r.cost_pico.unwrap_or(0).max(0) as u64;
+        self.habits(&r.key_id, now, |h| {
+            h.usage(now, r.usage.total(), cost, self.warmup_ms)
+        });
+    }
+
+    fn report(&self, key_id: &str, now: i64, f: habits::Finding) {
+        match f {
+            habits::Finding::UnusualHour {
+                hour_of_week,
+                active_hours_of_week,
+            } => {
+                let (day, hour) = weekday_hour(now);
+                self.sink.raise(json!({
+                    "kind": "unusual_hour", "severity": "warning", "key_id": key_id,
+                    "summary": format!("a request on {day} at {hour:02}:00 UTC, an hour of the week this key never worked in"),
+                    "seen": {"hour_of_week": hour_of_week},
+                    "baseline": {"active_hours_of_week": active_hours_of_week},
+                    "action": format!("if nobody of yours works at this hour, suspend the key: keyward keys suspend {key_id}"),
+                }));
+            }
+            habits::Finding::Spike {
+                metric,
+                count,
+                threshold,
+                median,
+                active_hours,
+            } => {
+                fn requests(n: u64) -> String {
+                    format!("{n} requests")
                 }
-                habits::Finding::Spike {
-                    count,
-                    threshold,
-                    median,
-                    active_hours,
-                } => {
-                    let summary = format!(
-                        "{count} requests this hour against a usual busy hour of {median} (alert at {threshold})"
-                    );
-                    let suspended = self.suspend.is_some();
-                    self.sink.raise(json!({
-                        "kind": "request_spike", "severity": "high", "key_id": key_id,
-                        "summary": summary,
-                        "seen": {"requests_this_hour": count},
-                        "baseline": {"median_requests_per_active_hour": median, "active_hours": active_hours, "threshold": threshold},
-                        "suspended": suspended,
-                        "action": if suspended {
-                            format!("the key was suspended; if the traffic is yours: keyward keys resume {key_id}")
-                        } else {
-                            format!("if this traffic is not yours, suspend the key: keyward keys suspend {key_id}")
-                        },
-                    }));
-                    if let Some(suspend) = &self.suspend {
-                        suspend(key_id.to_string(), format!("anomaly: {summary}"));
-                    }
+                fn tokens(n: u64) -> String {
+                    format!("{n} tokens")
+                }
+                fn spend(n: u64) -> String {
+                    crate::prices::dollars(n.min(i64::MAX as u64) as i64)
+                }
+                let (kind, shown): (&str, fn(u64) -> String) = match metric {
+                    habits::Metric::Requests => ("request_spike", requests),
+                    habits::Metric::Tokens => ("token_spike", tokens),
+                    habits::Metric::Spend => ("spend_spike", spend),
+                };
+                let summary = format!(
+                    "{} this hour against a usual busy hour of {} (alert at {})",
+                    shown(count),
+                    shown(median),
+                    shown(threshold)
+                );
+                let suspended = self.suspend.is_some();
+                self.sink.raise(json!({
+                    "kind": kind, "severity": "high", "key_id": key_id,
+                    "summary": summary,
+                    "seen": {"metric": metric.name(), "this_hour": count},
+                    "baseline": {"metric": metric.name(), "median_per_active_hour": median, "active_hours": active_hours, "threshold": threshold},
+                    "suspended": suspended,
+                    "action": if suspended {
+                        format!("the key was suspended; if the traffic is yours: keyward keys resume {key_id}")
+                    } else {
+                        format!("if this traffic is not yours, suspend the key: keyward keys suspend {key_id}")
+                    },
+                }));
+                if let Some(suspend) = &self.suspend {
+                    suspend(key_id.to_string(), format!("anomaly: {summary}"));
                 }
             }
         }
@@ -258,7 +295,7 @@ impl Watch {
         }
         let network = network_of(ip);
         let now = self.clock.now_ms();
-        self.habits(key_id, now);
+        self.habits(key_id, now, |h| h.request(now, self.warmup_ms));
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         if !sources.contains_key(key_id) {
             sources.insert(
@@ -379,6 +416,19 @@ impl Watch {
                 "action": "someone is guessing or replaying keys: block the address upstream of the gateway",
             }));
         }
+    }
+}
+
+/// A usage sink that shows each record to the detectors on its way to `inner`.
+pub struct WatchedSink {
+    pub watch: Arc<Watch>,
+    pub inner: Arc<dyn crate::usage::UsageSink>,
+}
+
+impl crate::usage::UsageSink for WatchedSink {
+    fn record(&self, r: crate::usage::UsageRecord) {
+        self.watch.usage(&r);
+        self.inner.record(r);
     }
 }
 
@@ -516,6 +566,59 @@ mod tests {
             json!(["192.0.2.0/24", "198.51.100.0/24"])
         );
         assert!(a["action"].as_str().unwrap().contains("keys suspend key_a"));
+    }
+
+    #[test]
+    fn a_burst_of_tokens_is_a_token_spike_with_its_baseline() {
+        let clock = Arc::new(ManualClock::at(1_000 * HOUR));
+        let sink = Arc::new(Collected::default());
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let hours = (1..=24)
+            .map(|h| {
+                let past = habits::PastHour {
+                    hour: 1_000 - h,
+                    requests: 10,
+                    tokens: 20_000,
+                    spend_pico: 0,
+                };
+                ("key_t".to_string(), past)
+            })
+            .collect();
+        let w = Watch::new(
+            clock,
+            sink.clone(),
+            WatchSettings {
+                warmup_ms: HOUR,
+                failed_auth_burst: 5,
+            },
+            Known {
+                sources: vec![],
+                hours,
+            },
+            tx,
+        );
+        let record = crate::usage::UsageRecord {
+            at_ms: 0,
+            request_id: "r".into(),
+            key_id: "key_t".into(),
+            environment: "prod".into(),
+            provider: "openai".into(),
+            model: "gpt-4o".into(),
+            endpoint: "chat.completions".into(),
+            status: 200,
+            usage: crate::usage::Usage {
+                input: 150_000,
+                output: 1_000,
+                ..Default::default()
+            },
+            cost_pico: None,
+            complete: true,
+        };
+        w.usage(&record);
+        assert_eq!(sink.kinds(), ["token_spike"]);
+        let a = &sink.0.lock().unwrap()[0];
+        assert_eq!(a["baseline"]["median_per_active_hour"], 20_000);
+        assert_eq!(a["seen"]["this_hour"], 151_000);
     }
 
     #[test]
