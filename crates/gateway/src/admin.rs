@@ -63,12 +63,13 @@ async fn usage(
     query: Result<axum::extract::Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     audit(&gw, &admin, "usage.read", "-", &rid);
-    let Ok(axum::extract::Query(q)) = query else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "query parameters: by (key, env, provider, model, day) and since (e.g. 7d)",
-            &rid,
-        );
+    let q = match read_query(
+        query,
+        "query parameters: by (key, env, provider, model, day) and since (e.g. 7d)",
+        &rid,
+    ) {
+        Ok(q) => q,
+        Err(resp) => return resp,
     };
     let by = match q.by.as_deref().unwrap_or("key") {
         "key" => keyward_store::UsageGroup::Key,
@@ -85,17 +86,11 @@ async fn usage(
             )
         }
     };
-    let since =
-        match crate::time::parse_since(q.since.as_deref().unwrap_or("30d"), crate::time::now()) {
-            Ok(s) => s,
-            Err(m) => return error(StatusCode::BAD_REQUEST, &m, &rid),
-        };
-    match gw
-        .backend
-        .store
-        .usage_totals(by, since.saturating_mul(1000))
-        .await
-    {
+    let since_ms = match since_ms(q.since.as_deref(), "30d", &rid) {
+        Ok(ms) => ms,
+        Err(resp) => return resp,
+    };
+    match gw.backend.store.usage_totals(by, since_ms).await {
         Ok(rows) => Json(
             rows.iter()
                 .map(|t| {
@@ -128,31 +123,48 @@ async fn list_alerts(
     query: Result<axum::extract::Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     audit(&gw, &admin, "alerts.read", "-", &rid);
-    let Ok(axum::extract::Query(q)) = query else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "query parameters: since (e.g. 7d) and undelivered (true or false)",
-            &rid,
-        );
+    let q = match read_query(
+        query,
+        "query parameters: since (e.g. 7d) and undelivered (true or false)",
+        &rid,
+    ) {
+        Ok(q) => q,
+        Err(resp) => return resp,
     };
-    let since =
-        match crate::time::parse_since(q.since.as_deref().unwrap_or("7d"), crate::time::now()) {
-            Ok(s) => s,
-            Err(m) => return error(StatusCode::BAD_REQUEST, &m, &rid),
-        };
+    let since_ms = match since_ms(q.since.as_deref(), "7d", &rid) {
+        Ok(ms) => ms,
+        Err(resp) => return resp,
+    };
     match gw
         .backend
         .store
-        .alerts(
-            since.saturating_mul(1000),
-            q.undelivered.unwrap_or(false),
-            1000,
-        )
+        .alerts(since_ms, q.undelivered.unwrap_or(false), 1000)
         .await
     {
         Ok(rows) => Json(rows.iter().map(alert_json).collect::<Vec<_>>()).into_response(),
         Err(e) => store_failure("alerts.read", &e, &rid),
     }
+}
+
+/// The query parameters of a read, or the 400 that names them (`help`).
+#[allow(clippy::result_large_err)]
+fn read_query<T>(
+    query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+    help: &str,
+    rid: &str,
+) -> Result<T, Response> {
+    query
+        .map(|axum::extract::Query(q)| q)
+        .map_err(|_| error(StatusCode::BAD_REQUEST, help, rid))
+}
+
+/// A `since` parameter (`default` when absent) as Unix milliseconds, or the 400
+/// that says what it takes.
+#[allow(clippy::result_large_err)]
+fn since_ms(since: Option<&str>, default: &str, rid: &str) -> Result<i64, Response> {
+    crate::time::parse_since(since.unwrap_or(default), crate::time::now())
+        .map(|s| s.saturating_mul(1000))
+        .map_err(|m| error(StatusCode::BAD_REQUEST, &m, rid))
 }
 
 /// An alert row for the API and the CLI: the alert itself as an object.
