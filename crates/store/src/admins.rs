@@ -27,9 +27,7 @@ impl Store {
             .bind(k.revoked_at)
             .execute(&mut *tx)
             .await?;
-        self.append_audit_in(&mut tx, audit).await?;
-        bump_generation(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_change(tx, audit).await?;
         Ok(())
     }
 

@@ -92,9 +92,7 @@ impl Store {
         .bind(k.monthly_budget_pico)
         .execute(&mut *tx)
         .await?;
-        self.append_audit_in(&mut tx, audit).await?;
-        bump_generation(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_change(tx, audit).await?;
         Ok(())
     }
 
@@ -233,9 +231,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        self.append_audit_in(&mut tx, audit).await?;
-        bump_generation(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_change(tx, audit).await?;
         Ok(true)
     }
 }

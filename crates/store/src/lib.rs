@@ -141,9 +141,7 @@ impl Store {
         if update.execute(&mut *tx).await?.rows_affected() == 0 {
             return Ok(false);
         }
-        self.append_audit_in(&mut tx, audit).await?;
-        bump_generation(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_change(tx, audit).await?;
         Ok(true)
     }
 
@@ -188,6 +186,22 @@ impl Store {
             .execute(&self.pool)
             .await?;
         self.meta(name).await?.ok_or(Error::Malformed("meta"))
+    }
+}
+
+impl Store {
+    /// Ends a change: its audit entries and the generation bump commit with it,
+    /// in one transaction, so a change is never without its record and every
+    /// server notices it.
+    async fn commit_change(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        audit: Seal<'_>,
+    ) -> Result<()> {
+        self.append_audit_in(&mut tx, audit).await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 

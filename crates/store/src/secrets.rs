@@ -73,10 +73,8 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        self.append_audit_in(&mut tx, &mut |seq, mac| audit(version, seq, mac))
+        self.commit_change(tx, &mut |seq, mac| audit(version, seq, mac))
             .await?;
-        bump_generation(&mut tx).await?;
-        tx.commit().await?;
         Ok(version)
     }
 
@@ -151,10 +149,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let rewrapped = n as i64;
-        self.append_audit_in(&mut tx, &mut |seq, mac| audit(rewrapped, seq, mac))
+        self.commit_change(tx, &mut |seq, mac| audit(rewrapped, seq, mac))
             .await?;
-        bump_generation(&mut tx).await?;
-        tx.commit().await?;
         Ok(n)
     }
 
@@ -201,10 +197,8 @@ impl Store {
             .bind(newest)
             .execute(&mut *tx)
             .await?;
-        self.append_audit_in(&mut tx, &mut |seq, mac| audit(serving, seq, mac))
+        self.commit_change(tx, &mut |seq, mac| audit(serving, seq, mac))
             .await?;
-        bump_generation(&mut tx).await?;
-        tx.commit().await?;
         Ok(Some(serving))
     }
 
@@ -230,9 +224,7 @@ impl Store {
             .bind(version)
             .execute(&mut *tx)
             .await?;
-        self.append_audit_in(&mut tx, audit).await?;
-        bump_generation(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_change(tx, audit).await?;
         Ok(true)
     }
 
