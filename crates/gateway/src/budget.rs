@@ -6,9 +6,11 @@
 //!
 //! [`BudgetLedger`] is the port; [`LocalLedger`] keeps the ledger in this
 //! process, seeded at start from the stored usage records of the current day and
-//! month.
+//! month; `cluster::RedisLedger` keeps it in Redis, shared by every replica. A
+//! ledger that cannot be reached refuses ([`BudgetError::Unavailable`]).
 
 use crate::time::Clock;
+use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -90,31 +92,55 @@ impl Spend {
     }
 }
 
+/// What one reservation booked: enough for its backend to settle it.
+#[derive(Debug, Clone, Default)]
+pub struct Booking {
+    /// Unique per reservation (backends that keep reservations by name).
+    pub id: String,
+    /// Every scope booked, budgeted or not.
+    pub scopes: Vec<String>,
+    /// The worst case reserved (pico-dollars).
+    pub amount: i64,
+    /// The UTC day and month it was taken in, as [`periods`] counts them.
+    pub day: i64,
+    pub month: i64,
+}
+
+/// A backend's half of a reservation: turns the booking into spend.
+pub trait Settle: Send + Sync {
+    /// Releases `booking.amount` from the period it was reserved in and adds
+    /// `cost` to the current period's spend of every scope (without waiting: a
+    /// backend with I/O does it in the background).
+    fn settle(&self, booking: &Booking, cost: i64);
+}
+
 /// A reservation: settled once with [`Reservation::settle`], or on drop with its
 /// whole amount (a request whose cost is unknown is charged its worst case).
 pub struct Reservation {
-    ledger: Option<Arc<LocalLedgerState>>,
-    scopes: Vec<String>,
-    amount: i64,
-    day: i64,
-    month: i64,
+    settler: Option<Arc<dyn Settle>>,
+    booking: Booking,
 }
 
 impl Reservation {
     /// A reservation that holds nothing (no budget applies).
     pub fn none() -> Reservation {
         Reservation {
-            ledger: None,
-            scopes: Vec::new(),
-            amount: 0,
-            day: 0,
-            month: 0,
+            settler: None,
+            booking: Booking::default(),
+        }
+    }
+
+    /// A reservation that `settler` settles.
+    pub fn new(settler: Arc<dyn Settle>, booking: Booking) -> Reservation {
+        Reservation {
+            settler: Some(settler),
+            booking,
         }
     }
 
     /// The amount reserved (pico-dollars).
     pub fn amount(&self) -> i64 {
-        self.amount
+        self.booking.amount
     }
 
     /// Replaces the reservation with the request's real cost.
@@ -123,55 +149,75 @@ impl Reservation {
     }
 
     fn finish(&mut self, cost: i64) {
-        let Some(ledger) = self.ledger.take() else {
-            return;
-        };
-        let mut state = ledger.spend.lock().unwrap_or_else(|e| e.into_inner());
-        for id in &self.scopes {
-            let s = state.entry(id.clone()).or_default();
-            // Released in the period it was taken in; spent in the current one.
-            if s.day == self.day {
-                s.day_reserved -= self.amount;
-            }
-            if s.month == self.month {
-                s.month_reserved -= self.amount;
-            }
-            let (day, month) = periods(ledger.clock.now_ms());
-            s.roll(day, month);
-            s.day_spent += cost;
-            s.month_spent += cost;
+        if let Some(settler) = self.settler.take() {
+            settler.settle(&self.booking, cost);
         }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let amount = self.amount;
+        let amount = self.booking.amount;
         self.finish(amount);
     }
 }
+
+/// Why a reservation (or a read of the ledger) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BudgetError {
+    /// A budget cannot cover the request's worst case.
+    Over(OverBudget),
+    /// The ledger cannot be reached: nothing can be reserved (fail closed). The
+    /// text is for the log, never for the client.
+    Unavailable(String),
+}
+
+/// A scope's settled spend: `(day, day_spent, month, month_spent)`, the
+/// periods numbered as [`periods`] counts them.
+pub type Spent = (i64, i64, i64, i64);
 
 /// The port.
 pub trait BudgetLedger: Send + Sync {
     /// Reserves `amount` under every `(scope id, label, budget)` given, or
     /// refuses with the first budget it would exceed (reserving nothing). Scopes
     /// without a budget are booked too, so that one set later knows the spend.
-    fn reserve(
-        &self,
-        scopes: &[(String, String, Budget)],
+    fn reserve<'a>(
+        &'a self,
+        scopes: &'a [(String, String, Budget)],
         amount: i64,
-    ) -> Result<Reservation, OverBudget>;
+    ) -> BoxFuture<'a, Result<Reservation, BudgetError>>;
     /// What is left of the tightest budget among `scopes` (`None`: no budget).
-    fn remaining(&self, scopes: &[(String, String, Budget)]) -> Option<i64>;
-    /// What `scope` really spent (settled) this UTC day and month, with the
-    /// periods' numbers as [`periods`] counts them: `(day, day_spent, month,
-    /// month_spent)`.
-    fn spent(&self, scope: &str) -> (i64, i64, i64, i64);
+    fn remaining<'a>(
+        &'a self,
+        scopes: &'a [(String, String, Budget)],
+    ) -> BoxFuture<'a, Result<Option<i64>, BudgetError>>;
+    /// What `scope` really spent (settled) this UTC day and month.
+    fn spent<'a>(&'a self, scope: &'a str) -> BoxFuture<'a, Result<Spent, BudgetError>>;
 }
 
 struct LocalLedgerState {
     clock: Arc<dyn Clock>,
     spend: Mutex<HashMap<String, Spend>>,
+}
+
+impl Settle for LocalLedgerState {
+    fn settle(&self, booking: &Booking, cost: i64) {
+        let mut state = self.spend.lock().unwrap_or_else(|e| e.into_inner());
+        let (day, month) = periods(self.clock.now_ms());
+        for id in &booking.scopes {
+            let s = state.entry(id.clone()).or_default();
+            // Released in the period it was taken in; spent in the current one.
+            if s.day == booking.day {
+                s.day_reserved -= booking.amount;
+            }
+            if s.month == booking.month {
+                s.month_reserved -= booking.amount;
+            }
+            s.roll(day, month);
+            s.day_spent += cost;
+            s.month_spent += cost;
+        }
+    }
 }
 
 /// The in-process ledger.
@@ -194,10 +240,9 @@ impl LocalLedger {
         s.day_spent += day_spent;
         s.month_spent += month_spent;
     }
-}
 
-impl BudgetLedger for LocalLedger {
-    fn reserve(
+    /// [`BudgetLedger::reserve`], at once.
+    pub fn try_reserve(
         &self,
         scopes: &[(String, String, Budget)],
         amount: i64,
@@ -208,33 +253,16 @@ impl BudgetLedger for LocalLedger {
         for (id, label, b) in scopes.iter().filter(|s| !s.2.is_empty()) {
             let s = state.entry(id.clone()).or_default();
             s.roll(day, month);
-            let checks = [
+            check(
+                label,
+                b,
                 (
-                    "daily",
-                    b.daily,
                     s.day_spent + s.day_reserved,
-                    (day + 1) * 86_400_000,
-                ),
-                (
-                    "monthly",
-                    b.monthly,
                     s.month_spent + s.month_reserved,
-                    month_start_ms(month + 1),
                 ),
-            ];
-            for (period, limit, committed, ends) in checks {
-                if let Some(limit) = limit {
-                    if committed.saturating_add(amount) > limit {
-                        return Err(OverBudget {
-                            scope: label.clone(),
-                            period,
-                            budget: limit,
-                            committed,
-                            resets_in_ms: (ends - now).max(1),
-                        });
-                    }
-                }
-            }
+                amount,
+                now,
+            )?;
         }
         // Every scope is booked, budgeted or not: a budget set later starts from
         // what was really spent.
@@ -244,16 +272,20 @@ impl BudgetLedger for LocalLedger {
             s.day_reserved += amount;
             s.month_reserved += amount;
         }
-        Ok(Reservation {
-            ledger: Some(self.0.clone()),
-            scopes: scopes.iter().map(|(id, _, _)| id.clone()).collect(),
-            amount,
-            day,
-            month,
-        })
+        Ok(Reservation::new(
+            self.0.clone(),
+            Booking {
+                id: String::new(),
+                scopes: scopes.iter().map(|(id, _, _)| id.clone()).collect(),
+                amount,
+                day,
+                month,
+            },
+        ))
     }
 
-    fn spent(&self, scope: &str) -> (i64, i64, i64, i64) {
+    /// [`BudgetLedger::spent`], at once.
+    pub fn spent_now(&self, scope: &str) -> Spent {
         let (day, month) = periods(self.0.clock.now_ms());
         let mut state = self.0.spend.lock().unwrap_or_else(|e| e.into_inner());
         match state.get_mut(scope) {
@@ -265,33 +297,101 @@ impl BudgetLedger for LocalLedger {
         }
     }
 
-    fn remaining(&self, scopes: &[(String, String, Budget)]) -> Option<i64> {
+    /// [`BudgetLedger::remaining`], at once.
+    pub fn remaining_now(&self, scopes: &[(String, String, Budget)]) -> Option<i64> {
         let (day, month) = periods(self.0.clock.now_ms());
         let mut state = self.0.spend.lock().unwrap_or_else(|e| e.into_inner());
         let mut least: Option<i64> = None;
         for (id, _, b) in scopes.iter().filter(|s| !s.2.is_empty()) {
             let s = state.entry(id.clone()).or_default();
             s.roll(day, month);
-            for (limit, committed) in [
-                (b.daily, s.day_spent + s.day_reserved),
-                (b.monthly, s.month_spent + s.month_reserved),
-            ] {
-                if let Some(limit) = limit {
-                    let left = (limit - committed).max(0);
-                    least = Some(least.map_or(left, |l| l.min(left)));
-                }
-            }
+            let left = left_of(
+                b,
+                (
+                    s.day_spent + s.day_reserved,
+                    s.month_spent + s.month_reserved,
+                ),
+            );
+            least = min_left(least, left);
         }
         least
     }
 }
 
-/// A ledger on the system clock, seeded with what every key, owner and
-/// environment spent so far this UTC day and month, from the stored usage.
-pub async fn seeded(store: &keyward_store::Store) -> Result<LocalLedger, keyward_store::Error> {
+/// Refuses `amount` on top of `committed` (day, month) when a budget of `b`
+/// cannot cover it; `now` dates the refusal's reset.
+pub fn check(
+    label: &str,
+    b: &Budget,
+    committed: (i64, i64),
+    amount: i64,
+    now: i64,
+) -> Result<(), OverBudget> {
+    let (day, month) = periods(now);
+    let checks = [
+        ("daily", b.daily, committed.0, (day + 1) * 86_400_000),
+        ("monthly", b.monthly, committed.1, month_start_ms(month + 1)),
+    ];
+    for (period, limit, committed, ends) in checks {
+        if let Some(limit) = limit {
+            if committed.saturating_add(amount) > limit {
+                return Err(OverBudget {
+                    scope: label.to_string(),
+                    period,
+                    budget: limit,
+                    committed,
+                    resets_in_ms: (ends - now).max(1),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What is left of `b` with `committed` (day, month) spent and reserved.
+pub fn left_of(b: &Budget, committed: (i64, i64)) -> Option<i64> {
+    let day = b.daily.map(|l| (l - committed.0).max(0));
+    let month = b.monthly.map(|l| (l - committed.1).max(0));
+    min_left(day, month)
+}
+
+fn min_left(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl BudgetLedger for LocalLedger {
+    fn reserve<'a>(
+        &'a self,
+        scopes: &'a [(String, String, Budget)],
+        amount: i64,
+    ) -> BoxFuture<'a, Result<Reservation, BudgetError>> {
+        Box::pin(std::future::ready(
+            self.try_reserve(scopes, amount).map_err(BudgetError::Over),
+        ))
+    }
+
+    fn remaining<'a>(
+        &'a self,
+        scopes: &'a [(String, String, Budget)],
+    ) -> BoxFuture<'a, Result<Option<i64>, BudgetError>> {
+        Box::pin(std::future::ready(Ok(self.remaining_now(scopes))))
+    }
+
+    fn spent<'a>(&'a self, scope: &'a str) -> BoxFuture<'a, Result<Spent, BudgetError>> {
+        Box::pin(std::future::ready(Ok(self.spent_now(scope))))
+    }
+}
+
+/// What every key, owner and environment spent so far this UTC day and month,
+/// from the stored usage: scope id → (day spent, month spent).
+pub async fn stored_spend(
+    store: &keyward_store::Store,
+    now: i64,
+) -> Result<HashMap<String, (i64, i64)>, keyward_store::Error> {
     use keyward_store::UsageGroup;
-    let ledger = LocalLedger::new(Arc::new(crate::time::SystemClock));
-    let now = crate::time::now_ms();
     let (day, month) = periods(now);
     let (day_start, month_start) = (day * 86_400_000, month_start_ms(month));
     let owners: HashMap<String, String> = store
@@ -321,7 +421,14 @@ pub async fn seeded(store: &keyward_store::Store) -> Result<LocalLedger, keyward
             }
         }
     }
-    for (id, (day_spent, month_spent)) in spend {
+    Ok(spend)
+}
+
+/// A ledger on the system clock, seeded with what every key, owner and
+/// environment spent so far this UTC day and month, from the stored usage.
+pub async fn seeded(store: &keyward_store::Store) -> Result<LocalLedger, keyward_store::Error> {
+    let ledger = LocalLedger::new(Arc::new(crate::time::SystemClock));
+    for (id, (day_spent, month_spent)) in stored_spend(store, crate::time::now_ms()).await? {
         ledger.seed(&id, day_spent, month_spent);
     }
     Ok(ledger)
@@ -352,16 +459,16 @@ mod tests {
     fn reservations_never_overcommit_and_settle_to_the_real_cost() {
         let l = LocalLedger::new(Arc::new(ManualClock::at(1_796_119_200_000)));
         let b = key(Some(100), None);
-        let r1 = l.reserve(&b, 60).unwrap();
-        let e = l.reserve(&b, 50).err().unwrap();
+        let r1 = l.try_reserve(&b, 60).unwrap();
+        let e = l.try_reserve(&b, 50).err().unwrap();
         assert_eq!((e.period, e.committed), ("daily", 60));
-        assert_eq!(l.remaining(&b), Some(40));
+        assert_eq!(l.remaining_now(&b), Some(40));
         r1.settle(10);
-        assert_eq!(l.remaining(&b), Some(90));
-        let r2 = l.reserve(&b, 90).unwrap();
+        assert_eq!(l.remaining_now(&b), Some(90));
+        let r2 = l.try_reserve(&b, 90).unwrap();
         drop(r2); // never settled: charged in full
-        assert_eq!(l.remaining(&b), Some(0));
-        assert!(l.reserve(&b, 1).is_err());
+        assert_eq!(l.remaining_now(&b), Some(0));
+        assert!(l.try_reserve(&b, 1).is_err());
     }
 
     #[test]
@@ -369,11 +476,11 @@ mod tests {
         let clock = Arc::new(ManualClock::at(1_796_119_200_000));
         let l = LocalLedger::new(clock.clone());
         let b = key(Some(100), Some(150));
-        l.reserve(&b, 100).unwrap().settle(100);
-        assert!(l.reserve(&b, 1).is_err());
+        l.try_reserve(&b, 100).unwrap().settle(100);
+        assert!(l.try_reserve(&b, 1).is_err());
         clock.advance(86_400_000);
-        l.reserve(&b, 50).unwrap().settle(50);
-        let e = l.reserve(&b, 1).err().unwrap();
+        l.try_reserve(&b, 50).unwrap().settle(50);
+        let e = l.try_reserve(&b, 1).err().unwrap();
         assert_eq!(e.period, "monthly");
     }
 
@@ -386,7 +493,7 @@ mod tests {
             for _ in 0..8 {
                 t.spawn(|| {
                     for _ in 0..100 {
-                        if let Ok(r) = l.reserve(&b, 30) {
+                        if let Ok(r) = l.try_reserve(&b, 30) {
                             spent.fetch_add(7, std::sync::atomic::Ordering::SeqCst);
                             r.settle(7);
                         }
@@ -396,7 +503,7 @@ mod tests {
         });
         let total = spent.load(std::sync::atomic::Ordering::SeqCst);
         assert!(total <= 1_000, "{total}");
-        assert_eq!(l.remaining(&b), Some(1_000 - total));
+        assert_eq!(l.remaining_now(&b), Some(1_000 - total));
         assert!(
             total >= 1_000 - 30,
             "the budget was used up to its last worst case: {total}"

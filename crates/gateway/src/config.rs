@@ -411,6 +411,33 @@ pub struct AdminSection {
     pub listen: Option<std::net::SocketAddr>,
 }
 
+/// Several replicas sharing counters (see [`crate::cluster`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// `redis://host:6379`: rate, token and concurrency counters and budget
+    /// reservations live there, shared by every replica. Unset: in this process.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Starts every key Keyward writes in Redis (several deployments can share
+    /// one Redis with different prefixes).
+    #[serde(default = "default_redis_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_redis_prefix() -> String {
+    "keyward:".into()
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            redis_url: None,
+            key_prefix: default_redis_prefix(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultSection {
@@ -450,6 +477,8 @@ pub struct Config {
     pub admin: AdminSection,
     #[serde(default)]
     pub watch: WatchSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
     /// What to do with secrets in traffic (`inbound`, `outbound`: redact, block,
     /// alert or off); redact both ways when absent.
     #[serde(default)]
@@ -547,6 +576,7 @@ impl Config {
             providers: Vec::new(),
             alerts: AlertsSection::default(),
             admin: AdminSection::default(),
+            cluster: ClusterSection::default(),
             watch: WatchSection::default(),
             redaction: Default::default(),
             base_dir: dir.to_path_buf(),

@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod budget;
+pub mod cluster;
 pub mod compress;
 pub mod config;
 pub mod conn;
@@ -57,6 +58,8 @@ pub enum ServeError {
     Listen { addr: SocketAddr, reason: String },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Cluster(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
@@ -136,6 +139,37 @@ fn probes(gw: &Arc<context::Gateway>) -> Router<Arc<context::Gateway>> {
                 }
             }),
         )
+}
+
+/// The limiter and the budget ledger the config asks for: in Redis with
+/// `[cluster] redis_url`, else in this process.
+async fn counters(
+    config: &Config,
+    store: &keyward_store::Store,
+) -> Result<(Arc<dyn limits::Limiter>, Arc<dyn budget::BudgetLedger>), ServeError> {
+    match &config.cluster.redis_url {
+        Some(url) => {
+            let redis = cluster::Redis::connect(url, &config.cluster.key_prefix)
+                .await
+                .map_err(ServeError::Cluster)?;
+            tracing::info!(
+                "limits and budgets are counted in Redis at {} (shared by every replica)",
+                keyward_store::redact_url(url)
+            );
+            Ok((
+                Arc::new(cluster::limiter::RedisLimiter::new(redis.clone())),
+                Arc::new(cluster::ledger::RedisLedger::new(redis, store.clone())),
+            ))
+        }
+        None => Ok((
+            Arc::new(limits::LocalLimiter::new(Arc::new(limits::SystemClock))),
+            Arc::new(
+                budget::seeded(store)
+                    .await
+                    .map_err(state::StateError::from)?,
+            ),
+        )),
+    }
 }
 
 /// Runs the gateway until `shutdown` resolves. `on_ready` is called with the bound
@@ -238,6 +272,7 @@ pub async fn serve(
         }));
     }
     let watch = Arc::new(detectors);
+    let (limiter, ledger) = counters(&config, &backend.store).await?;
     tokio::spawn(watch::record_sources(backend.store.clone(), sources_queue));
     let gw = Arc::new(context::Gateway {
         live,
@@ -273,12 +308,8 @@ pub async fn serve(
             .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?,
         echoes: Default::default(),
         metrics,
-        limiter: Arc::new(limits::LocalLimiter::new(Arc::new(limits::SystemClock))),
-        ledger: Arc::new(
-            budget::seeded(&backend.store)
-                .await
-                .map_err(state::StateError::from)?,
-        ),
+        limiter,
+        ledger,
         owner_limits,
         environment_limits,
     });

@@ -3,7 +3,10 @@
 //!
 //! The [`Limiter`] port admits a request under every scope that applies at once
 //! (all counters take it, or none does) and is told the tokens each request used.
-//! [`LocalLimiter`] is the in-process backend: exact within one server.
+//! [`LocalLimiter`] is the in-process backend: exact within one server;
+//! `cluster::RedisLimiter` keeps the same counters in Redis, exact across
+//! replicas. A backend that cannot decide (Redis unreachable) says so with
+//! [`LimitError::Unavailable`], and the request is refused (fail closed).
 //!
 //! - Requests per minute: a sliding log. At most `rpm` requests are admitted in
 //!   any 60 seconds; the next is refused until the oldest leaves the window.
@@ -14,6 +17,7 @@
 //! - Concurrency: requests whose responses are still open. The slot is released
 //!   when the response ends or the client goes away ([`Permit`] dropped).
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -74,6 +78,16 @@ pub struct Exceeded {
     pub retry_after_ms: i64,
 }
 
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitError {
+    /// A limit would be exceeded.
+    Exceeded(Exceeded),
+    /// The counters cannot be reached: nothing can be admitted (fail closed).
+    /// The text is for the log, never for the client.
+    Unavailable(String),
+}
+
 /// How much of a scope's request limit is left after an admission, for the
 /// provider's rate-limit headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +113,17 @@ impl Permit {
             requests: None,
         }
     }
+
+    /// A permit that runs `release` once, when it is dropped.
+    pub fn releasing(
+        release: Box<dyn FnOnce() + Send + Sync>,
+        requests: Option<Remaining>,
+    ) -> Permit {
+        Permit {
+            release: Some(release),
+            requests,
+        }
+    }
 }
 
 impl Drop for Permit {
@@ -121,8 +146,12 @@ pub trait Limiter: Send + Sync {
     /// Admits one request under every `(scope id, label, limits)` given, or
     /// refuses it with the first limit it would exceed; a refused request counts
     /// against nothing.
-    fn admit(&self, scopes: &[(String, String, Limits)]) -> Result<Permit, Exceeded>;
-    /// Adds the tokens a finished request used to its scopes' token windows.
+    fn admit<'a>(
+        &'a self,
+        scopes: &'a [(String, String, Limits)],
+    ) -> BoxFuture<'a, Result<Permit, LimitError>>;
+    /// Adds the tokens a finished request used to its scopes' token windows
+    /// (without waiting: a backend with I/O does it in the background).
     fn charge_tokens(&self, scopes: &[String], tokens: u64);
 }
 
@@ -176,7 +205,23 @@ impl LocalLimiter {
 }
 
 impl Limiter for LocalLimiter {
-    fn admit(&self, scopes: &[(String, String, Limits)]) -> Result<Permit, Exceeded> {
+    fn admit<'a>(
+        &'a self,
+        scopes: &'a [(String, String, Limits)],
+    ) -> BoxFuture<'a, Result<Permit, LimitError>> {
+        Box::pin(std::future::ready(
+            self.try_admit(scopes).map_err(LimitError::Exceeded),
+        ))
+    }
+
+    fn charge_tokens(&self, scopes: &[String], tokens: u64) {
+        self.charge(scopes, tokens)
+    }
+}
+
+impl LocalLimiter {
+    /// [`Limiter::admit`], at once.
+    pub fn try_admit(&self, scopes: &[(String, String, Limits)]) -> Result<Permit, Exceeded> {
         let limited: Vec<&(String, String, Limits)> =
             scopes.iter().filter(|(_, _, l)| !l.is_empty()).collect();
         if limited.is_empty() {
@@ -273,7 +318,7 @@ impl Limiter for LocalLimiter {
         Ok(Permit { release, requests })
     }
 
-    fn charge_tokens(&self, scopes: &[String], tokens: u64) {
+    fn charge(&self, scopes: &[String], tokens: u64) {
         if tokens == 0 || scopes.is_empty() {
             return;
         }
@@ -317,16 +362,16 @@ mod tests {
         let l = LocalLimiter::new(clock.clone());
         let s = scope(Some(3), None, None);
         for _ in 0..3 {
-            l.admit(&s).unwrap();
+            l.try_admit(&s).unwrap();
             clock.advance(10_000);
         }
-        let e = l.admit(&s).err().unwrap();
+        let e = l.try_admit(&s).err().unwrap();
         assert_eq!((e.kind, e.limit), (LimitKind::Requests, 3));
         // The first left the window at +60 s; it is +30 s now.
         assert_eq!(e.retry_after_ms, 30_000);
         clock.advance(30_000);
-        l.admit(&s).unwrap();
-        assert!(l.admit(&s).is_err());
+        l.try_admit(&s).unwrap();
+        assert!(l.try_admit(&s).is_err());
     }
 
     #[test]
@@ -334,29 +379,29 @@ mod tests {
         let clock = Arc::new(ManualClock::at(0));
         let l = LocalLimiter::new(clock.clone());
         let s = scope(None, Some(100), None);
-        let p = l.admit(&s).unwrap();
+        let p = l.try_admit(&s).unwrap();
         drop(p);
-        l.charge_tokens(&["key:k".into()], 60);
+        l.charge(&["key:k".into()], 60);
         clock.advance(5_000);
-        l.admit(&s).unwrap();
-        l.charge_tokens(&["key:k".into()], 50);
-        let e = l.admit(&s).err().unwrap();
+        l.try_admit(&s).unwrap();
+        l.charge(&["key:k".into()], 50);
+        let e = l.try_admit(&s).err().unwrap();
         assert_eq!(e.kind, LimitKind::Tokens);
         // Without the first charge (at 0 s) the sum is under 100 again at 60 s.
         assert_eq!(e.retry_after_ms, 55_000);
         clock.advance(55_000);
-        l.admit(&s).unwrap();
+        l.try_admit(&s).unwrap();
     }
 
     #[test]
     fn concurrency_slots_come_back_when_permits_drop() {
         let l = LocalLimiter::new(Arc::new(SystemClock));
         let s = scope(None, None, Some(2));
-        let a = l.admit(&s).unwrap();
-        let _b = l.admit(&s).unwrap();
-        assert_eq!(l.admit(&s).err().unwrap().kind, LimitKind::Concurrency);
+        let a = l.try_admit(&s).unwrap();
+        let _b = l.try_admit(&s).unwrap();
+        assert_eq!(l.try_admit(&s).err().unwrap().kind, LimitKind::Concurrency);
         drop(a);
-        let _c = l.admit(&s).unwrap();
+        let _c = l.try_admit(&s).unwrap();
     }
 
     #[test]
@@ -381,16 +426,16 @@ mod tests {
                 },
             ),
         ];
-        l.admit(&both).unwrap();
+        l.try_admit(&both).unwrap();
         for _ in 0..5 {
-            assert_eq!(l.admit(&both).err().unwrap().scope, "owner o");
+            assert_eq!(l.try_admit(&both).err().unwrap().scope, "owner o");
         }
         // The key's own window holds the one admitted request only.
         let key_only = vec![both[0].clone()];
         for _ in 0..9 {
-            l.admit(&key_only).unwrap();
+            l.try_admit(&key_only).unwrap();
         }
-        assert!(l.admit(&key_only).is_err());
+        assert!(l.try_admit(&key_only).is_err());
     }
 
     #[test]
@@ -402,7 +447,7 @@ mod tests {
             for _ in 0..8 {
                 t.spawn(|| {
                     for _ in 0..100 {
-                        if l.admit(&s).is_ok() {
+                        if l.try_admit(&s).is_ok() {
                             admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         }
                     }

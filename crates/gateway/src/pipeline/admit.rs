@@ -5,7 +5,7 @@
 use super::authenticate::Caller;
 use super::Refusal;
 use crate::context::Gateway;
-use crate::limits::{Admitted, Limits};
+use crate::limits::{Admitted, LimitError, Limits};
 
 /// Every scope a request counts in, `(id, label, limits)`: the key; its owner and
 /// its environment always (their spend is booked even without a rule, so that a
@@ -34,7 +34,7 @@ pub fn scopes(gw: &Gateway, caller: &Caller) -> Vec<(String, String, Limits)> {
     scopes
 }
 
-pub fn request(
+pub async fn request(
     gw: &Gateway,
     caller: &Caller,
     scopes: &[(String, String, Limits)],
@@ -44,14 +44,15 @@ pub fn request(
         .filter(|(_, _, l)| !l.is_empty())
         .map(|(id, _, _)| id.clone())
         .collect();
-    match gw.limiter.admit(scopes) {
+    match gw.limiter.admit(scopes).await {
         Ok(permit) => Ok(Admitted {
             permit,
             scopes: ids,
         }),
-        Err(exceeded) => Err(Refusal::Limited {
+        Err(LimitError::Exceeded(exceeded)) => Err(Refusal::Limited {
             exceeded,
             key_id: caller.entry.record.id.clone(),
         }),
+        Err(LimitError::Unavailable(why)) => Err(Refusal::counters_unavailable(&why)),
     }
 }

@@ -11,7 +11,7 @@
 use super::authenticate::Caller;
 use super::Refusal;
 use crate::api::{Endpoint, ErrorKind};
-use crate::budget::Reservation;
+use crate::budget::{BudgetError, Reservation};
 use crate::config::ProviderKind;
 use crate::context::Gateway;
 use crate::limits::Limits;
@@ -41,23 +41,47 @@ fn set_output_bound(v: &mut Value, endpoint: &Endpoint, kind: ProviderKind, n: u
     })
 }
 
-/// A budgeted scope's spend so far, for the threshold alerts.
-fn spend_of<'a>(
+/// A budgeted scope's spend so far, for the threshold alerts (`None` when
+/// the ledger cannot say).
+async fn spend_of<'a>(
     gw: &Gateway,
     key_id: &'a str,
     (id, label, budget): &'a (String, String, crate::budget::Budget),
-) -> crate::watch::budgets::ScopeSpend<'a> {
-    crate::watch::budgets::ScopeSpend {
+) -> Option<crate::watch::budgets::ScopeSpend<'a>> {
+    Some(crate::watch::budgets::ScopeSpend {
         scope_id: id,
         label,
         key_id,
         budget: *budget,
-        spent: gw.ledger.spent(id),
+        spent: gw.ledger.spent(id).await.ok()?,
+    })
+}
+
+/// A failed reservation as a refusal (telling the detectors of a budget used up).
+async fn refused(
+    gw: &Gateway,
+    key_id: &str,
+    budgets: &[(String, String, crate::budget::Budget)],
+    e: BudgetError,
+) -> Refusal {
+    match e {
+        BudgetError::Over(e) => {
+            if let Some(scope) = budgets.iter().find(|b| b.1 == e.scope) {
+                if let Some(spend) = spend_of(gw, key_id, scope).await {
+                    gw.watch.budget_refused(&spend, e.period);
+                }
+            }
+            Refusal::OverBudget {
+                exceeded: e,
+                key_id: key_id.to_string(),
+            }
+        }
+        BudgetError::Unavailable(why) => Refusal::counters_unavailable(&why),
     }
 }
 
 /// Reserves the request's worst case, or refuses it.
-pub fn reserve(
+pub async fn reserve(
     gw: &Gateway,
     caller: &Caller,
     scopes: &[(String, String, Limits)],
@@ -73,20 +97,13 @@ pub fn reserve(
     let budgeted = budgets.iter().any(|b| !b.2.is_empty());
     let price: Option<Price> = gw.prices.lookup(model).map(|e| e.price);
     let key_id = caller.entry.record.id.as_str();
-    let spend_of = |scope| spend_of(gw, key_id, scope);
-    let over = |e: crate::budget::OverBudget| {
-        if let Some(scope) = budgets.iter().find(|b| b.1 == e.scope) {
-            gw.watch.budget_refused(&spend_of(scope), e.period);
-        }
-        Refusal::OverBudget {
-            exceeded: e,
-            key_id: key_id.to_string(),
-        }
-    };
     if !budgeted {
         // Booked at zero: only the real cost matters where no budget applies,
         // and the request path is spared the worst-case arithmetic.
-        let reservation = gw.ledger.reserve(&budgets, 0).map_err(over)?;
+        let reservation = match gw.ledger.reserve(&budgets, 0).await {
+            Ok(r) => r,
+            Err(e) => return Err(refused(gw, key_id, &budgets, e).await),
+        };
         return Ok(Reserved {
             reservation,
             body,
@@ -115,7 +132,10 @@ pub fn reserve(
         {
             Some(n) => n,
             None => {
-                let left = gw.ledger.remaining(&budgets).unwrap_or(i64::MAX);
+                let left = match gw.ledger.remaining(&budgets).await {
+                    Ok(left) => left.unwrap_or(i64::MAX),
+                    Err(e) => return Err(refused(gw, key_id, &budgets, e).await),
+                };
                 let room = left.saturating_sub(input_worst);
                 let allowed = if price.output > 0 {
                     (room / price.output).max(0) as u64
@@ -140,9 +160,14 @@ pub fn reserve(
     };
     let worst = input_worst
         .saturating_add((output_tokens.min(i64::MAX as u64) as i64).saturating_mul(price.output));
-    let reservation = gw.ledger.reserve(&budgets, worst).map_err(over)?;
+    let reservation = match gw.ledger.reserve(&budgets, worst).await {
+        Ok(r) => r,
+        Err(e) => return Err(refused(gw, key_id, &budgets, e).await),
+    };
     for scope in budgets.iter().filter(|b| !b.2.is_empty()) {
-        gw.watch.budget_spend(&spend_of(scope));
+        if let Some(spend) = spend_of(gw, key_id, scope).await {
+            gw.watch.budget_spend(&spend);
+        }
     }
     Ok(Reserved {
         reservation,

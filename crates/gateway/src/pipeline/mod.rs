@@ -115,7 +115,7 @@ async fn run(
     ctx.model = Some(parsed.model.clone());
     let route = authorize::route(gw, ctx, &caller, &endpoint, &parsed.model)?;
     let scopes = admit::scopes(gw, &caller);
-    let admitted = admit::request(gw, &caller, &scopes)?;
+    let admitted = admit::request(gw, &caller, &scopes).await?;
     let screen = crate::screen::Screen {
         gw: gw.clone(),
         key_id: caller.entry.record.id.clone(),
@@ -137,7 +137,8 @@ async fn run(
         route.provider.config.kind,
         &parsed.model,
         screened,
-    )?;
+    )
+    .await?;
     let body = reserved.body;
     let resp = upstream::call(upstream::UpstreamCall {
         screen: &screen,

@@ -58,6 +58,16 @@ impl Refusal {
         }
     }
 
+    /// The limit counters or the budget ledger cannot be reached: 503, and the
+    /// cause in the log (fail closed: nothing is served unchecked).
+    pub fn counters_unavailable(why: &str) -> Refusal {
+        tracing::error!("cannot reach the limit counters: {why}; refusing requests that need them");
+        Refusal::error(
+            ErrorKind::Unavailable,
+            "Rate-limit and budget counters unreachable; refusing unchecked requests (retry shortly)",
+        )
+    }
+
     pub fn denied(denial: Denial, key_id: Option<&str>) -> Refusal {
         Refusal::Denied {
             denial,
