@@ -21,6 +21,7 @@ pub mod context;
 pub mod echo;
 pub mod keys;
 pub mod last_use;
+pub mod lease;
 pub mod limits;
 pub mod master_file;
 pub mod meter;
@@ -193,6 +194,12 @@ pub async fn serve(
             live.clone().follow(backend.clone())
         });
     }
+    if backend.store.backend() == keyward_store::Backend::Postgres {
+        let (live, store) = (live.clone(), backend.store.clone());
+        tasks::supervise("store change notices", move || {
+            live.clone().listen(store.clone())
+        });
+    }
     // Off the start-up path; a stream arriving first waits for it.
     tokio::task::spawn_blocking(|| keyward_detect::Detector::builtin().prepare_streaming());
     let usage_writer = usage_writer::UsageWriter::spawn(backend.store.clone());
@@ -357,9 +364,11 @@ pub async fn serve(
         });
     }
     if let Some(max_age) = config.vault.max_age() {
-        let (live, alerts) = (gw.live.clone(), gw.alerts.clone());
+        let (live, alerts, store) = (gw.live.clone(), gw.alerts.clone(), backend.store.clone());
         tasks::supervise("credential age alerts", move || {
-            alerts::watch_credential_age(live.clone(), alerts.clone(), max_age)
+            let lease =
+                lease::JobLease::new(store.clone(), "credential age alerts", &live.replica_id);
+            alerts::watch_credential_age(live.clone(), alerts.clone(), max_age, lease)
         });
     }
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
@@ -433,6 +442,9 @@ pub async fn serve(
     }
     // Refusals counted in the open window, and anything still queued, are written
     // before the store closes.
+    for job in ["rotation schedule", "credential age alerts"] {
+        let _ = backend.store.release_lease(job, &replica_id).await;
+    }
     gw.audit.close().await;
     gw.last_use.flush(&backend.store).await;
     usage_writer.close().await;

@@ -1,8 +1,9 @@
 //! Scheduled rotation of client keys (`keys create --rotate-every 30d`).
 //!
-//! Every running server checks the schedule once a second; the store decides
-//! which one acts (a conditional update that only one caller wins), so a notice
-//! or a rotation happens once however many servers run. Before a rotation the
+//! The server holding the job's lease ([`crate::lease`]) checks the schedule
+//! once a second; the store still decides each step (a conditional update that
+//! only one caller wins), so a notice or a rotation happens once however many
+//! servers run, even while a lease changes hands. Before a rotation the
 //! owner's webhook gets `key_rotation_scheduled`; at the rotation the key gets a
 //! new secret (the old one stays valid for the key's grace period) and the
 //! webhook gets `key_rotated` carrying the new key, the one time it is shown. If
@@ -27,10 +28,15 @@ pub fn notice_lead(every_secs: i64) -> i64 {
 /// Runs the schedule forever.
 pub async fn run(backend: Backend, live: Arc<Live>, client: reqwest::Client, alerts: Alerter) {
     let backend = backend.as_actor("scheduler");
+    let mut lease =
+        crate::lease::JobLease::new(backend.store.clone(), "rotation schedule", &live.replica_id);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !lease.held().await {
+            continue;
+        }
         if let Err(e) = step(&backend, &live, &client, &alerts).await {
             tracing::warn!("scheduled rotation check failed: {e}");
         }
@@ -45,9 +51,8 @@ async fn step(
 ) -> Result<(), crate::state::StateError> {
     let snapshot = live.snapshot.load_full();
     let t = now();
-    let mut seen = std::collections::HashSet::new();
-    for m in snapshot.keys.values() {
-        let k = &m.entry.record;
+    for entry in snapshot.keys.entries() {
+        let k = &entry.record;
         let (Some(every), Some(due), Some(notify)) = (
             k.rotate_every,
             k.next_rotation_at,
@@ -55,7 +60,7 @@ async fn step(
         ) else {
             continue;
         };
-        if k.revoked_at.is_some() || !seen.insert(k.id.as_str()) {
+        if k.revoked_at.is_some() {
             continue;
         }
         if every <= 0 || every > crate::time::MAX_LIFETIME.as_secs() as i64 {

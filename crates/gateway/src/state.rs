@@ -702,27 +702,32 @@ impl Backend {
     /// Reads every key and current credential into a fresh snapshot.
     pub async fn load_snapshot(&self) -> Result<Snapshot, StateError> {
         let generation = self.store.generation().await?;
-        let mut keys = HashMap::new();
+        let mut keys = KeyDirectory::default();
         for r in self.store.keys().await? {
-            let prev = r.prev_key_hash.clone().zip(r.prev_valid_until);
-            let entry = Arc::new(KeyEntry::new(r));
-            if let Some((hash, until)) = prev {
-                keys.insert(
-                    hash,
-                    KeyMatch {
-                        entry: entry.clone(),
-                        previous_until: Some(until),
-                    },
-                );
-            }
-            keys.insert(
-                entry.record.key_hash.clone(),
-                KeyMatch {
-                    entry,
-                    previous_until: None,
-                },
-            );
+            keys.put(r);
         }
+        self.snapshot_with(generation, keys).await
+    }
+
+    /// The snapshot after `old` with only what changed since its generation
+    /// read from the store: the keys changed since then, and the admin keys
+    /// and credentials (few, read whole).
+    pub async fn apply_changes(&self, old: &Snapshot) -> Result<Snapshot, StateError> {
+        // The generation first: a change committed after it is read again next
+        // time (its keys carry a later generation), never missed.
+        let generation = self.store.generation().await?;
+        let mut keys = old.keys.clone();
+        for r in self.store.keys_changed_since(old.generation).await? {
+            keys.put(r);
+        }
+        self.snapshot_with(generation, keys).await
+    }
+
+    async fn snapshot_with(
+        &self,
+        generation: i64,
+        keys: KeyDirectory,
+    ) -> Result<Snapshot, StateError> {
         let admin_keys = self
             .store
             .admin_keys()
@@ -869,12 +874,74 @@ pub struct KeyMatch {
     pub previous_until: Option<i64>,
 }
 
+/// Every client key, found by the keyed hash of its secret. Persistent maps:
+/// a copy shares everything with the original, and a change copies only the
+/// path to it, so a snapshot with a few keys changed costs little beside a
+/// million unchanged ones.
+#[derive(Clone, Default)]
+pub struct KeyDirectory {
+    /// Keyed hash of a client key (current or, during a grace window, previous
+    /// secret) → entry.
+    by_hash: imbl::HashMap<String, KeyMatch>,
+    /// Key id → entry (to drop a changed key's old hashes).
+    by_id: imbl::HashMap<String, Arc<KeyEntry>>,
+}
+
+impl KeyDirectory {
+    /// The key whose secret has this keyed hash.
+    pub fn get(&self, hash: &str) -> Option<&KeyMatch> {
+        self.by_hash.get(hash)
+    }
+
+    /// Every key, once each.
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
+        self.by_id.values()
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Adds a key, or replaces the key with its id (and drops its old hashes).
+    pub fn put(&mut self, r: KeyRecord) {
+        if let Some(old) = self.by_id.get(&r.id) {
+            let old = old.record.clone();
+            self.by_hash.remove(&old.key_hash);
+            if let Some(prev) = &old.prev_key_hash {
+                self.by_hash.remove(prev);
+            }
+        }
+        let prev = r.prev_key_hash.clone().zip(r.prev_valid_until);
+        let entry = Arc::new(KeyEntry::new(r));
+        if let Some((hash, until)) = prev {
+            self.by_hash.insert(
+                hash,
+                KeyMatch {
+                    entry: entry.clone(),
+                    previous_until: Some(until),
+                },
+            );
+        }
+        self.by_hash.insert(
+            entry.record.key_hash.clone(),
+            KeyMatch {
+                entry: entry.clone(),
+                previous_until: None,
+            },
+        );
+        self.by_id.insert(entry.record.id.clone(), entry);
+    }
+}
+
 /// Everything the request path needs from the store, as of one generation.
 pub struct Snapshot {
     pub generation: i64,
-    /// Keyed hash of a client key (current or, during a grace window, previous
-    /// secret) → entry.
-    pub keys: HashMap<String, KeyMatch>,
+    pub keys: KeyDirectory,
     /// Keyed hash of an admin key → its record (revoked ones left out).
     pub admin_keys: HashMap<String, AdminKeyRecord>,
     /// Vault secret name → decrypted credential (secrets with one live version).
@@ -934,6 +1001,8 @@ pub struct Live {
     /// The generation served, sent after each new snapshot is swapped in: open
     /// streams watch it to end when their key stops being usable.
     changes: tokio::sync::watch::Sender<i64>,
+    /// Woken by a change notice: check the store now, not at the next poll.
+    wake: tokio::sync::Notify,
 }
 
 /// How often the store is asked whether anything changed.
@@ -950,6 +1019,28 @@ impl Live {
             replica_id: format!("rep_{}", keyward_vault::random_base62(12)),
             last_ok_ms: AtomicI64::new(now_ms()),
             changes: tokio::sync::watch::Sender::new(generation),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Follows the store's change notices (PostgreSQL `LISTEN`) forever, waking
+    /// [`Live::follow`] on each; returns at once on SQLite, which has none. A
+    /// lost listener is reconnected after a second; the poll covers the gap.
+    pub async fn listen(self: Arc<Self>, store: Store) {
+        loop {
+            match store.change_listener().await {
+                Ok(None) => return,
+                Ok(Some(mut listener)) => {
+                    // Anything committed while the listener was away.
+                    self.wake.notify_one();
+                    while listener.next().await.is_ok() {
+                        self.wake.notify_one();
+                    }
+                    tracing::warn!("lost the store's change notices; reconnecting");
+                }
+                Err(e) => tracing::warn!("cannot listen for the store's change notices: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
@@ -963,24 +1054,29 @@ impl Live {
         now_ms() - self.last_ok_ms.load(Ordering::Relaxed) < STALE_AFTER.as_millis() as i64
     }
 
-    /// Polls the store forever, swapping in a new snapshot on every change, and
-    /// reports the generation it serves from (see [`Backend::await_replicas`]): the
-    /// report follows the swap, so once it is seen, every request this server
-    /// authenticates uses the new state.
+    /// Checks the store every [`POLL_INTERVAL`], and at once on a change notice,
+    /// swapping in a new snapshot on every change (only the keys changed are
+    /// read), and reports the generation it serves from (see
+    /// [`Backend::await_replicas`]): the report follows the swap, so once it is
+    /// seen, every request this server authenticates uses the new state.
     pub async fn follow(self: Arc<Self>, backend: Backend) {
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            let current = self.snapshot.load().generation;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+            }
+            let old = self.snapshot.load_full();
+            let current = old.generation;
             let serving = match backend.store.generation().await {
                 Ok(g) if g == current => Some(g),
-                Ok(_) => match backend.load_snapshot().await {
+                Ok(_) => match backend.apply_changes(&old).await {
                     Ok(s) => {
                         let g = s.generation;
                         self.snapshot.store(Arc::new(s));
                         self.changes.send_replace(g);
-                        tracing::info!("reloaded keys and credentials");
+                        tracing::info!(generation = g, "applied changes from the store");
                         Some(g)
                     }
                     Err(e) => {

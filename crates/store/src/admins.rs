@@ -69,7 +69,7 @@ impl Store {
             self.append_audit_in(&mut tx, audit).await?;
         }
         if n > 0 {
-            bump_generation(&mut tx).await?;
+            self.bump_generation(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(exists.is_some())

@@ -56,14 +56,31 @@ pub struct KeyRecord {
     pub monthly_budget_pico: Option<i64>,
 }
 
+/// The generation the change being written will have (the transaction bumps
+/// it at commit; writers hold the generation row, so no other change is between).
+macro_rules! next_generation {
+    () => {
+        "(SELECT CAST(value AS BIGINT) + 1 FROM meta WHERE name = 'generation')"
+    };
+}
+
+/// Every column of a key record, for `key_from_row`.
+macro_rules! key_columns {
+    () => {
+        "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, suspended_at, suspend_reason, owner, rpm, tpm, max_concurrent, daily_budget_pico, monthly_budget_pico"
+    };
+}
+
 impl Store {
     /// Stores a new key and its audit entries, in one transaction.
     pub async fn insert_key(&self, k: &KeyRecord, audit: Seal<'_>) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, owner, rpm, tpm, max_concurrent, daily_budget_pico, monthly_budget_pico) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
-        )
+        sqlx::query(concat!(
+            "INSERT INTO client_keys (id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, owner, rpm, tpm, max_concurrent, daily_budget_pico, monthly_budget_pico, changed_gen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, ",
+            next_generation!(),
+            ")"
+        ))
         .bind(&k.id)
         .bind(&k.key_hash)
         .bind(&k.hint)
@@ -98,10 +115,23 @@ impl Store {
 
     /// Every client key, oldest first.
     pub async fn keys(&self) -> Result<Vec<KeyRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, suspended_at, suspend_reason, owner, rpm, tpm, max_concurrent, daily_budget_pico, monthly_budget_pico \
-             FROM client_keys ORDER BY created_at, id",
-        )
+        let rows = sqlx::query(concat!(
+            key_columns!(),
+            " FROM client_keys ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// The keys changed after generation `since` (created, rotated, suspended,
+    /// resumed, limited or revoked), by id.
+    pub async fn keys_changed_since(&self, since: i64) -> Result<Vec<KeyRecord>> {
+        let rows = sqlx::query(concat!(
+            key_columns!(),
+            " FROM client_keys WHERE changed_gen > $1 ORDER BY id"
+        ))
+        .bind(since)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(key_from_row).collect()
@@ -119,7 +149,7 @@ impl Store {
     ) -> Result<bool> {
         self.update_bumping(
             sqlx::query(
-                "UPDATE client_keys SET prev_key_hash = key_hash, prev_valid_until = $1, key_hash = $2, hint = $3 WHERE id = $4",
+                concat!("UPDATE client_keys SET prev_key_hash = key_hash, prev_valid_until = $1, key_hash = $2, hint = $3, changed_gen = ", next_generation!(), " WHERE id = $4"),
             )
             .bind(prev_valid_until)
             .bind(new_hash)
@@ -139,9 +169,11 @@ impl Store {
         audit: Seal<'_>,
     ) -> Result<bool> {
         self.update_bumping(
-            sqlx::query(
-                "UPDATE client_keys SET suspended_at = $2, suspend_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
-            )
+            sqlx::query(concat!(
+                "UPDATE client_keys SET suspended_at = $2, suspend_reason = $3, changed_gen = ",
+                next_generation!(),
+                " WHERE id = $1 AND revoked_at IS NULL"
+            ))
             .bind(id)
             .bind(suspension.map(|s| s.0))
             .bind(suspension.map(|s| s.1.to_string())),
@@ -163,10 +195,12 @@ impl Store {
     ) -> Result<bool> {
         let [rpm, tpm, max_concurrent, daily, monthly] = limits;
         self.update_bumping(
-            sqlx::query(
+            sqlx::query(concat!(
                 "UPDATE client_keys SET owner = $1, rpm = $2, tpm = $3, max_concurrent = $4, \
-                 daily_budget_pico = $5, monthly_budget_pico = $6 WHERE id = $7 AND revoked_at IS NULL",
-            )
+                 daily_budget_pico = $5, monthly_budget_pico = $6, changed_gen = ",
+                next_generation!(),
+                " WHERE id = $7 AND revoked_at IS NULL"
+            ))
             .bind(owner.map(str::to_string))
             .bind(rpm)
             .bind(tpm)
@@ -195,9 +229,11 @@ impl Store {
     /// Claims the rotation due at `due` for key `id` and schedules the next one at
     /// `next`: true for exactly one caller across all servers.
     pub async fn claim_rotation(&self, id: &str, due: i64, next: i64) -> Result<bool> {
-        let n = sqlx::query(
-            "UPDATE client_keys SET next_rotation_at = $3 WHERE id = $1 AND next_rotation_at = $2 AND revoked_at IS NULL",
-        )
+        let n = sqlx::query(concat!(
+            "UPDATE client_keys SET next_rotation_at = $3, changed_gen = ",
+            next_generation!(),
+            " WHERE id = $1 AND next_rotation_at = $2 AND revoked_at IS NULL"
+        ))
         .bind(id)
         .bind(due)
         .bind(next)
@@ -225,12 +261,16 @@ impl Store {
         if exists.is_none() {
             return Ok(false);
         }
-        sqlx::query("UPDATE client_keys SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(reason)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(concat!(
+            "UPDATE client_keys SET revoked_at = $1, revoke_reason = $2, changed_gen = ",
+            next_generation!(),
+            " WHERE id = $3 AND revoked_at IS NULL"
+        ))
+        .bind(now)
+        .bind(reason)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         self.commit_change(tx, audit).await?;
         Ok(true)
     }

@@ -35,6 +35,7 @@ mod admins;
 mod alerts;
 mod audit;
 mod keys;
+mod leases;
 mod replicas;
 mod secrets;
 mod usage;
@@ -57,6 +58,34 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// PostgreSQL's URL, for the change listener's own connection.
+    listen_url: Option<Hidden>,
+}
+
+/// A URL that may carry a password: never shown by `Debug`.
+#[derive(Clone)]
+struct Hidden(String);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+/// The PostgreSQL channel every committed change is announced on.
+pub const CHANGES_CHANNEL: &str = "keyward_changes";
+
+/// Notices of committed changes (PostgreSQL `LISTEN`), for servers to apply
+/// them at once instead of at their next poll.
+pub struct ChangeListener(sqlx::postgres::PgListener);
+
+impl ChangeListener {
+    /// Waits for the next change notice. After a lost connection it reconnects
+    /// by itself; notices sent meanwhile are lost (the poll catches those).
+    pub async fn next(&mut self) -> Result<()> {
+        self.0.recv().await?;
+        Ok(())
+    }
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -110,7 +139,12 @@ impl Store {
                 .await?;
         }
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool, backend })
+        let listen_url = (backend == Backend::Postgres).then(|| Hidden(url.clone()));
+        Ok(Store {
+            pool,
+            backend,
+            listen_url,
+        })
     }
 
     /// Begins a transaction that will write. On SQLite it takes the write lock
@@ -143,6 +177,17 @@ impl Store {
         }
         self.commit_change(tx, audit).await?;
         Ok(true)
+    }
+
+    /// A listener for committed changes: `None` on SQLite, which has no
+    /// notices (servers poll it).
+    pub async fn change_listener(&self) -> Result<Option<ChangeListener>> {
+        let Some(url) = &self.listen_url else {
+            return Ok(None);
+        };
+        let mut l = sqlx::postgres::PgListener::connect(&url.0).await?;
+        l.listen(CHANGES_CHANNEL).await?;
+        Ok(Some(ChangeListener(l)))
     }
 
     pub fn backend(&self) -> Backend {
@@ -199,8 +244,25 @@ impl Store {
         audit: Seal<'_>,
     ) -> Result<()> {
         self.append_audit_in(&mut tx, audit).await?;
-        bump_generation(&mut tx).await?;
+        self.bump_generation(&mut tx).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Bumps the change counter and, on PostgreSQL, announces the change to
+    /// every listening server (delivered when the transaction commits).
+    async fn bump_generation(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+        sqlx::query(
+            "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE name = 'generation'",
+        )
+        .execute(&mut **tx)
+        .await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CHANGES_CHANNEL)
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 }
@@ -218,15 +280,6 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 fn is_busy(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy") || d.code().as_deref() == Some("40001"))
-}
-
-async fn bump_generation(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
-    sqlx::query(
-        "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE name = 'generation'",
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 fn json(v: &[String]) -> String {

@@ -372,6 +372,76 @@ async fn exercise(store: Store) {
 
 /// Usage records: batches append, totals group by model and by UTC day, and
 /// unpriced and incomplete requests are counted apart.
+/// Keys changed since a generation, and job leases.
+async fn exercise_changes_and_leases(store: &Store) {
+    let mut no_audit = |_: i64, _: Option<&str>| (Vec::new(), String::new());
+    let ids = |v: Vec<KeyRecord>| v.into_iter().map(|k| k.id).collect::<Vec<_>>();
+    let g0 = store.generation().await.unwrap();
+    store
+        .insert_key(&record("chg_a", "hash_a"), &mut no_audit)
+        .await
+        .unwrap();
+    store
+        .insert_key(&record("chg_b", "hash_b"), &mut no_audit)
+        .await
+        .unwrap();
+    let g1 = store.generation().await.unwrap();
+    assert_eq!(
+        ids(store.keys_changed_since(g0).await.unwrap()),
+        ["chg_a", "chg_b"]
+    );
+    assert!(store.keys_changed_since(g1).await.unwrap().is_empty());
+    store
+        .set_key_suspension("chg_b", Some((5, "test")), &mut no_audit)
+        .await
+        .unwrap();
+    let changed = store.keys_changed_since(g1).await.unwrap();
+    assert_eq!(ids(changed.clone()), ["chg_b"]);
+    assert_eq!(changed[0].suspended_at, Some(5));
+    let g2 = store.generation().await.unwrap();
+    store
+        .rotate_key("chg_a", "hash_a2", "kw_dev_Cd", 99, &mut no_audit)
+        .await
+        .unwrap();
+    store
+        .revoke_key("chg_b", "gone", 7, &mut no_audit)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(store.keys_changed_since(g2).await.unwrap()),
+        ["chg_a", "chg_b"]
+    );
+    store
+        .update_key_limits(
+            "chg_a",
+            Some("team"),
+            [Some(5), None, None, None, None],
+            &mut no_audit,
+        )
+        .await
+        .unwrap();
+    let g3 = store.generation().await.unwrap();
+    assert_eq!(
+        ids(store.keys_changed_since(g3 - 1).await.unwrap()),
+        ["chg_a"]
+    );
+
+    // Leases: one holder at a time; renewed by its holder; taken once run out.
+    assert!(store.hold_lease("job", "rep_1", 1_000, 100).await.unwrap());
+    assert!(!store.hold_lease("job", "rep_2", 1_050, 100).await.unwrap());
+    assert!(store.hold_lease("job", "rep_1", 1_090, 100).await.unwrap());
+    assert!(!store.hold_lease("job", "rep_2", 1_180, 100).await.unwrap());
+    assert!(store.hold_lease("job", "rep_2", 1_191, 100).await.unwrap());
+    assert!(!store.hold_lease("job", "rep_1", 1_200, 100).await.unwrap());
+    store.release_lease("job", "rep_2").await.unwrap();
+    assert!(store.hold_lease("job", "rep_1", 1_201, 100).await.unwrap());
+    // Another job's lease is its own.
+    assert!(store
+        .hold_lease("other", "rep_2", 1_201, 100)
+        .await
+        .unwrap());
+}
+
 async fn exercise_usage(store: &Store) {
     use keyward_store::{UsageGroup, UsageRow};
     let row = |at_ms: i64, model: &str, input: i64, cost: Option<i64>, complete: bool| UsageRow {
@@ -469,11 +539,16 @@ async fn sqlite_store_works_and_survives_reopen() {
     assert_eq!(store.backend(), Backend::Sqlite);
     exercise(store.clone()).await;
     exercise_usage(&store).await;
+    exercise_changes_and_leases(&store).await;
+    assert!(
+        store.change_listener().await.unwrap().is_none(),
+        "SQLite has no change notices (servers poll it)"
+    );
     store.close().await;
     let again = Store::open(&url).await.unwrap();
     assert_eq!(
         again.keys().await.unwrap().len(),
-        1,
+        3,
         "data and migrations persist"
     );
 }
@@ -485,6 +560,20 @@ async fn postgres_store_works() {
     assert_eq!(store.backend(), Backend::Postgres);
     exercise(store.clone()).await;
     exercise_usage(&store).await;
+    exercise_changes_and_leases(&store).await;
+    // Every committed change is announced to listeners; nothing before it.
+    let mut listener = store.change_listener().await.unwrap().unwrap();
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(200), listener.next()).await;
+    assert!(quiet.is_err(), "no notice without a change");
+    let mut no_audit = |_: i64, _: Option<&str>| (Vec::new(), String::new());
+    store
+        .set_key_suspension("chg_a", Some((9, "notice")), &mut no_audit)
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), listener.next())
+        .await
+        .expect("a notice within 5 s of the commit")
+        .unwrap();
     store.close().await;
     // Reopening runs no migration twice.
     Store::open(&url).await.unwrap();

@@ -3,11 +3,13 @@
 use super::Alerter;
 
 /// Alerts once per credential version whose age passes `max_age`
-/// (`credential_rotation_overdue`), checking every `max_age / 4` (1 s to 60 s).
+/// (`credential_rotation_overdue`), checking every `max_age / 4` (1 s to 60 s)
+/// while this server holds the job's `lease` (one server alerts, not each).
 pub async fn watch_credential_age(
     live: std::sync::Arc<crate::state::Live>,
     alerter: Alerter,
     max_age: std::time::Duration,
+    mut lease: crate::lease::JobLease,
 ) {
     let every = (max_age / 4).clamp(
         std::time::Duration::from_secs(1),
@@ -18,6 +20,9 @@ pub async fn watch_credential_age(
     let mut alerted = std::collections::HashSet::new();
     loop {
         tick.tick().await;
+        if !lease.held().await {
+            continue;
+        }
         let snapshot = live.snapshot.load_full();
         let now = crate::time::now();
         for (name, &created) in &snapshot.credential_created {
