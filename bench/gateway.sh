@@ -9,7 +9,10 @@
 # (REDACTION_ORDER="off on" runs it first); LIMITS_COMPARE=1 runs Keyward twice, with
 # a key that has no limits and with one that has every limit and a budget
 # (LIMITS_ORDER="on off" swaps the order); WATCH_COMPARE=1 runs Keyward with the
-# anomaly detectors on and off ([watch] enabled; WATCH_ORDER="off on" swaps).
+# anomaly detectors on and off ([watch] enabled; WATCH_ORDER="off on" swaps);
+# CLUSTER_COMPARE=1 runs the limited, budgeted key with its counters in this
+# process and in Redis ([cluster] redis_url = $REDIS_URL, default the local
+# redis://127.0.0.1:6379/; CLUSTER_ORDER="redis local" swaps).
 # Usage is metered in every run. Results land under ${BENCH_HOME:-~/.cache/keyward-bench}.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,12 +62,16 @@ TOML
   if [ "$variant" = watch-off ]; then
     printf '[watch]\nenabled = false\n' >> "$dir/keyward.toml"
   fi
+  if [ "$variant" = limits-redis ]; then
+    printf '[cluster]\nredis_url = "%s"\nkey_prefix = "keyward-bench-%s:"\n' \
+      "${REDIS_URL:-redis://127.0.0.1:6379/}" "$$-$label" >> "$dir/keyward.toml"
+  fi
   "$kw" init --config "$dir/keyward.toml" >/dev/null
   printf 'sk-mock-upstream-dummy' | "$kw" vault put mock-upstream --config "$dir/keyward.toml" >/dev/null
   local key created
   created=$("$kw" keys create --config "$dir/keyward.toml" --name bench --env prod --models '*' --json)
   key=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])' <<<"$created")
-  if [ "$variant" = limits-on ]; then
+  if [ "$variant" = limits-on ] || [ "$variant" = limits-redis ]; then
     local id
     id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$created")
     "$kw" keys update "$id" --config "$dir/keyward.toml" --rpm 100000000 --tpm 100000000000 \
@@ -80,7 +87,15 @@ TOML
 # REDACTION_COMPARE=1: the same run with screening off too, for the cost of
 # redaction; REDACTION_ORDER="off on" swaps the order, to check that the first
 # run is not favoured or penalised by running first.
-if [ "${WATCH_COMPARE:-0}" = 1 ]; then
+if [ "${CLUSTER_COMPARE:-0}" = 1 ]; then
+  for mode in ${CLUSTER_ORDER:-local redis}; do
+    case $mode in
+      local) run_keyward keyward-counters-local "" limits-on ;;
+      redis) run_keyward keyward-counters-redis "" limits-redis ;;
+      *) echo "CLUSTER_ORDER holds 'local' and 'redis', not '$mode'" >&2; exit 2 ;;
+    esac
+  done
+elif [ "${WATCH_COMPARE:-0}" = 1 ]; then
   for mode in ${WATCH_ORDER:-on off}; do
     case $mode in
       on) run_keyward keyward-watch-on ;;

@@ -846,6 +846,31 @@ models = ["gpt-4o-mini", "gpt-4o"]
     }
 
     #[test]
+    fn the_reference_deployment_configs_parse() {
+        let compose =
+            Config::parse(include_str!("../../../deploy/keyward.toml"), Path::new("/")).unwrap();
+        assert_eq!(
+            compose.cluster.redis_url.as_deref(),
+            Some("redis://redis:6379/")
+        );
+        assert!(compose.store.url.starts_with("postgres://"));
+        // The Kubernetes ConfigMap's copy, with the store URL filled in as the
+        // container's command does.
+        let manifest = include_str!("../../../deploy/kubernetes.yaml");
+        let start = manifest.find("keyward.toml: |\n").unwrap() + "keyward.toml: |\n".len();
+        let end = manifest[start..].find("\n---").unwrap() + start;
+        let text: String = manifest[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("STORE_URL", "postgres://keyward@postgres:5432/keyward");
+        let k8s = Config::parse(&text, Path::new("/")).unwrap();
+        assert_eq!(k8s.cluster.redis_url, compose.cluster.redis_url);
+        assert_eq!(k8s.admin.listen, compose.admin.listen);
+    }
+
+    #[test]
     fn bad_configs_say_what_to_fix() {
         let e = Config::parse("[store]\nurl='sqlite://x'\n[[providers]]\nname='a'\nkind='openai'\nbase_url='ftp://x'\ncredential='c'\nmodels=['m']\n", Path::new("/")).unwrap_err();
         assert!(e.contains("http(s)"), "{e}");

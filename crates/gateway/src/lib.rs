@@ -206,7 +206,7 @@ pub async fn serve(
     let (owner_limits, environment_limits) = config
         .owner_and_environment_limits()
         .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?;
-    let metrics = Arc::new(metrics::Metrics::new());
+    let metrics = Arc::new(metrics::Metrics::following(live.change_lag.clone()));
     let alerter = alerts::Alerter::new(
         metrics.clone(),
         Some(backend.store.clone()),

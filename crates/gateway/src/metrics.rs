@@ -157,8 +157,17 @@ impl Default for Metrics {
     }
 }
 
+/// Seconds from a change's commit in the store to a server serving it.
+pub const CHANGE_LAG: &str = "change_apply_seconds";
+
 impl Metrics {
     pub fn new() -> Metrics {
+        Metrics::following(Histogram::new(exponential_buckets(0.001, 2.0, 14)))
+    }
+
+    /// The metrics, with `change_lag` (the key directory's, see
+    /// [`crate::state::Live::change_lag`]) served as [`CHANGE_LAG`].
+    pub fn following(change_lag: Histogram) -> Metrics {
         let mut registry = Registry::with_prefix("keyward");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -233,6 +242,11 @@ impl Metrics {
             "store_generation",
             "The store generation this server serves",
             generation.clone(),
+        );
+        registry.register(
+            CHANGE_LAG,
+            "Time from a change's commit in the store (a key revoked, suspended, rotated, created; a credential rotated) to this server serving it",
+            change_lag,
         );
         Metrics {
             registry,

@@ -51,7 +51,7 @@ async fn step(
 ) -> Result<(), crate::state::StateError> {
     let snapshot = live.snapshot.load_full();
     let t = now();
-    for entry in snapshot.keys.entries() {
+    for entry in snapshot.keys.scheduled() {
         let k = &entry.record;
         let (Some(every), Some(due), Some(notify)) = (
             k.rotate_every,

@@ -703,9 +703,7 @@ impl Backend {
     pub async fn load_snapshot(&self) -> Result<Snapshot, StateError> {
         let generation = self.store.generation().await?;
         let mut keys = KeyDirectory::default();
-        for r in self.store.keys().await? {
-            keys.put(r);
-        }
+        self.store.each_key(|r| keys.put(r)).await?;
         self.snapshot_with(generation, keys).await
     }
 
@@ -885,6 +883,8 @@ pub struct KeyDirectory {
     by_hash: imbl::HashMap<String, KeyMatch>,
     /// Key id → entry (to drop a changed key's old hashes).
     by_id: imbl::HashMap<String, Arc<KeyEntry>>,
+    /// The keys with a rotation schedule, by id (the scheduler's work list).
+    scheduled: imbl::HashMap<String, Arc<KeyEntry>>,
 }
 
 impl KeyDirectory {
@@ -893,9 +893,9 @@ impl KeyDirectory {
         self.by_hash.get(hash)
     }
 
-    /// Every key, once each.
-    pub fn entries(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
-        self.by_id.values()
+    /// The keys with a rotation schedule, once each.
+    pub fn scheduled(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
+        self.scheduled.values()
     }
 
     /// How many keys.
@@ -934,6 +934,12 @@ impl KeyDirectory {
                 previous_until: None,
             },
         );
+        if entry.record.rotate_every.is_some() {
+            self.scheduled
+                .insert(entry.record.id.clone(), entry.clone());
+        } else {
+            self.scheduled.remove(&entry.record.id);
+        }
         self.by_id.insert(entry.record.id.clone(), entry);
     }
 }
@@ -1003,6 +1009,8 @@ pub struct Live {
     changes: tokio::sync::watch::Sender<i64>,
     /// Woken by a change notice: check the store now, not at the next poll.
     wake: tokio::sync::Notify,
+    /// Seconds from a change's commit to this server serving it.
+    pub change_lag: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// How often the store is asked whether anything changed.
@@ -1020,6 +1028,9 @@ impl Live {
             last_ok_ms: AtomicI64::new(now_ms()),
             changes: tokio::sync::watch::Sender::new(generation),
             wake: tokio::sync::Notify::new(),
+            change_lag: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 14),
+            ),
         }
     }
 
@@ -1054,6 +1065,17 @@ impl Live {
         now_ms() - self.last_ok_ms.load(Ordering::Relaxed) < STALE_AFTER.as_millis() as i64
     }
 
+    /// Records how long the change this server now serves took to reach it
+    /// (when no later one was committed meanwhile; clocks as NTP keeps them).
+    async fn observe_lag(&self, store: &Store, serving: i64) {
+        if let Ok((g, at_ms)) = store.generation_and_time().await {
+            if g == serving && at_ms > 0 {
+                self.change_lag
+                    .observe((now_ms() - at_ms).max(0) as f64 / 1000.0);
+            }
+        }
+    }
+
     /// Checks the store every [`POLL_INTERVAL`], and at once on a change notice,
     /// swapping in a new snapshot on every change (only the keys changed are
     /// read), and reports the generation it serves from (see
@@ -1076,6 +1098,7 @@ impl Live {
                         let g = s.generation;
                         self.snapshot.store(Arc::new(s));
                         self.changes.send_replace(g);
+                        self.observe_lag(&backend.store, g).await;
                         tracing::info!(generation = g, "applied changes from the store");
                         Some(g)
                     }

@@ -124,6 +124,17 @@ impl Store {
         rows.iter().map(key_from_row).collect()
     }
 
+    /// Calls `each` with every client key, in no particular order, reading them
+    /// as a stream: a million keys never sit in memory as rows all at once.
+    pub async fn each_key(&self, mut each: impl FnMut(KeyRecord)) -> Result<()> {
+        use futures_util::TryStreamExt as _;
+        let mut rows = sqlx::query(concat!(key_columns!(), " FROM client_keys")).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            each(key_from_row(&row)?);
+        }
+        Ok(())
+    }
+
     /// The keys changed after generation `since` (created, rotated, suspended,
     /// resumed, limited or revoked), by id.
     pub async fn keys_changed_since(&self, since: i64) -> Result<Vec<KeyRecord>> {

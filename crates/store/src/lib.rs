@@ -207,6 +207,22 @@ impl Store {
         v.parse().map_err(|_| Error::Malformed("meta.generation"))
     }
 
+    /// The generation and when it was committed (Unix ms), read together.
+    pub async fn generation_and_time(&self) -> Result<(i64, i64)> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, value FROM meta WHERE name IN ('generation', 'generation_at')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let get = |n: &'static str| {
+            rows.iter()
+                .find(|(k, _)| k == n)
+                .and_then(|(_, v)| v.parse().ok())
+                .ok_or(Error::Malformed("meta.generation"))
+        };
+        Ok((get("generation")?, get("generation_at").unwrap_or(0)))
+    }
+
     pub async fn meta(&self, name: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
             .bind(name)
@@ -257,6 +273,13 @@ impl Store {
         )
         .execute(&mut **tx)
         .await?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        sqlx::query("UPDATE meta SET value = $1 WHERE name = 'generation_at'")
+            .bind(now_ms.to_string())
+            .execute(&mut **tx)
+            .await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, '')")
                 .bind(CHANGES_CHANNEL)
