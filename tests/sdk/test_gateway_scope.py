@@ -277,3 +277,30 @@ def test_azure_api_key_header_auth_refusal(gateway, fake):
     with pytest.raises(openai.AuthenticationError):
         gateway.azure("kw_prod_" + "D" * 40).chat.completions.create(model="azure-gpt-4o", messages=[{"role": "user", "content": mk}])
     nothing_upstream(fake, mk)
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_address_is_checked(keyward_bin, fake, tmp_path):
+    from conftest import make_gateway
+
+    gw = make_gateway(keyward_bin, fake, tmp_path)
+    text = gw.config.read_text().replace('listen = "127.0.0.1:0"\n', 'listen = "127.0.0.1:0"\ntrusted_proxies = ["127.0.0.1/32"]\n', 1)
+    gw.config.write_text(text)
+    k = gw.create_key("behind-proxy", env="prod", models="*", cidrs="192.0.2.0/24")
+    gw.start()
+    try:
+        def call(xff):
+            headers = {"X-Forwarded-For": xff} if xff else {}
+            return gw.openai(k["key"], default_headers=headers).chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": marker()}]
+            )
+
+        # The proxy (loopback, trusted) says the client is in the key's network.
+        assert call("192.0.2.7").choices[0].message.content.endswith("gpt-4o-mini")
+        # Without the header the client is the proxy itself: refused.
+        with pytest.raises(openai.PermissionDeniedError):
+            call(None)
+        # A client-forged first entry does not help: the hop the proxy saw counts.
+        with pytest.raises(openai.PermissionDeniedError):
+            call("192.0.2.7, 198.51.100.1")
+    finally:
+        gw.stop()

@@ -207,6 +207,11 @@ pub struct ServerSection {
     /// Default: what the open-file limit allows with room for upstream calls.
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// Load balancers and proxies (`10.0.0.0/8`, `192.0.2.10/32`…) whose
+    /// `X-Forwarded-For` names the client (see [`crate::forwarded`]); requests
+    /// from anywhere else are taken as coming from their peer address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 fn default_header_timeout() -> u64 {
@@ -260,7 +265,20 @@ impl ServerSection {
         if self.max_connections == Some(0) {
             return Err("[server] max_connections = 0: use at least 1, or leave it out".into());
         }
+        for p in &self.trusted_proxies {
+            p.parse::<ipnet::IpNet>().map_err(|_| {
+                format!("[server] trusted_proxies: `{p}` is not a network (write 10.0.0.0/8 or 192.0.2.10/32)")
+            })?;
+        }
         Ok(())
+    }
+
+    /// `trusted_proxies`, parsed (validated when the config is loaded).
+    pub fn trusted_proxy_networks(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect()
     }
 }
 
@@ -284,6 +302,7 @@ impl Default for ServerSection {
             body_idle_timeout_secs: default_body_idle_timeout(),
             body_timeout_secs: default_body_timeout(),
             max_connections: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Gateway {
     pub echoes: crate::echo::EchoCache,
     /// Rate, token and concurrency limits.
     pub limiter: Arc<dyn crate::limits::Limiter>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `[[limits]]` by owner and by environment.
     pub owner_limits: std::collections::HashMap<String, crate::limits::Limits>,
     pub environment_limits: std::collections::HashMap<String, crate::limits::Limits>,

@@ -19,6 +19,7 @@ pub mod config;
 pub mod conn;
 pub mod context;
 pub mod echo;
+pub mod forwarded;
 pub mod keys;
 pub mod last_use;
 pub mod lease;
@@ -319,6 +320,7 @@ pub async fn serve(
         ledger,
         owner_limits,
         environment_limits,
+        trusted_proxies: config.server.trusted_proxy_networks(),
     });
     {
         let (last_use, store) = (gw.last_use.clone(), backend.store.clone());

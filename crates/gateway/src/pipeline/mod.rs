@@ -63,6 +63,10 @@ pub async fn handle(
 ) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
+    let peer = std::net::SocketAddr::new(
+        crate::forwarded::client_address(peer.ip(), req.headers(), &gw.trusted_proxies),
+        peer.port(),
+    );
     let mut ctx = RequestContext {
         rid: request_id(),
         target: crate::audit::safe_target(req.uri().path()),
