@@ -84,14 +84,14 @@ impl RedisLimiter {
                 let redis = self.redis.clone();
                 Ok(Permit::releasing(
                     Box::new(move || {
-                        let mut p = redis::pipe();
                         for key in &slots {
-                            p.zrem(key, &id).ignore();
+                            let mut zrem = redis::cmd("ZREM");
+                            zrem.arg(key).arg(&id);
+                            redis.in_background(
+                                "release a concurrency slot",
+                                BackgroundCall::Command(zrem),
+                            );
                         }
-                        redis.in_background(
-                            "release a concurrency slot",
-                            BackgroundCall::Pipeline(p),
-                        );
                     }),
                     requests,
                 ))

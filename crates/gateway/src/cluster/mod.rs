@@ -15,8 +15,9 @@
 //!   replica that dies holding one does not hold it forever (a slot frees, a
 //!   reservation is charged in full).
 //! - Work after a response (releasing a slot, charging tokens, settling a
-//!   reservation) never delays it: it runs in the background, retried with
-//!   backoff for about half a minute.
+//!   reservation) never delays it: one background writer sends it in
+//!   pipelines, many responses' worth to a round trip, retried with backoff for
+//!   about half a minute.
 //! - One Redis (a primary, with replicas for failover if wanted); Redis Cluster
 //!   is not supported (the scripts touch several keys of one scope).
 
@@ -38,6 +39,8 @@ pub struct Redis {
     conn: ConnectionManager,
     prefix: String,
     lease: Duration,
+    /// Work after responses, for the background writer.
+    queue: tokio::sync::mpsc::Sender<(&'static str, BackgroundCall)>,
 }
 
 impl Redis {
@@ -61,10 +64,13 @@ impl Redis {
                      out to keep the counters in this process"
                 )
             })?;
+        let (queue, queued) = tokio::sync::mpsc::channel(QUEUE);
+        tokio::spawn(background(conn.clone(), queued));
         Ok(Redis {
             conn,
             prefix: prefix.to_string(),
             lease: LEASE,
+            queue,
         })
     }
 
@@ -84,51 +90,114 @@ impl Redis {
         self.conn.clone()
     }
 
-    /// Runs `call` in the background until it succeeds, retrying with
-    /// backoff (1, 2, 4, 8, 16 s); `what` names it in the log if it never does.
+    /// Queues `call` to run after the response (see [`background`]); `what`
+    /// names it in the log if it never succeeds. When the queue is full (Redis
+    /// unreachable for long), the call is dropped and logged: the lease ends
+    /// what it would have ended.
     fn in_background(&self, what: &'static str, call: BackgroundCall) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut conn = self.conn();
-        rt.spawn(async move {
-            let mut pause = Duration::from_secs(1);
-            for attempt in 0..6 {
-                let result: redis::RedisResult<redis::Value> = match &call {
-                    BackgroundCall::Script(script, invocation) => {
-                        invocation_of(script, invocation)
-                            .invoke_async(&mut conn)
-                            .await
-                    }
-                    BackgroundCall::Pipeline(p) => p.query_async(&mut conn).await,
-                };
-                match result {
-                    Ok(_) => return,
-                    Err(e) if attempt == 5 => {
-                        tracing::error!(
-                            "Redis: could not {what}: {e}; giving up (the lease ends it)"
-                        );
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(pause).await;
-                        pause *= 2;
-                    }
-                }
-            }
-        });
+        if self.queue.try_send((what, call)).is_err() {
+            tracing::error!(
+                "Redis: could not {what}: the background queue is full; the lease ends it"
+            );
+        }
     }
 }
 
-/// Work for [`Redis::in_background`].
-enum BackgroundCall {
+/// Work after a response, for [`Redis::in_background`].
+pub(crate) enum BackgroundCall {
     /// A script with its keys and arguments.
     Script(&'static redis::Script, ScriptArgs),
-    Pipeline(redis::Pipeline),
+    Command(redis::Cmd),
+}
+
+/// Most calls queued for the background writer.
+const QUEUE: usize = 100_000;
+/// Most calls sent in one pipeline.
+const BATCH: usize = 512;
+
+/// The background writer: sends queued calls in pipelines of up to [`BATCH`]
+/// (one round trip for many responses' releases, token charges and
+/// settlements), retrying the ones that failed for want of a connection with
+/// backoff (1, 2, 4, 8, 16 s). A call Redis refused for another reason is
+/// logged, not retried.
+async fn background(
+    mut conn: ConnectionManager,
+    mut queue: tokio::sync::mpsc::Receiver<(&'static str, BackgroundCall)>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut pending = vec![first];
+        while pending.len() < BATCH {
+            match queue.try_recv() {
+                Ok(call) => pending.push(call),
+                Err(_) => break,
+            }
+        }
+        let mut pause = Duration::from_secs(1);
+        for attempt in 0..6 {
+            let mut p = redis::pipe();
+            p.ignore_errors();
+            for (_, call) in &pending {
+                p.add_command(match call {
+                    BackgroundCall::Command(c) => c.clone(),
+                    BackgroundCall::Script(script, a) => {
+                        let mut c = redis::cmd("EVALSHA");
+                        c.arg(script.get_hash())
+                            .arg(a.keys.len())
+                            .arg(&a.keys)
+                            .arg(&a.args);
+                        c
+                    }
+                });
+            }
+            let retry: Vec<(&'static str, BackgroundCall)> = match p
+                .query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn)
+                .await
+            {
+                Ok(results) => {
+                    let mut retry = Vec::new();
+                    let mut unloaded = false;
+                    for ((what, call), result) in pending.into_iter().zip(results) {
+                        match result {
+                            Ok(_) => {}
+                            Err(e) if e.code() == Some("NOSCRIPT") => {
+                                // Redis restarted and forgot the scripts.
+                                unloaded = true;
+                                retry.push((what, call));
+                            }
+                            Err(e) if e.is_io_error() || e.is_timeout() => retry.push((what, call)),
+                            Err(e) => tracing::error!("Redis: could not {what}: {e}"),
+                        }
+                    }
+                    if unloaded {
+                        for (_, call) in &retry {
+                            if let BackgroundCall::Script(script, _) = call {
+                                let _ = script.load_async(&mut conn).await;
+                            }
+                        }
+                    }
+                    retry
+                }
+                Err(_) => pending,
+            };
+            pending = retry;
+            if pending.is_empty() {
+                break;
+            }
+            if attempt == 5 {
+                for (what, _) in &pending {
+                    tracing::error!("Redis: could not {what}; giving up (the lease ends it)");
+                }
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+    }
 }
 
 /// A script invocation's keys and arguments, kept to retry it.
 #[derive(Default)]
-struct ScriptArgs {
+pub(crate) struct ScriptArgs {
     keys: Vec<String>,
     args: Vec<String>,
 }
