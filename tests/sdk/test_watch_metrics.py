@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import time
 
+import openai
+
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
@@ -84,6 +86,16 @@ def test_metrics_count_requests_tokens_spend_refusals_and_secrets(watched, fake)
     assert value(m, "keyward_gateway_added_seconds_count", provider="openai") == 2
     assert value(m, "keyward_request_duration_seconds_count", provider="openai") == 3  # the 429 too
     assert value(m, "keyward_store_up") == 1
+    assert value(m, "keyward_upstream_up", provider="openai") == 1
+    # A provider answering 5xx shows as down until it answers again.
+    k2 = watched.create_key("watched-upstream", env="prod", models="*")
+    with pytest.raises(openai.InternalServerError):
+        watched.openai(k2["key"]).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "FAIL_500"}])
+    assert value(scrape(watched), "keyward_upstream_up", provider="openai") == 0
+    assert value(scrape(watched), "keyward_upstream_errors_total", provider="openai", error="5xx") >= 1
+    watched.openai(k2["key"]).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": marker()}])
+    m = scrape(watched)
+    assert value(m, "keyward_upstream_up", provider="openai") == 1
     # Key ids only: no key, credential or traffic secret in any label or value.
     for s in watched.all_secrets():
         assert s not in m[("_text", frozenset())]

@@ -145,6 +145,7 @@ pub struct Metrics {
     redactions: Family<RedactionLabels, Counter>,
     alerts: Family<AlertLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    upstream_up: Family<ProviderLabels, Gauge>,
     store_up: Gauge,
     generation: Gauge,
     keys: Bounded,
@@ -231,6 +232,12 @@ impl Metrics {
             "Provider calls that failed or answered with an error",
             upstream_errors.clone(),
         );
+        let upstream_up = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "upstream_up",
+            "1 while a provider's last call was answered (below 500), 0 after it was unreachable, timed out or answered 5xx",
+            upstream_up.clone(),
+        );
         let store_up = Gauge::default();
         registry.register(
             "store_up",
@@ -260,6 +267,7 @@ impl Metrics {
             redactions,
             alerts,
             upstream_errors,
+            upstream_up,
             store_up,
             generation,
             keys: Bounded::new(MAX_KEY_LABELS),
@@ -373,6 +381,15 @@ impl Metrics {
                 error: error.to_string(),
             })
             .inc();
+    }
+
+    /// How a provider's last call went: answered below 500 (`true`), or not.
+    pub fn upstream_answered(&self, provider: &str, up: bool) {
+        self.upstream_up
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_string(),
+            })
+            .set(i64::from(up));
     }
 
     /// The store's state as this server sees it.

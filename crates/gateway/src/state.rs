@@ -1093,7 +1093,17 @@ impl Live {
             let current = old.generation;
             let serving = match backend.store.generation().await {
                 Ok(g) if g == current => Some(g),
-                Ok(_) => match backend.apply_changes(&old).await {
+                Ok(g) => match if g < current {
+                    // A generation below the one served (a store restored from
+                    // a backup) has no reliable deltas: read everything again.
+                    tracing::warn!(
+                        generation = g,
+                        "the store's generation went back: reloading every key"
+                    );
+                    backend.load_snapshot().await
+                } else {
+                    backend.apply_changes(&old).await
+                } {
                     Ok(s) => {
                         let g = s.generation;
                         self.snapshot.store(Arc::new(s));

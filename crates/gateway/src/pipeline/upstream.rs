@@ -156,6 +156,7 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
                 "unreachable"
             };
             gw.metrics.upstream_error(&provider.config.name, error);
+            gw.metrics.upstream_answered(&provider.config.name, false);
             meter.set_status(kind.status().as_u16());
             meter.finish(true);
             return api::error_response(family, kind, "The provider could not be reached", rid);
@@ -165,6 +166,8 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     meter.set_status(status.as_u16());
+    gw.metrics
+        .upstream_answered(&provider.config.name, !status.is_server_error());
     if status.is_client_error() || status.is_server_error() {
         let class = if status.is_server_error() {
             "5xx"
