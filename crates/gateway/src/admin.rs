@@ -12,6 +12,7 @@
 //! POST /admin/v1/keys                 {"name","env","models",["providers","endpoints","cidrs"],"expires":"30d"|"never"}
 //! POST /admin/v1/keys/{id}/rotate     {"grace": "24h"}: a new secret, the old one works for the grace
 //! POST /admin/v1/keys/{id}/revoke     {"reason"} (also suspend, resume)
+//! POST /admin/v1/keys/{id}/policy     {"on_anomaly": "alert" | "suspend" | "default"}
 //! GET  /admin/v1/vault                list credential names and versions
 //! PUT  /admin/v1/vault/{name}         {"value"}: a new version, used at once
 //! POST /admin/v1/leaks                {"tokens": [...], "location"}: revoke every Keyward key found
@@ -595,6 +596,9 @@ struct Standing {
     /// How long the previous secret keeps working (rotate; default 24h).
     #[serde(default)]
     grace: Option<String>,
+    /// `alert`, `suspend` or `default` (policy).
+    #[serde(default)]
+    on_anomaly: Option<String>,
 }
 
 /// `POST /keys/{id}/revoke|suspend|resume` (optional `{"reason": …}`) and
@@ -641,10 +645,31 @@ async fn set_standing(
             )
         }
         "resume" => (backend.resume_key(id).await, "resumed", "keys.resume"),
+        "policy" => {
+            let policy = match req.on_anomaly.as_deref() {
+                Some("default") => None,
+                Some(p) => match p.parse::<crate::config::OnAnomaly>() {
+                    Ok(p) => Some(p),
+                    Err(e) => return error(StatusCode::BAD_REQUEST, &e, &rid),
+                },
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "send {\"on_anomaly\": \"alert\" | \"suspend\" | \"default\"}",
+                        &rid,
+                    )
+                }
+            };
+            (
+                backend.set_key_anomaly_policy(id, policy).await,
+                "policy_set",
+                "keys.policy",
+            )
+        }
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
-                "unknown key action: use rotate, revoke, suspend or resume",
+                "unknown key action: use rotate, revoke, suspend, resume or policy",
                 &rid,
             )
         }

@@ -387,6 +387,26 @@ pub enum OnAnomaly {
     Suspend,
 }
 
+impl OnAnomaly {
+    pub fn name(self) -> &'static str {
+        match self {
+            OnAnomaly::Alert => "alert",
+            OnAnomaly::Suspend => "suspend",
+        }
+    }
+}
+
+impl std::str::FromStr for OnAnomaly {
+    type Err = String;
+    fn from_str(s: &str) -> Result<OnAnomaly, String> {
+        match s {
+            "alert" => Ok(OnAnomaly::Alert),
+            "suspend" => Ok(OnAnomaly::Suspend),
+            other => Err(format!("`{other}` is not a policy: use alert or suspend")),
+        }
+    }
+}
+
 fn default_enabled() -> bool {
     true
 }

@@ -207,6 +207,8 @@ pub struct KeyEntry {
     pub redaction: crate::redact::PolicyConfig,
     /// The key's own limits.
     pub limits: crate::limits::Limits,
+    /// The key's own `on_anomaly` policy; `None`: the server's.
+    pub on_anomaly: Option<crate::config::OnAnomaly>,
 }
 
 impl KeyEntry {
@@ -242,11 +244,14 @@ impl KeyEntry {
             daily_budget: record.daily_budget_pico.map(|v| v.max(0)),
             monthly_budget: record.monthly_budget_pico.map(|v| v.max(0)),
         };
+        // A policy edited by hand into nonsense means the server's.
+        let on_anomaly = record.on_anomaly.as_deref().and_then(|p| p.parse().ok());
         KeyEntry {
             record,
             cidrs,
             redaction,
             limits,
+            on_anomaly,
         }
     }
 

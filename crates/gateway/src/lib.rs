@@ -267,9 +267,24 @@ pub async fn serve(
         tracing::info!("country database {} loaded", path.display());
         detectors = detectors.with_geoip(geo);
     }
-    if config.watch.on_anomaly == config::OnAnomaly::Suspend {
-        let watcher = backend.as_actor("keyward-watch");
+    {
+        // The key's own `on_anomaly`, else the server's.
+        let (watcher, policy_of, server_policy) = (
+            backend.as_actor("keyward-watch"),
+            live.clone(),
+            config.watch.on_anomaly,
+        );
         detectors = detectors.suspending_with(Arc::new(move |id: String, reason: String| {
+            let policy = policy_of
+                .snapshot
+                .load()
+                .keys
+                .by_id(&id)
+                .and_then(|e| e.on_anomaly)
+                .unwrap_or(server_policy);
+            if policy != config::OnAnomaly::Suspend {
+                return false;
+            }
             let watcher = watcher.clone();
             tokio::spawn(async move {
                 match watcher.suspend_key(&id, &reason).await {
@@ -277,6 +292,7 @@ pub async fn serve(
                     Err(e) => tracing::error!(key_id = id, "could not suspend the key: {e}"),
                 }
             });
+            true
         }));
     }
     let watch = Arc::new(detectors);

@@ -481,6 +481,7 @@ impl Backend {
             max_concurrent: spec.limits.concurrency.map(|v| v as i64),
             daily_budget_pico: spec.limits.daily_budget,
             monthly_budget_pico: spec.limits.monthly_budget,
+            on_anomaly: None,
         };
         let details = serde_json::json!({
             "name": record.name, "environment": record.environment, "models": record.models,
@@ -594,6 +595,23 @@ impl Backend {
                 ],
                 &mut audit,
             )
+            .await?)
+    }
+
+    /// Sets a live key's own `on_anomaly` policy (`None`: the server's);
+    /// audited as `keys.policy`. Returns false when no such key exists or it is
+    /// revoked.
+    pub async fn set_key_anomaly_policy(
+        &self,
+        id: &str,
+        policy: Option<crate::config::OnAnomaly>,
+    ) -> Result<bool, StateError> {
+        let name = policy.map(|p| p.name());
+        let events = [self.event("keys.policy", id, serde_json::json!({"on_anomaly": name}))];
+        let mut audit = crate::audit::sealer(&self.audit_key, &events, now());
+        Ok(self
+            .store
+            .set_key_anomaly_policy(id, name, &mut audit)
             .await?)
     }
 
@@ -891,6 +909,11 @@ impl KeyDirectory {
     /// The key whose secret has this keyed hash.
     pub fn get(&self, hash: &str) -> Option<&KeyMatch> {
         self.by_hash.get(hash)
+    }
+
+    /// The key with this id.
+    pub fn by_id(&self, id: &str) -> Option<&Arc<KeyEntry>> {
+        self.by_id.get(id)
     }
 
     /// The keys with a rotation schedule, once each.

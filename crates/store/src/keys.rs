@@ -54,6 +54,9 @@ pub struct KeyRecord {
     /// Spend budgets per UTC day and month, in pico-dollars; `None`: no budget.
     pub daily_budget_pico: Option<i64>,
     pub monthly_budget_pico: Option<i64>,
+    /// The key's own response to severe anomalies (`alert`, `suspend`); `None`:
+    /// the server's.
+    pub on_anomaly: Option<String>,
 }
 
 /// The generation the change being written will have (the transaction bumps
@@ -67,7 +70,7 @@ macro_rules! next_generation {
 /// Every column of a key record, for `key_from_row`.
 macro_rules! key_columns {
     () => {
-        "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, suspended_at, suspend_reason, owner, rpm, tpm, max_concurrent, daily_budget_pico, monthly_budget_pico"
+        "SELECT id, key_hash, hint, name, environment, models, providers, endpoints, source_cidrs, created_at, expires_at, revoked_at, revoke_reason, prev_key_hash, prev_valid_until, canary, redact_inbound, redact_outbound, rotate_every, rotation_grace, next_rotation_at, notify_secret, suspended_at, suspend_reason, owner, rpm, tpm, max_concurrent, daily_budget_pico, monthly_budget_pico, on_anomaly"
     };
 }
 
@@ -188,6 +191,28 @@ impl Store {
             .bind(id)
             .bind(suspension.map(|s| s.0))
             .bind(suspension.map(|s| s.1.to_string())),
+            audit,
+        )
+        .await
+    }
+
+    /// Sets a live key's own anomaly policy (`None`: the server's), audited in
+    /// the same transaction. Returns false when no such key exists or it is
+    /// revoked.
+    pub async fn set_key_anomaly_policy(
+        &self,
+        id: &str,
+        policy: Option<&str>,
+        audit: Seal<'_>,
+    ) -> Result<bool> {
+        self.update_bumping(
+            sqlx::query(concat!(
+                "UPDATE client_keys SET on_anomaly = $1, changed_gen = ",
+                next_generation!(),
+                " WHERE id = $2 AND revoked_at IS NULL"
+            ))
+            .bind(policy.map(str::to_string))
+            .bind(id.to_string()),
             audit,
         )
         .await
@@ -352,5 +377,6 @@ fn key_from_row(r: &AnyRow) -> Result<KeyRecord> {
         max_concurrent: r.try_get("max_concurrent")?,
         daily_budget_pico: r.try_get("daily_budget_pico")?,
         monthly_budget_pico: r.try_get("monthly_budget_pico")?,
+        on_anomaly: r.try_get("on_anomaly")?,
     })
 }

@@ -44,6 +44,17 @@ pub enum KeysCmd {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// What a severe anomaly (a request, token or spend spike; a request from a
+    /// new country) does to this key: `suspend` it, only `alert`, or `default`
+    /// (the server's `[watch] on_anomaly`). Returns once every running server
+    /// applies it.
+    Policy {
+        id: String,
+        #[arg(long, value_parser = ["alert", "suspend", "default"])]
+        on_anomaly: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Lift a suspension.
     Resume {
         id: String,
@@ -255,6 +266,22 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                 bail!(not_live(&b, &id).await?);
             }
             eprintln!("suspended {id}");
+            applied::confirm(&b).await
+        })?,
+        KeysCmd::Policy {
+            id,
+            on_anomaly,
+            config,
+        } => rt.block_on(async {
+            let (_, b) = config.open().await?;
+            let policy = match on_anomaly.as_str() {
+                "default" => None,
+                p => Some(p.parse().map_err(anyhow::Error::msg)?),
+            };
+            if !b.set_key_anomaly_policy(&id, policy).await? {
+                bail!(not_live(&b, &id).await?);
+            }
+            eprintln!("{id}: on anomaly, {on_anomaly}");
             applied::confirm(&b).await
         })?,
         KeysCmd::Resume { id, config } => rt.block_on(async {

@@ -101,7 +101,9 @@ pub struct Watch {
 }
 
 /// Suspends a key: `(key id, reason)`.
-pub type Suspender = Arc<dyn Fn(String, String) + Send + Sync>;
+/// Suspends key `id` for `reason` when its policy (the key's own, else the
+/// server's) says so; returns whether it does.
+pub type Suspender = Arc<dyn Fn(String, String) -> bool + Send + Sync>;
 
 /// What the detectors were configured with.
 pub struct WatchSettings {
@@ -188,7 +190,8 @@ impl Watch {
         self
     }
 
-    /// Suspends keys with a request spike (`[watch] on_anomaly = "suspend"`).
+    /// Asks `suspend` on every severe anomaly (a spike, a new country): it
+    /// suspends the key when the key's or the server's `on_anomaly` says so.
     pub fn suspending_with(mut self, suspend: Suspender) -> Watch {
         self.suspend = Some(suspend);
         self
@@ -268,7 +271,10 @@ impl Watch {
                     shown(median),
                     shown(threshold)
                 );
-                let suspended = self.suspend.is_some();
+                let suspended = self
+                    .suspend
+                    .as_ref()
+                    .is_some_and(|s| s(key_id.to_string(), format!("anomaly: {summary}")));
                 self.sink.raise(json!({
                     "kind": kind, "severity": "high", "key_id": key_id,
                     "summary": summary,
@@ -281,9 +287,6 @@ impl Watch {
                         format!("if this traffic is not yours, suspend the key: keyward keys suspend {key_id}")
                     },
                 }));
-                if let Some(suspend) = &self.suspend {
-                    suspend(key_id.to_string(), format!("anomaly: {summary}"));
-                }
             }
         }
     }
@@ -344,10 +347,10 @@ impl Watch {
                 let summary = format!(
                     "first request from {c} ({network}), a country this key was never used from"
                 );
-                let suspended = self.suspend.is_some();
-                if let Some(suspend) = &self.suspend {
-                    suspend(key_id.to_string(), format!("anomaly: {summary}"));
-                }
+                let suspended = self
+                    .suspend
+                    .as_ref()
+                    .is_some_and(|s| s(key_id.to_string(), format!("anomaly: {summary}")));
                 json!({
                     "kind": "new_source_country", "severity": "high", "key_id": key_id,
                     "summary": summary, "seen": seen, "suspended": suspended,
