@@ -1645,41 +1645,20 @@ async fn the_follower_applies_changed_keys_and_reloads_all_when_the_generation_g
     let (a, _) = backend.create_key(new_key("prod", &["*"])).await.unwrap();
     let (b, _) = backend.create_key(new_key("prod", &["*"])).await.unwrap();
     eventually("both keys served", || live.snapshot.load().keys.len() == 2).await;
+    let entry = |hash: &str| live.snapshot.load().keys.get(hash).map(|m| m.entry.clone());
     backend.suspend_key(&a.id, "test").await.unwrap();
     eventually("the suspension applied", || {
-        live.snapshot
-            .load()
-            .keys
-            .get(&a.key_hash)
-            .is_some_and(|m| m.entry.record.suspended_at.is_some())
+        entry(&a.key_hash).is_some_and(|e| e.record.suspended_at.is_some())
     })
     .await;
     // The other key is the same entry as before: only the changed one was read.
-    let before = live
-        .snapshot
-        .load()
-        .keys
-        .get(&b.key_hash)
-        .unwrap()
-        .entry
-        .clone();
+    let before = entry(&b.key_hash).unwrap();
     backend.revoke_key(&a.id, "test").await.unwrap();
     eventually("the revocation applied", || {
-        live.snapshot
-            .load()
-            .keys
-            .get(&a.key_hash)
-            .is_some_and(|m| m.entry.record.revoked_at.is_some())
+        entry(&a.key_hash).is_some_and(|e| e.record.revoked_at.is_some())
     })
     .await;
-    let after = live
-        .snapshot
-        .load()
-        .keys
-        .get(&b.key_hash)
-        .unwrap()
-        .entry
-        .clone();
+    let after = entry(&b.key_hash).unwrap();
     assert!(
         Arc::ptr_eq(&before, &after),
         "an unchanged key is not re-read"
