@@ -87,38 +87,27 @@ TOML
 # REDACTION_COMPARE=1: the same run with screening off too, for the cost of
 # redaction; REDACTION_ORDER="off on" swaps the order, to check that the first
 # run is not favoured or penalised by running first.
+# run_pair ORDER_VAR DEFAULT_ORDER MODE RUN MODE RUN: the two runs of a comparison in
+# the order $ORDER_VAR gives (DEFAULT_ORDER when unset); each RUN is
+# LABEL:REDACTION:VARIANT for run_keyward.
+run_pair() {
+  local order_var=$1 default=$2 mode label redaction variant
+  local -A runs=([$3]=$4 [$5]=$6)
+  for mode in ${!order_var:-$default}; do
+    [ -n "${runs[$mode]:-}" ] || { echo "$order_var holds '$3' and '$5', not '$mode'" >&2; exit 2; }
+    IFS=: read -r label redaction variant <<<"${runs[$mode]}"
+    run_keyward "$label" "$redaction" "$variant"
+  done
+}
+
 if [ "${CLUSTER_COMPARE:-0}" = 1 ]; then
-  for mode in ${CLUSTER_ORDER:-local redis}; do
-    case $mode in
-      local) run_keyward keyward-counters-local "" limits-on ;;
-      redis) run_keyward keyward-counters-redis "" limits-redis ;;
-      *) echo "CLUSTER_ORDER holds 'local' and 'redis', not '$mode'" >&2; exit 2 ;;
-    esac
-  done
+  run_pair CLUSTER_ORDER "local redis" local keyward-counters-local::limits-on redis keyward-counters-redis::limits-redis
 elif [ "${WATCH_COMPARE:-0}" = 1 ]; then
-  for mode in ${WATCH_ORDER:-on off}; do
-    case $mode in
-      on) run_keyward keyward-watch-on ;;
-      off) run_keyward keyward-watch-off "" watch-off ;;
-      *) echo "WATCH_ORDER holds 'on' and 'off', not '$mode'" >&2; exit 2 ;;
-    esac
-  done
+  run_pair WATCH_ORDER "on off" on keyward-watch-on:: off keyward-watch-off::watch-off
 elif [ "${LIMITS_COMPARE:-0}" = 1 ]; then
-  for mode in ${LIMITS_ORDER:-off on}; do
-    case $mode in
-      on) run_keyward keyward-limits-on "" limits-on ;;
-      off) run_keyward keyward-limits-off ;;
-      *) echo "LIMITS_ORDER holds 'on' and 'off', not '$mode'" >&2; exit 2 ;;
-    esac
-  done
+  run_pair LIMITS_ORDER "off on" on keyward-limits-on::limits-on off keyward-limits-off::
 elif [ "${REDACTION_COMPARE:-0}" = 1 ]; then
-  for mode in ${REDACTION_ORDER:-on off}; do
-    case $mode in
-      on) run_keyward keyward ;;
-      off) run_keyward keyward-redaction-off off ;;
-      *) echo "REDACTION_ORDER holds 'on' and 'off', not '$mode'" >&2; exit 2 ;;
-    esac
-  done
+  run_pair REDACTION_ORDER "on off" on keyward:: off keyward-redaction-off:off:
 else
   run_keyward keyward
 fi
