@@ -311,7 +311,12 @@ impl Default for ServerSection {
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     /// `sqlite://FILE` (relative to the config's directory) or `postgres://…`.
+    #[serde(default)]
     pub url: String,
+    /// The name of an environment variable holding the URL instead (a
+    /// password stays out of the file); read when the config is loaded.
+    #[serde(default)]
+    pub url_env: Option<String>,
 }
 
 impl Default for StoreSection {
@@ -319,6 +324,7 @@ impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             url: "sqlite://keyward.db".into(),
+            url_env: None,
         }
     }
 }
@@ -450,6 +456,24 @@ pub struct AdminSection {
     pub listen: Option<std::net::SocketAddr>,
 }
 
+/// The value of the environment variable `var` names, for `what` (`None`
+/// when no variable is named); an error when it is unset or empty, or when
+/// the value is also given directly (`direct`).
+fn from_env(what: &str, var: &Option<String>, direct: bool) -> Result<Option<String>, String> {
+    let Some(var) = var else {
+        return Ok(None);
+    };
+    if direct {
+        return Err(format!("{what}: give the value or `{what}_env`, not both"));
+    }
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_string())),
+        _ => Err(format!(
+            "{what}_env names ${var}, which is not set in this environment: set it, or give {what} directly"
+        )),
+    }
+}
+
 /// Several replicas sharing counters (see [`crate::cluster`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -458,6 +482,9 @@ pub struct ClusterSection {
     /// reservations live there, shared by every replica. Unset: in this process.
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// The name of an environment variable holding `redis_url` instead.
+    #[serde(default)]
+    pub redis_url_env: Option<String>,
     /// Starts every key Keyward writes in Redis (several deployments can share
     /// one Redis with different prefixes).
     #[serde(default = "default_redis_prefix")]
@@ -472,6 +499,7 @@ impl Default for ClusterSection {
     fn default() -> Self {
         ClusterSection {
             redis_url: None,
+            redis_url_env: None,
             key_prefix: default_redis_prefix(),
         }
     }
@@ -607,6 +635,7 @@ impl Config {
             server: ServerSection::default(),
             store: StoreSection {
                 url: format!("sqlite://{}", dir.join("keyward.db").display()),
+                url_env: None,
             },
             vault: VaultSection {
                 master_key_file: Some(dir.join("master.key")),
@@ -629,6 +658,19 @@ impl Config {
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config, String> {
         let mut c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         c.base_dir = base_dir.to_path_buf();
+        if let Some(url) = from_env("[store] url", &c.store.url_env, !c.store.url.is_empty())? {
+            c.store.url = url;
+        }
+        if c.store.url.is_empty() {
+            return Err("[store] needs `url` (sqlite://FILE or postgres://…) or `url_env`".into());
+        }
+        if let Some(url) = from_env(
+            "[cluster] redis_url",
+            &c.cluster.redis_url_env,
+            c.cluster.redis_url.is_some(),
+        )? {
+            c.cluster.redis_url = Some(url);
+        }
         if let Some(rest) = c.store.url.strip_prefix("sqlite://") {
             let p = Path::new(rest.split('?').next().unwrap_or(rest));
             if p.is_relative() && !rest.starts_with(':') {
@@ -893,8 +935,7 @@ models = ["gpt-4o-mini", "gpt-4o"]
             Some("redis://redis:6379/")
         );
         assert!(compose.store.url.starts_with("postgres://"));
-        // The Kubernetes ConfigMap's copy, with the store URL filled in as the
-        // container's command does.
+        // The Kubernetes ConfigMap's copy, its store URL from the environment.
         let manifest = include_str!("../../../deploy/kubernetes.yaml");
         let start = manifest.find("keyward.toml: |\n").unwrap() + "keyward.toml: |\n".len();
         let end = manifest[start..].find("\n---").unwrap() + start;
@@ -902,11 +943,44 @@ models = ["gpt-4o-mini", "gpt-4o"]
             .lines()
             .map(|l| l.strip_prefix("    ").unwrap_or(l))
             .collect::<Vec<_>>()
-            .join("\n")
-            .replace("STORE_URL", "postgres://keyward@postgres:5432/keyward");
+            .join("\n");
+        std::env::set_var(
+            "KEYWARD_STORE_URL",
+            "postgres://keyward@postgres:5432/keyward",
+        );
         let k8s = Config::parse(&text, Path::new("/")).unwrap();
         assert_eq!(k8s.cluster.redis_url, compose.cluster.redis_url);
         assert_eq!(k8s.admin.listen, compose.admin.listen);
+    }
+
+    #[test]
+    fn urls_can_come_from_the_environment() {
+        std::env::set_var("KEYWARD_TEST_STORE_URL", "postgres://k@db:5432/k");
+        std::env::set_var("KEYWARD_TEST_REDIS_URL", "redis://cache:6379/");
+        let c = Config::parse(
+            "[store]\nurl_env = \"KEYWARD_TEST_STORE_URL\"\n[cluster]\nredis_url_env = \"KEYWARD_TEST_REDIS_URL\"\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(c.store.url, "postgres://k@db:5432/k");
+        assert_eq!(c.cluster.redis_url.as_deref(), Some("redis://cache:6379/"));
+        let e = Config::parse(
+            "[store]\nurl_env = \"KEYWARD_TEST_UNSET_VAR\"\n",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("KEYWARD_TEST_UNSET_VAR") && e.contains("not set"),
+            "{e}"
+        );
+        let e = Config::parse(
+            "[store]\nurl = \"sqlite://x\"\nurl_env = \"KEYWARD_TEST_STORE_URL\"\n",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        let e = Config::parse("[store]\n", Path::new("/")).unwrap_err();
+        assert!(e.contains("url_env"), "{e}");
     }
 
     #[test]
