@@ -119,6 +119,10 @@ pub trait Settle: Send + Sync {
 pub struct Reservation {
     settler: Option<Arc<dyn Settle>>,
     booking: Booking,
+    /// What each booked scope had spent when it was reserved (for the budget
+    /// threshold alerts, without asking the ledger again), in `booking.scopes`
+    /// order; empty when the backend did not read it.
+    spent: Vec<Spent>,
 }
 
 impl Reservation {
@@ -127,15 +131,24 @@ impl Reservation {
         Reservation {
             settler: None,
             booking: Booking::default(),
+            spent: Vec::new(),
         }
     }
 
-    /// A reservation that `settler` settles.
-    pub fn new(settler: Arc<dyn Settle>, booking: Booking) -> Reservation {
+    /// A reservation that `settler` settles; `spent` as [`Reservation::spent_of`]
+    /// reports it.
+    pub fn new(settler: Arc<dyn Settle>, booking: Booking, spent: Vec<Spent>) -> Reservation {
         Reservation {
             settler: Some(settler),
             booking,
+            spent,
         }
+    }
+
+    /// What `scope` had spent (settled) when this was reserved, if known.
+    pub fn spent_of(&self, scope: &str) -> Option<Spent> {
+        let i = self.booking.scopes.iter().position(|s| s == scope)?;
+        self.spent.get(i).copied()
     }
 
     /// The amount reserved (pico-dollars).
@@ -266,11 +279,13 @@ impl LocalLedger {
         }
         // Every scope is booked, budgeted or not: a budget set later starts from
         // what was really spent.
+        let mut spent = Vec::with_capacity(scopes.len());
         for (id, _, _) in scopes {
             let s = state.entry(id.clone()).or_default();
             s.roll(day, month);
             s.day_reserved += amount;
             s.month_reserved += amount;
+            spent.push((day, s.day_spent, month, s.month_spent));
         }
         Ok(Reservation::new(
             self.0.clone(),
@@ -281,6 +296,7 @@ impl LocalLedger {
                 day,
                 month,
             },
+            spent,
         ))
     }
 
@@ -465,6 +481,10 @@ mod tests {
         assert_eq!(l.remaining_now(&b), Some(40));
         r1.settle(10);
         assert_eq!(l.remaining_now(&b), Some(90));
+        assert_eq!(
+            l.try_reserve(&b, 0).unwrap().spent_of("key:k").map(|s| s.1),
+            Some(10)
+        );
         let r2 = l.try_reserve(&b, 90).unwrap();
         drop(r2); // never settled: charged in full
         assert_eq!(l.remaining_now(&b), Some(0));

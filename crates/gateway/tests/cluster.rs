@@ -276,7 +276,10 @@ async fn a_dead_replicas_reservation_is_charged_in_full_when_its_lease_ends() {
         other => panic!("{:?}", other.err()),
     }
     assert_eq!(l.spent("key:k1").await.unwrap().1, 80);
-    l.reserve(&b, 20).await.unwrap().settle(20);
+    // A reservation reports the spend it saw, as the ledger does.
+    let r = l.reserve(&b, 20).await.unwrap();
+    assert_eq!(r.spent_of("key:k1").map(|s| (s.1, s.3)), Some((80, 80)));
+    r.settle(20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -185,7 +185,7 @@ impl RedisLedger {
                 .await
                 .map_err(|e| BudgetError::Unavailable(unavailable(e)))?;
             match answer.as_slice() {
-                [1] => {
+                [1, spent @ ..] if spent.len() == 2 * scopes.len() => {
                     return Ok(Reservation::new(
                         self.settler.clone(),
                         Booking {
@@ -195,7 +195,8 @@ impl RedisLedger {
                             day,
                             month,
                         },
-                    ))
+                        spent.chunks(2).map(|c| (day, c[0], month, c[1])).collect(),
+                    ));
                 }
                 [0, i, day_committed, month_committed] => {
                     let Some((_, label, b)) = scopes.get((*i as usize).wrapping_sub(1)) else {
@@ -268,7 +269,11 @@ impl BudgetLedger for RedisLedger {
                 month,
             };
             let settler: Arc<dyn Settle> = self.settler.clone();
-            return Box::pin(std::future::ready(Ok(Reservation::new(settler, booking))));
+            return Box::pin(std::future::ready(Ok(Reservation::new(
+                settler,
+                booking,
+                Vec::new(),
+            ))));
         }
         Box::pin(self.reserve_budgeted(scopes, amount))
     }

@@ -6,7 +6,7 @@
 -- when its lease ends instead of being held forever.
 -- ARGV: prefix, reservation id, amount, lease end (ms), day, month, then per
 -- scope: scope id, daily budget, monthly budget (-1: none).
--- Returns {1} when reserved, {0, scope index, day committed, month committed}
+-- Returns {1, then per scope its day and month spend (settled)} when reserved, {0, scope index, day committed, month committed}
 -- when a budget cannot cover it, {-1} when the ledger has not been seeded.
 local P, id, amount, lease_end = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local day, month = ARGV[5], ARGV[6]
@@ -56,6 +56,7 @@ for i = 1, n do
     end
   end
 end
+local out = {1}
 for i = 1, n do
   local scope = ARGV[4 + 3*i]
   local d, m = dkey(scope, day), mkey(scope, month)
@@ -68,5 +69,7 @@ for i = 1, n do
     redis.call('ZADD', open, lease_end, id .. ':' .. amount .. ':' .. day .. ':' .. month)
     redis.call('PEXPIRE', open, MONTH_TTL)
   end
+  out[#out + 1] = tonumber(redis.call('HGET', d, 'spent') or '0')
+  out[#out + 1] = tonumber(redis.call('HGET', m, 'spent') or '0')
 end
-return {1}
+return out

@@ -41,20 +41,19 @@ fn set_output_bound(v: &mut Value, endpoint: &Endpoint, kind: ProviderKind, n: u
     })
 }
 
-/// A budgeted scope's spend so far, for the threshold alerts (`None` when
-/// the ledger cannot say).
-async fn spend_of<'a>(
-    gw: &Gateway,
+/// A budgeted scope's spend so far, for the threshold alerts.
+fn spend_of<'a>(
     key_id: &'a str,
     (id, label, budget): &'a (String, String, crate::budget::Budget),
-) -> Option<crate::watch::budgets::ScopeSpend<'a>> {
-    Some(crate::watch::budgets::ScopeSpend {
+    spent: crate::budget::Spent,
+) -> crate::watch::budgets::ScopeSpend<'a> {
+    crate::watch::budgets::ScopeSpend {
         scope_id: id,
         label,
         key_id,
         budget: *budget,
-        spent: gw.ledger.spent(id).await.ok()?,
-    })
+        spent,
+    }
 }
 
 /// A failed reservation as a refusal (telling the detectors of a budget used up).
@@ -67,8 +66,10 @@ async fn refused(
     match e {
         BudgetError::Over(e) => {
             if let Some(scope) = budgets.iter().find(|b| b.1 == e.scope) {
-                if let Some(spend) = spend_of(gw, key_id, scope).await {
-                    gw.watch.budget_refused(&spend, e.period);
+                // Refusals are rare: the ledger is asked.
+                if let Ok(spent) = gw.ledger.spent(&scope.0).await {
+                    gw.watch
+                        .budget_refused(&spend_of(key_id, scope, spent), e.period);
                 }
             }
             Refusal::OverBudget {
@@ -164,9 +165,10 @@ pub async fn reserve(
         Ok(r) => r,
         Err(e) => return Err(refused(gw, key_id, &budgets, e).await),
     };
+    // The spend as the reservation read it: no second trip to the ledger.
     for scope in budgets.iter().filter(|b| !b.2.is_empty()) {
-        if let Some(spend) = spend_of(gw, key_id, scope).await {
-            gw.watch.budget_spend(&spend);
+        if let Some(spent) = reservation.spent_of(&scope.0) {
+            gw.watch.budget_spend(&spend_of(key_id, scope, spent));
         }
     }
     Ok(Reserved {
