@@ -22,19 +22,26 @@ pub struct UsageRow {
     pub reasoning_tokens: i64,
     pub cost_pico: Option<i64>,
     pub complete: bool,
+    /// `issuer:subject` for a request made with a user's identity token.
+    pub subject: Option<String>,
+    /// The owner the request counted under when it was made.
+    pub owner: Option<String>,
 }
 
 /// What usage is summed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageGroup {
     Key,
-    /// The key's owner as it is now (`-` for keys without one).
+    /// The key's owner as it is now; for identity-token requests, their
+    /// rule's owner when they were made (`-` for none).
     Owner,
     Environment,
     Provider,
     Model,
     /// The UTC calendar day (`2026-12-01`).
     Day,
+    /// The end user (`issuer:subject`; `-` for requests made with a key).
+    User,
 }
 
 /// Totals of one group.
@@ -55,19 +62,19 @@ pub struct UsageTotals {
     pub incomplete: i64,
 }
 
-/// Rows per INSERT statement: 15 parameters each, well under SQLite's and
+/// Rows per INSERT statement: 17 parameters each, well under SQLite's and
 /// PostgreSQL's parameter limits. One statement per row cost the store's worker
 /// thread most of its time under load.
 pub const ROWS_PER_INSERT: usize = 64;
 
 /// Columns of a usage row, in the order [`Store::insert_usage`] binds them.
-const USAGE_COLUMNS: usize = 15;
+const USAGE_COLUMNS: usize = 17;
 
-/// `INSERT … VALUES ($1, …, $15), ($16, …)` for `rows` rows.
+/// `INSERT … VALUES ($1, …, $17), ($18, …)` for `rows` rows.
 fn insert_usage_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO usage_records (at_ms, request_id, key_id, environment, provider, model, endpoint, status, \
-         input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, cost_pico, complete) VALUES ",
+         input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, cost_pico, complete, subject, owner) VALUES ",
     );
     for r in 0..rows {
         if r > 0 {
@@ -126,7 +133,9 @@ impl Store {
                     .bind(r.cache_write_tokens)
                     .bind(r.reasoning_tokens)
                     .bind(r.cost_pico)
-                    .bind(i64::from(r.complete));
+                    .bind(i64::from(r.complete))
+                    .bind(&r.subject)
+                    .bind(&r.owner);
             }
             q.execute(&mut *tx).await?;
         }
@@ -139,9 +148,10 @@ impl Store {
         let group = match (by, self.backend) {
             (UsageGroup::Key, _) => "key_id",
             (UsageGroup::Owner, _) => {
-                "COALESCE((SELECT owner FROM client_keys k WHERE k.id = usage_records.key_id), '-')"
+                "COALESCE((SELECT owner FROM client_keys k WHERE k.id = usage_records.key_id), usage_records.owner, '-')"
             }
             (UsageGroup::Environment, _) => "environment",
+            (UsageGroup::User, _) => "COALESCE(subject, '-')",
             (UsageGroup::Provider, _) => "provider",
             (UsageGroup::Model, _) => "model",
             (UsageGroup::Day, Backend::Sqlite) => "strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')",

@@ -460,6 +460,8 @@ async fn exercise_usage(store: &Store) {
         reasoning_tokens: 0,
         cost_pico: cost,
         complete,
+        subject: None,
+        owner: None,
     };
     // 2026-12-01T23:59:59Z and 2026-12-02T00:00:01Z: two UTC days.
     let (late, early) = (1_796_169_599_000, 1_796_169_601_000);
