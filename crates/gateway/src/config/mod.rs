@@ -21,6 +21,8 @@
 //! Relative paths (store file, master key file) resolve against the config file's
 //! directory, so a config works from any working directory.
 
+pub mod identity;
+
 use keyward_vault::MasterKeySource;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -546,6 +548,9 @@ pub struct Config {
     pub watch: WatchSection,
     #[serde(default)]
     pub cluster: ClusterSection,
+    /// Trusted OIDC / JWT issuers (`[[identity.issuers]]`).
+    #[serde(default)]
+    pub identity: identity::IdentitySection,
     /// What to do with secrets in traffic (`inbound`, `outbound`: redact, block,
     /// alert or off); redact both ways when absent.
     #[serde(default)]
@@ -645,6 +650,7 @@ impl Config {
             alerts: AlertsSection::default(),
             admin: AdminSection::default(),
             cluster: ClusterSection::default(),
+            identity: Default::default(),
             watch: WatchSection::default(),
             redaction: Default::default(),
             base_dir: dir.to_path_buf(),
@@ -690,6 +696,13 @@ impl Config {
                 c.vault.master_key_file = Some(base_dir.join(p));
             }
         }
+        for i in &mut c.identity.issuers {
+            if let Some(p) = &i.jwks_file {
+                if p.is_relative() {
+                    i.jwks_file = Some(base_dir.join(p));
+                }
+            }
+        }
         c.validate()?;
         Ok(c)
     }
@@ -730,6 +743,7 @@ impl Config {
             return Err("[watch] failed_auth_burst = 0: use at least 1".into());
         }
         self.server.validate()?;
+        self.identity.validate()?;
         crate::prices::PriceTable::with_config(&self.prices)?;
         self.owner_and_environment_limits()?;
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
@@ -928,15 +942,18 @@ models = ["gpt-4o-mini", "gpt-4o"]
 
     #[test]
     fn the_reference_deployment_configs_parse() {
-        let compose =
-            Config::parse(include_str!("../../../deploy/keyward.toml"), Path::new("/")).unwrap();
+        let compose = Config::parse(
+            include_str!("../../../../deploy/keyward.toml"),
+            Path::new("/"),
+        )
+        .unwrap();
         assert_eq!(
             compose.cluster.redis_url.as_deref(),
             Some("redis://redis:6379/")
         );
         assert!(compose.store.url.starts_with("postgres://"));
         // The Kubernetes ConfigMap's copy, its store URL from the environment.
-        let manifest = include_str!("../../../deploy/kubernetes.yaml");
+        let manifest = include_str!("../../../../deploy/kubernetes.yaml");
         let start = manifest.find("keyward.toml: |\n").unwrap() + "keyward.toml: |\n".len();
         let end = manifest[start..].find("\n---").unwrap() + start;
         let text: String = manifest[start..end]
