@@ -66,7 +66,7 @@ async fn usage(
     audit(&gw, &admin, "usage.read", "-", &rid);
     let q = match read_query(
         query,
-        "query parameters: by (key, env, provider, model, day) and since (e.g. 7d)",
+        "query parameters: by (key, owner, env, provider, model, day, user) and since (e.g. 7d)",
         &rid,
     ) {
         Ok(q) => q,
@@ -79,10 +79,11 @@ async fn usage(
         "provider" => keyward_store::UsageGroup::Provider,
         "model" => keyward_store::UsageGroup::Model,
         "day" => keyward_store::UsageGroup::Day,
+        "user" => keyward_store::UsageGroup::User,
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "`by` must be key, owner, env, provider, model or day",
+                "`by` must be key, owner, env, provider, model, day or user",
                 &rid,
             )
         }

@@ -401,8 +401,8 @@ impl BudgetLedger for LocalLedger {
     }
 }
 
-/// What every key, owner and environment spent so far this UTC day and month,
-/// from the stored usage: scope id → (day spent, month spent).
+/// What every key, owner, environment and identity-token user spent so far this
+/// UTC day and month, from the stored usage: scope id → (day spent, month spent).
 pub async fn stored_spend(
     store: &keyward_store::Store,
     now: i64,
@@ -410,29 +410,24 @@ pub async fn stored_spend(
     use keyward_store::UsageGroup;
     let (day, month) = periods(now);
     let (day_start, month_start) = (day * 86_400_000, month_start_ms(month));
-    let owners: HashMap<String, String> = store
-        .keys()
-        .await?
-        .into_iter()
-        .filter_map(|k| k.owner.map(|o| (k.id, o)))
-        .collect();
     let mut spend: HashMap<String, (i64, i64)> = HashMap::new();
-    for (group, prefix) in [(UsageGroup::Key, "key:"), (UsageGroup::Environment, "env:")] {
+    for (group, prefix) in [
+        (UsageGroup::Key, "key:"),
+        (UsageGroup::Owner, "owner:"),
+        (UsageGroup::Environment, "env:"),
+        (UsageGroup::User, "user:"),
+    ] {
         for (since, daily) in [(month_start, false), (day_start, true)] {
             for t in store.usage_totals(group, since).await? {
-                let mut targets = vec![format!("{prefix}{}", t.group)];
-                if group == UsageGroup::Key {
-                    if let Some(o) = owners.get(&t.group) {
-                        targets.push(format!("owner:{o}"));
-                    }
+                // `-`: no owner, or no user (a request made with a key).
+                if matches!(group, UsageGroup::Owner | UsageGroup::User) && t.group == "-" {
+                    continue;
                 }
-                for id in targets {
-                    let e = spend.entry(id).or_default();
-                    if daily {
-                        e.0 += t.cost_pico;
-                    } else {
-                        e.1 += t.cost_pico;
-                    }
+                let e = spend.entry(format!("{prefix}{}", t.group)).or_default();
+                if daily {
+                    e.0 += t.cost_pico;
+                } else {
+                    e.1 += t.cost_pico;
                 }
             }
         }

@@ -49,6 +49,22 @@ pub struct Gateway {
     /// `[[limits]]` by owner and by environment.
     pub owner_limits: std::collections::HashMap<String, crate::limits::Limits>,
     pub environment_limits: std::collections::HashMap<String, crate::limits::Limits>,
+    /// Trusted token issuers (`[[identity.issuers]]`).
+    pub identities: Arc<crate::identity::Identities>,
+    /// Origins some issuer allows: preflights from them are answered.
+    pub cors_origins: std::collections::HashSet<String>,
+}
+
+impl Gateway {
+    /// A vault secret's bytes from the live snapshot (an HS256 issuer's key).
+    pub fn vault_bytes(&self, name: &str) -> Option<Vec<u8>> {
+        use keyward_vault::ExposeSecret;
+        self.live
+            .snapshot
+            .load()
+            .credential(name)
+            .map(|s| s.expose_secret().as_bytes().to_vec())
+    }
 }
 
 /// A request id: unique, unguessable, safe to show.

@@ -137,6 +137,8 @@ pub enum Denial {
     ProviderNotAllowed(String),
     EndpointNotAllowed(&'static str),
     NoCredentialForEnvironment(String),
+    /// A user's token sent by a page whose origin its issuer does not allow.
+    OriginNotAllowed,
 }
 
 impl Denial {
@@ -154,7 +156,8 @@ impl Denial {
             | Denial::ModelNotAllowed(_)
             | Denial::ProviderNotAllowed(_)
             | Denial::EndpointNotAllowed(_)
-            | Denial::NoCredentialForEnvironment(_) => ErrorKind::Permission,
+            | Denial::NoCredentialForEnvironment(_)
+            | Denial::OriginNotAllowed => ErrorKind::Permission,
         }
     }
 
@@ -173,6 +176,7 @@ impl Denial {
             Denial::ProviderNotAllowed(_) => "provider_not_allowed",
             Denial::EndpointNotAllowed(_) => "endpoint_not_allowed",
             Denial::NoCredentialForEnvironment(_) => "no_credential_for_environment",
+            Denial::OriginNotAllowed => "origin_not_allowed",
         }
     }
 
@@ -191,6 +195,7 @@ impl Denial {
             Denial::ModelNotAllowed(m) => format!("This Keyward key may not use model `{m}`"),
             Denial::ProviderNotAllowed(p) => format!("This Keyward key may not use provider `{p}`"),
             Denial::EndpointNotAllowed(e) => format!("This Keyward key may not call `{e}`"),
+            Denial::OriginNotAllowed => "Tokens of this issuer may not be used from this web origin (allowed_origins)".into(),
             Denial::NoCredentialForEnvironment(env) => {
                 format!("No provider credential is configured for environment `{env}` on this route")
             }

@@ -322,6 +322,8 @@ mod tests {
             usage: Usage::default(),
             cost_pico: None,
             complete: false,
+            subject: None,
+            owner: None,
         }
     }
 

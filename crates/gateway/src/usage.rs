@@ -53,6 +53,10 @@ pub struct UsageRecord {
     /// False when the response ended before its usage was reported (a client that
     /// disconnected mid-stream, a cut connection): the tokens are a lower bound.
     pub complete: bool,
+    /// `issuer:subject` when a user's identity token authenticated the request.
+    pub subject: Option<String>,
+    /// The owner the request counts under.
+    pub owner: Option<String>,
 }
 
 /// Where usage records go (the port: the store's batch writer now, others later).

@@ -50,6 +50,8 @@ fn row(r: UsageRecord) -> UsageRow {
         reasoning_tokens: t(r.usage.reasoning),
         cost_pico: r.cost_pico,
         complete: r.complete,
+        subject: r.subject,
+        owner: r.owner,
     }
 }
 

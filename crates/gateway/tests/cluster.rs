@@ -305,6 +305,8 @@ async fn redis_down_fails_closed_and_service_resumes_with_the_spend_reseeded() {
             reasoning_tokens: 0,
             cost_pico: Some(600),
             complete: true,
+            subject: None,
+            owner: None,
         }])
         .await
         .unwrap();

@@ -9,7 +9,8 @@ use crate::limits::{Admitted, LimitError, Limits};
 
 /// Every scope a request counts in, `(id, label, limits)`: the key; its owner and
 /// its environment always (their spend is booked even without a rule, so that a
-/// budget set later knows it), with the `[[limits]]` rule when there is one.
+/// budget set later knows it), with the `[[limits]]` rule when there is one; and
+/// for a user's token, the user with the rule's per-user limits.
 pub fn scopes(gw: &Gateway, caller: &Caller) -> Vec<(String, String, Limits)> {
     let rec = &caller.entry.record;
     let mut scopes = vec![(
@@ -31,6 +32,13 @@ pub fn scopes(gw: &Gateway, caller: &Caller) -> Vec<(String, String, Limits)> {
         format!("environment `{}`", rec.environment),
         l,
     ));
+    if let Some(u) = &caller.user {
+        scopes.push((
+            format!("user:{}", u.id),
+            format!("user `{}`", u.id),
+            u.limits,
+        ));
+    }
     scopes
 }
 

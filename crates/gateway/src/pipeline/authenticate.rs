@@ -13,16 +13,27 @@ use std::sync::Arc;
 
 /// The authenticated caller.
 pub struct Caller {
+    /// The key's entry, or for a user the rule's (scope, environment, owner).
     pub entry: Arc<KeyEntry>,
-    /// The key as presented (to scrub its echoes from responses).
+    /// The key or token as presented (to scrub its echoes from responses).
     pub key: String,
     /// Its keyed hash: how open streams find the key again to re-check it.
     pub key_hash: String,
+    /// Set when a user's token, not a key, authenticated the request.
+    pub user: Option<User>,
+}
+
+/// A user authenticated by an issuer's token.
+pub struct User {
+    /// `issuer:subject`.
+    pub id: String,
+    /// The user's own limits and budgets, from the rule.
+    pub limits: crate::limits::Limits,
 }
 
 /// Authenticates the request's key, or says why not. Refuses everything while the
 /// key directory may be stale (fail closed: a revocation could have been missed).
-pub fn caller(
+pub async fn caller(
     gw: &Gateway,
     ctx: &mut RequestContext,
     headers: &HeaderMap,
@@ -60,6 +71,9 @@ pub fn caller(
         return Err(Refusal::denied(Denial::Canary, Some(&record.id)));
     }
     if checksum::keyward_key_env(key.as_bytes()).is_none() {
+        if !gw.identities.is_empty() && crate::identity::looks_like_jwt(key) {
+            return user(gw, ctx, headers, key).await;
+        }
         return Err(Refusal::denied(Denial::InvalidKey, None));
     }
     let key_hash = gw.hash_key.hash_hex(key.as_bytes());
@@ -81,6 +95,51 @@ pub fn caller(
         entry: found.entry.clone(),
         key: key.clone(),
         key_hash,
+        user: None,
+    })
+}
+
+/// Authenticates a user's token: verified for API calls, from an allowed
+/// origin when a browser sent it, under its rule's scope.
+async fn user(
+    gw: &Gateway,
+    ctx: &mut RequestContext,
+    headers: &HeaderMap,
+    token: &str,
+) -> Result<Caller, Refusal> {
+    use crate::config::identity::TokenUse;
+    let verified = gw
+        .identities
+        .verify(token, TokenUse::Requests, now(), &|name| {
+            gw.vault_bytes(name)
+        })
+        .await
+        .map_err(|error| Refusal::token(gw, error, token))?;
+    let user = verified.user();
+    ctx.user = Some(user.clone());
+    ctx.key_id = Some(verified.rule.entry.record.id.clone());
+    if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) {
+        if !verified
+            .issuer
+            .config
+            .allowed_origins
+            .iter()
+            .any(|o| o == origin)
+        {
+            return Err(Refusal::denied(
+                Denial::OriginNotAllowed,
+                Some(&verified.rule.entry.record.id),
+            ));
+        }
+    }
+    Ok(Caller {
+        entry: verified.rule.entry.clone(),
+        key: token.to_string(),
+        key_hash: gw.hash_key.hash_hex(token.as_bytes()),
+        user: Some(User {
+            id: user,
+            limits: verified.rule.limits,
+        }),
     })
 }
 

@@ -51,6 +51,8 @@ pub struct RequestContext {
     /// The family errors are phrased in: guessed from the path until classified.
     pub family: Family,
     pub key_id: Option<String>,
+    /// `issuer:subject` when a user's token authenticated the request.
+    pub user: Option<String>,
     pub provider: Option<String>,
     pub model: Option<String>,
 }
@@ -73,6 +75,7 @@ pub async fn handle(
         peer,
         family: Family::OpenAi,
         key_id: None,
+        user: None,
         provider: None,
         model: None,
     };
@@ -108,7 +111,7 @@ async fn run(
     req: Request,
 ) -> Result<Response, Refusal> {
     let endpoint = classify::endpoint(&req, ctx)?;
-    let caller = authenticate::caller(gw, ctx, req.headers(), req.uri().query())?;
+    let caller = authenticate::caller(gw, ctx, req.headers(), req.uri().query()).await?;
     authorize::endpoint(&caller, &endpoint)?;
     if let Some(resp) = models::answer(gw, &endpoint, &caller.entry, &ctx.rid) {
         return Ok(resp);
@@ -172,6 +175,8 @@ async fn run(
                 usage: Default::default(),
                 cost_pico: None,
                 complete: false,
+                subject: caller.user.as_ref().map(|u| u.id.clone()),
+                owner: caller.entry.record.owner.clone(),
             },
             gw.prices.lookup(&parsed.model).map(|e| e.price),
         )
@@ -187,7 +192,8 @@ async fn run(
     }
     // A body already whole cannot outlive a revocation; a streamed one can.
     let streamed = http_body::Body::size_hint(resp.body()).exact().is_none();
-    Ok(if streamed {
+    // A user's token is not in the key directory: its stream ends with the answer.
+    Ok(if streamed && caller.user.is_none() {
         let (live, hash, source) = (gw.live.clone(), caller.key_hash, ctx.peer.ip());
         resp.map(|b| taps::until_unusable(b, live, hash, source))
     } else {

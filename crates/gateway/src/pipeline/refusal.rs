@@ -32,6 +32,13 @@ pub enum Refusal {
         exceeded: crate::budget::OverBudget,
         key_id: String,
     },
+    /// A user's token was refused: audited under its issuer's name (never
+    /// the token, nor a subject that was not verified).
+    Token {
+        error: crate::identity::TokenError,
+        /// `issuer:<name>` when the token names a trusted issuer.
+        actor: String,
+    },
     /// A stage already built the answer (a blocked secret). Boxed: the common
     /// refusals stay small.
     Answered(Box<Response>),
@@ -40,7 +47,7 @@ pub enum Refusal {
 /// A refused request in the audit log (repeated ones are counted together).
 fn audit(gw: &Gateway, ctx: &RequestContext, actor: &str, reason: &'static str, status: u16) {
     gw.audit.refused(crate::audit::Refusal {
-        actor,
+        actor: ctx.user.as_deref().unwrap_or(actor),
         reason,
         action: "request.refused",
         source: ctx.peer.ip(),
@@ -66,6 +73,15 @@ impl Refusal {
             ErrorKind::Unavailable,
             "Rate-limit and budget counters unreachable; refusing unchecked requests (retry shortly)",
         )
+    }
+
+    /// A refused token, audited under the issuer it names.
+    pub fn token(gw: &Gateway, error: crate::identity::TokenError, token: &str) -> Refusal {
+        let actor = match gw.identities.claimed_issuer(token) {
+            Some(i) => format!("issuer:{}", i.config.name),
+            None => "anonymous".to_string(),
+        };
+        Refusal::Token { error, actor }
     }
 
     pub fn denied(denial: Denial, key_id: Option<&str>) -> Refusal {
@@ -135,6 +151,14 @@ impl Refusal {
                     resp.headers_mut().insert("retry-after", v);
                 }
                 resp
+            }
+            Refusal::Token { error, actor } => {
+                let kind = error.kind();
+                if kind == ErrorKind::Authentication {
+                    gw.watch.auth_failed(ctx.peer.ip(), error.code(), None);
+                }
+                audit(gw, ctx, &actor, error.code(), kind.status().as_u16());
+                api::error_response(ctx.family, kind, &error.message(), &ctx.rid)
             }
             Refusal::Error { kind, message } => {
                 api::error_response(ctx.family, kind, &message, &ctx.rid)

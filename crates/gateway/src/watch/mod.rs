@@ -616,6 +616,8 @@ mod tests {
             },
             cost_pico: None,
             complete: true,
+            subject: None,
+            owner: None,
         };
         w.usage(&record);
         assert_eq!(sink.kinds(), ["token_spike"]);
