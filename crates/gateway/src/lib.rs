@@ -18,8 +18,10 @@ pub mod compress;
 pub mod config;
 pub mod conn;
 pub mod context;
+pub mod cors;
 pub mod echo;
 pub mod forwarded;
+pub mod identity;
 pub mod keys;
 pub mod last_use;
 pub mod lease;
@@ -38,6 +40,7 @@ pub mod state;
 pub mod tasks;
 pub mod time;
 pub mod tls;
+pub mod token_exchange;
 pub mod usage;
 pub mod usage_writer;
 pub mod watch;
@@ -83,11 +86,15 @@ pub fn upstream_client() -> Result<reqwest::Client, ServeError> {
 /// Builds the client router around a gateway; with `admin_api`, the admin API
 /// is served on it too (when no admin listener is configured).
 pub fn router(gw: Arc<context::Gateway>, admin_api: bool) -> Router {
-    let mut app = probes(&gw);
+    let mut app = probes(&gw).route("/v1/token", axum::routing::post(token_exchange::exchange));
     if admin_api {
         app = app.nest("/admin/v1", admin::router());
     }
     app.fallback(pipeline::handle)
+        .layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            cors::layer,
+        ))
         .layer(compress::layer())
         .with_state(gw)
 }
@@ -297,6 +304,14 @@ pub async fn serve(
     }
     let watch = Arc::new(detectors);
     let (limiter, ledger) = counters(&config, &backend.store).await?;
+    let identities = Arc::new(
+        identity::Identities::new(&config.identity, &upstream_client()?)
+            .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?,
+    );
+    if !identities.is_empty() {
+        let ids = identities.clone();
+        tasks::supervise("identity key sets", move || ids.clone().refresh_forever());
+    }
     tokio::spawn(watch::record_sources(backend.store.clone(), sources_queue));
     let gw = Arc::new(context::Gateway {
         live,
@@ -337,6 +352,13 @@ pub async fn serve(
         owner_limits,
         environment_limits,
         trusted_proxies: config.server.trusted_proxy_networks(),
+        cors_origins: config
+            .identity
+            .issuers
+            .iter()
+            .flat_map(|i| i.allowed_origins.iter().cloned())
+            .collect(),
+        identities,
     });
     {
         let (last_use, store) = (gw.last_use.clone(), backend.store.clone());
