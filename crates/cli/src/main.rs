@@ -7,7 +7,7 @@ mod hook;
 mod log_redact;
 mod scan_cmd;
 
-use commands::{admin, alerts, audit, config, keys, serve, usage, vault};
+use commands::{admin, alerts, audit, config, keys, serve, token, usage, vault};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -71,7 +71,7 @@ enum Command {
         #[command(subcommand)]
         cmd: admin::AdminCmd,
     },
-    /// Requests, tokens and spend, summed by key, environment, provider, model or day.
+    /// Requests, tokens and spend, summed by key, owner, environment, provider, model, day or user.
     Usage(usage::UsageArgs),
     /// The price table used for spend (shipped, plus the config's [[prices]]).
     Prices(usage::PricesArgs),
@@ -79,6 +79,11 @@ enum Command {
     Alerts {
         #[command(subcommand)]
         cmd: alerts::AlertsCmd,
+    },
+    /// Short-lived keys for CI: exchange a pipeline's OIDC token for a key.
+    Token {
+        #[command(subcommand)]
+        cmd: token::TokenCmd,
     },
     /// Read and verify the tamper-evident audit log.
     Audit {
@@ -118,6 +123,7 @@ fn main() -> ExitCode {
         Command::Admin { cmd } => admin::run(cmd),
         Command::Audit { cmd } => audit::run(cmd),
         Command::Alerts { cmd } => alerts::run(cmd),
+        Command::Token { cmd } => token::run(cmd),
         Command::Usage(a) => usage::usage(a),
         Command::Prices(a) => usage::prices(a),
     };

@@ -9,5 +9,6 @@ pub mod config;
 pub mod keys;
 pub mod serve;
 pub mod table;
+pub mod token;
 pub mod usage;
 pub mod vault;

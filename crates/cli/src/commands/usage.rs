@@ -15,6 +15,8 @@ pub enum By {
     Provider,
     Model,
     Day,
+    /// The end user of identity-token requests (`issuer:subject`).
+    User,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -55,6 +57,7 @@ fn group(by: By) -> UsageGroup {
         By::Provider => UsageGroup::Provider,
         By::Model => UsageGroup::Model,
         By::Day => UsageGroup::Day,
+        By::User => UsageGroup::User,
     }
 }
 
@@ -130,6 +133,7 @@ pub fn usage(a: UsageArgs) -> anyhow::Result<ExitCode> {
                 By::Provider => "PROVIDER",
                 By::Model => "MODEL",
                 By::Day => "DAY (UTC)",
+                By::User => "USER",
             };
             table::print(
                 &[head, "REQUESTS", "INPUT", "OUTPUT", "CACHE", "SPEND", ""],
