@@ -257,13 +257,22 @@ def test_each_user_has_an_exact_daily_budget(idgw, idp):
     app = idp["app"]
     # $0.00003 a day per free user; each request reserves ~24 µ$ and costs
     # 5.85 µ$ (11 + 7 tokens of gpt-4o-mini): a few are served, then 429.
-    dave = app.sign(app.claims(sub="dave", plan="free"))
-    results = [chat(idgw, dave) for _ in range(10)]
-    statuses = [r[0] for r in results]
+    import openai
+
+    dave = idgw.openai(app.sign(app.claims(sub="dave", plan="free"))).with_options(max_retries=0)
+    statuses, refusal = [], None
+    for _ in range(10):
+        try:
+            dave.chat.completions.create(model="gpt-4o-mini", max_tokens=10,
+                                         messages=[{"role": "user", "content": marker()}])
+            statuses.append(200)
+        except openai.RateLimitError as e:
+            statuses.append(429)
+            refusal = refusal or e
     assert 200 in statuses and 429 in statuses, statuses
     first_refusal = statuses.index(429)
     assert all(s == 429 for s in statuses[first_refusal:]), statuses
-    err = json.loads(results[first_refusal][2])["error"]
+    err = refusal.body
     assert err["code"] == "insufficient_quota" and "user `app:dave`" in err["message"], err
     # Another user of the same rule has a budget of their own.
     erin = app.sign(app.claims(sub="erin", plan="trial"))

@@ -12,6 +12,14 @@ import time
 from conftest import make_gateway, marker, raw_request
 
 
+# Columns named: the table grows (subject and owner came later).
+USAGE_INSERT = (
+    "INSERT INTO usage_records (at_ms, request_id, key_id, environment, provider, model, endpoint, status, "
+    "input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, cost_pico, complete) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def test_a_request_spike_suspends_the_key_under_the_suspend_policy(keyward_bin, fake, tmp_path):
     gw = make_gateway(
         keyward_bin, fake, tmp_path,
@@ -27,7 +35,7 @@ def test_a_request_spike_suspends_the_key_under_the_suspend_policy(keyward_bin, 
          "chat.completions", 200, 11, 7, 0, 0, 0, 5_850_000, 1)
         for h in range(1, 13) for i in range(10)
     ]
-    db.executemany("INSERT INTO usage_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.executemany(USAGE_INSERT, rows)
     db.commit()
     db.close()
     gw.start()
@@ -72,7 +80,7 @@ def seed_habits(gw, key_id: str):
          "gpt-4o-mini", "chat.completions", 200, 11, 7, 0, 0, 0, 5_850_000, 1)
         for h in range(1, 13) for i in range(10)
     ]
-    db.executemany("INSERT INTO usage_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.executemany(USAGE_INSERT, rows)
     db.commit()
     db.close()
 
