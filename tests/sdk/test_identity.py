@@ -355,6 +355,17 @@ def test_key_rotation_unknown_kid_floods_and_an_issuer_that_is_down(idgw, idp):
         assert status == 401 and b"does not publish" in body, body
     finally:
         app.down = False
+    # A key the issuer withdraws stops verifying, even for a token already
+    # accepted (and remembered) under it, once the set is fetched again.
+    withdrawn = app.keys["RS256"]
+    remembered = app.sign(app.claims(plan="browser"), key=withdrawn)
+    assert chat(idgw, remembered)[0] == 200
+    assert chat(idgw, remembered)[0] == 200
+    app.published.remove(withdrawn)
+    time.sleep(10.5)  # past the refetch rate limit
+    assert chat(idgw, forged)[0] == 401  # an unknown kid: the set is fetched again
+    status, _, body = chat(idgw, remembered)
+    assert status == 401 and b"does not publish" in body, body
     # An issuer whose keys were never fetched refuses everything: 503, not 200.
     dead = idp["dead"]
     status, _, body = chat(idgw, dead.sign(dead.claims()))
@@ -488,11 +499,12 @@ def test_the_browser_example_calls_the_gateway_with_a_user_token(idgw, idp, page
             assert r.returncode == 0, r.stderr[-2000:]
             return r.stdout
 
-        dom = page(app.sign(app.claims(sub="browser-user", plan="browser")))
+        # ES256: the RS256 key was withdrawn by the rotation test.
+        dom = page(app.sign(app.claims(sub="browser-user", plan="browser"), alg="ES256"))
         assert 'data-state="ok"' in dom, dom[-3000:]
         assert fake.wait_for(mk), "the call reached the provider"
         # An expired token: the page can read the gateway's refusal (CORS on errors too).
-        dom = page(app.sign(app.claims(sub="browser-user", plan="browser", exp=int(time.time()) - 3600)))
+        dom = page(app.sign(app.claims(sub="browser-user", plan="browser", exp=int(time.time()) - 3600), alg="ES256"))
         assert 'data-state="error"' in dom and "401" in dom and "expired" in dom, dom[-3000:]
     finally:
         server.shutdown()

@@ -127,6 +127,21 @@ pub struct Remote {
     last_try: std::sync::Mutex<Option<Instant>>,
     /// One fetch at a time.
     fetching: tokio::sync::Mutex<()>,
+    /// Bumped whenever a fetch brings a different set (tokens verified under
+    /// an older one are verified again).
+    generation: std::sync::atomic::AtomicU64,
+    /// A hash of the last set's bytes, to tell whether it changed.
+    last_body: std::sync::atomic::AtomicU64,
+}
+
+impl KeySource {
+    /// The generation of the keys tokens are verified with: 0 for a static set.
+    pub fn generation(&self) -> u64 {
+        match self {
+            KeySource::Static(_) => 0,
+            KeySource::Remote(r) => r.generation(),
+        }
+    }
 }
 
 /// What looking up a key found.
@@ -145,6 +160,8 @@ impl Remote {
             current: ArcSwapOption::empty(),
             last_try: std::sync::Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            last_body: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -165,13 +182,26 @@ impl Remote {
     }
 
     async fn fetch_holding_lock(&self) -> Result<Arc<KeySet>, String> {
+        use std::hash::{Hash, Hasher};
+        use std::sync::atomic::Ordering;
         *self.last_try.lock().expect("never poisoned") = Some(Instant::now());
-        let set = Arc::new(self.download().await?);
+        let (set, body) = self.download().await?;
+        let set = Arc::new(set);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut h);
+        if self.last_body.swap(h.finish(), Ordering::AcqRel) != h.finish() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
         self.current.store(Some(set.clone()));
         Ok(set)
     }
 
-    async fn download(&self) -> Result<KeySet, String> {
+    /// Changes whenever the fetched set does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    async fn download(&self) -> Result<(KeySet, Vec<u8>), String> {
         let mut resp = self
             .client
             .get(&self.url)
@@ -193,7 +223,8 @@ impl Remote {
                 return Err(format!("{} sent over {MAX_JWKS_BYTES} bytes", self.url));
             }
         }
-        KeySet::parse(&body).map_err(|e| format!("{}: {e}", self.url))
+        let set = KeySet::parse(&body).map_err(|e| format!("{}: {e}", self.url))?;
+        Ok((set, body))
     }
 
     /// The set to verify a token whose `kid` the cached set lacks: fetched

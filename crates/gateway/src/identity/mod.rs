@@ -13,6 +13,7 @@
 //! the first rule whose claims match. Tokens themselves are never logged or
 //! audited: only the issuer's name and the subject.
 
+pub mod cache;
 pub mod claims;
 pub mod jwks;
 
@@ -148,10 +149,25 @@ impl Verified<'_> {
     }
 }
 
+/// A user's token on an API call, verified now or earlier (see [`cache`]).
+pub struct UserToken<'a> {
+    pub issuer: &'a Issuer,
+    pub rule: &'a Rule,
+    pub subject: String,
+}
+
+impl UserToken<'_> {
+    /// `issuer:subject`: the user in usage records, limits and audit entries.
+    pub fn user(&self) -> String {
+        format!("{}:{}", self.issuer.config.name, self.subject)
+    }
+}
+
 /// Every trusted issuer.
 #[derive(Default)]
 pub struct Identities {
     pub issuers: Vec<Issuer>,
+    verified: cache::VerifiedCache,
 }
 
 /// The header fields read before verification.
@@ -205,7 +221,70 @@ impl Identities {
                 rules,
             });
         }
-        Ok(Identities { issuers })
+        Ok(Identities {
+            issuers,
+            verified: Default::default(),
+        })
+    }
+
+    /// Verifies a user's token on an API call, at most once per token while
+    /// its issuer's key set stays the same: later calls check only its
+    /// validity window against `now`. HS256 tokens are always verified (their
+    /// secret can change in the vault; HMAC is cheap).
+    pub async fn user(
+        &self,
+        token: &str,
+        now: i64,
+        hmac_secret: &(dyn Fn(&str) -> Option<Vec<u8>> + Sync),
+    ) -> Result<UserToken<'_>, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLarge);
+        }
+        let id = self.verified.id(token);
+        if let Some(e) = self.verified.get(&id) {
+            let issuer = &self.issuers[e.issuer];
+            if e.keys_generation == issuer.keys.generation() {
+                let (now, skew) = (now as f64, issuer.config.clock_skew().as_secs() as f64);
+                if now > e.expires_at + skew {
+                    self.verified.forget(&id);
+                    return Err(TokenError::Expired);
+                }
+                if e.not_before.is_some_and(|nbf| nbf > now + skew) {
+                    return Err(TokenError::NotYetValid);
+                }
+                return Ok(UserToken {
+                    issuer,
+                    rule: &issuer.rules[e.rule],
+                    subject: e.subject,
+                });
+            }
+            self.verified.forget(&id);
+        }
+        let v = self
+            .verify(token, TokenUse::Requests, now, hmac_secret)
+            .await?;
+        let hmac = v.issuer.config.hs256_secret.is_some();
+        let issuer_index = self.issuers.iter().position(|i| std::ptr::eq(i, v.issuer));
+        let rule_index = v.issuer.rules.iter().position(|r| std::ptr::eq(r, v.rule));
+        if let (false, Some(issuer), Some(rule)) = (hmac, issuer_index, rule_index) {
+            self.verified.put(
+                id,
+                cache::Entry {
+                    issuer,
+                    rule,
+                    subject: v.subject.clone(),
+                    expires_at: v.expires_at as f64,
+                    not_before: v.claims.get("nbf").and_then(Value::as_f64),
+                    keys_generation: v.issuer.keys.generation(),
+                },
+                now as f64,
+            );
+        }
+        Ok(UserToken {
+            issuer: v.issuer,
+            rule: v.rule,
+            subject: v.subject,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -649,6 +728,81 @@ owner = "gold-users"
             .await
             .err();
         assert_eq!(got, Some(TokenError::WrongUse(TokenUse::Requests)));
+    }
+
+    /// RFC 8037's Ed25519 example key (appendix A.1), as PKCS#8 and as a JWK.
+    fn rfc8037_key() -> (EncodingKey, String) {
+        let seed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
+            .unwrap();
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(&seed);
+        let jwk = r#"{"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "rfc8037",
+            "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+        (EncodingKey::from_ed_der(&der), jwk.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_remembered_but_still_expires() {
+        let (key, jwks) = rfc8037_key();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("jwks.json"), jwks).unwrap();
+        let section: IdentitySection = toml::from_str(&format!(
+            r#"
+[[issuers]]
+name = "app"
+issuer = "https://login.example.com/"
+audience = ["keyward"]
+jwks_file = "{}"
+[[issuers.rules]]
+environment = "prod"
+models = ["*"]
+"#,
+            dir.path().join("jwks.json").display()
+        ))
+        .unwrap();
+        let ids = Identities::new(&section, &reqwest::Client::new()).unwrap();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("rfc8037".into());
+        let claims = json!({"iss": "https://login.example.com/", "aud": "keyward", "sub": "u1",
+            "iat": 1_000, "exp": 2_000});
+        let token = encode(&header, &claims, &key).unwrap();
+        let none = |_: &str| None;
+        assert_eq!(
+            ids.user(&token, 1_500, &none).await.map(|u| u.user()),
+            Ok("app:u1".into())
+        );
+        assert_eq!(ids.verified.len(), 1);
+        // From the cache: the same answer, and the same expiry (60 s skew).
+        assert_eq!(
+            ids.user(&token, 2_059, &none).await.map(|u| u.user()),
+            Ok("app:u1".into())
+        );
+        assert_eq!(
+            ids.user(&token, 2_061, &none).await.err(),
+            Some(TokenError::Expired)
+        );
+        assert!(ids.verified.is_empty(), "an expired token is forgotten");
+        // A forged signature is never remembered as good.
+        let (h, rest) = token.split_once('.').unwrap();
+        let forged = format!(
+            "{h}.{}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+                r#"{"iss":"https://login.example.com/","aud":"keyward","sub":"admin","exp":2000}"#
+            ),
+            rest.rsplit('.').next().unwrap()
+        );
+        assert_eq!(
+            ids.user(&forged, 1_500, &none).await.err(),
+            Some(TokenError::BadSignature)
+        );
+        assert_eq!(
+            ids.user(&forged, 1_500, &none).await.err(),
+            Some(TokenError::BadSignature)
+        );
     }
 
     #[test]

@@ -107,12 +107,9 @@ async fn user(
     headers: &HeaderMap,
     token: &str,
 ) -> Result<Caller, Refusal> {
-    use crate::config::identity::TokenUse;
     let verified = gw
         .identities
-        .verify(token, TokenUse::Requests, now(), &|name| {
-            gw.vault_bytes(name)
-        })
+        .user(token, now(), &|name| gw.vault_bytes(name))
         .await
         .map_err(|error| Refusal::token(gw, error, token))?;
     let user = verified.user();
