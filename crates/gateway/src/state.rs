@@ -720,7 +720,11 @@ impl Backend {
     /// Reads every key and current credential into a fresh snapshot.
     pub async fn load_snapshot(&self) -> Result<Snapshot, StateError> {
         let generation = self.store.generation().await?;
-        let mut keys = KeyDirectory::default();
+        let mut keys = KeyDirectory {
+            // `put` leaves long-expired keys out of a full load.
+            pruned_at: now(),
+            ..Default::default()
+        };
         self.store.each_key(|r| keys.put(r)).await?;
         self.snapshot_with(generation, keys).await
     }
@@ -735,6 +739,13 @@ impl Backend {
         let mut keys = old.keys.clone();
         for r in self.store.keys_changed_since(old.generation).await? {
             keys.put(r);
+        }
+        let pruned = keys.prune(now());
+        if pruned > 0 {
+            tracing::info!(
+                keys = pruned,
+                "dropped keys expired over a day ago from memory"
+            );
         }
         self.snapshot_with(generation, keys).await
     }
@@ -890,12 +901,24 @@ pub struct KeyMatch {
     pub previous_until: Option<i64>,
 }
 
+/// Keys expired longer ago than this (seconds) are not kept in memory: a
+/// short-lived key exchanged by every CI run would otherwise pile up until the
+/// next restart. Presented, such a key is answered like an unknown one; the
+/// store keeps its record.
+pub const EXPIRED_KEPT_SECS: i64 = 86_400;
+
+/// How often (seconds) the directory drops keys that have aged past
+/// [`EXPIRED_KEPT_SECS`] since they were read.
+pub const PRUNE_EVERY_SECS: i64 = 3_600;
+
 /// Every client key, found by the keyed hash of its secret. Persistent maps:
 /// a copy shares everything with the original, and a change copies only the
 /// path to it, so a snapshot with a few keys changed costs little beside a
 /// million unchanged ones.
 #[derive(Clone, Default)]
 pub struct KeyDirectory {
+    /// When long-expired keys were last dropped (Unix seconds).
+    pruned_at: i64,
     /// Keyed hash of a client key (current or, during a grace window, previous
     /// secret) → entry.
     by_hash: imbl::HashMap<String, KeyMatch>,
@@ -931,13 +954,11 @@ impl KeyDirectory {
     }
 
     /// Adds a key, or replaces the key with its id (and drops its old hashes).
+    /// A key expired over [`EXPIRED_KEPT_SECS`] ago is dropped instead.
     pub fn put(&mut self, r: KeyRecord) {
-        if let Some(old) = self.by_id.get(&r.id) {
-            let old = old.record.clone();
-            self.by_hash.remove(&old.key_hash);
-            if let Some(prev) = &old.prev_key_hash {
-                self.by_hash.remove(prev);
-            }
+        self.remove(&r.id);
+        if long_expired(&r, now()) {
+            return;
         }
         let prev = r.prev_key_hash.clone().zip(r.prev_valid_until);
         let entry = Arc::new(KeyEntry::new(r));
@@ -965,6 +986,41 @@ impl KeyDirectory {
         }
         self.by_id.insert(entry.record.id.clone(), entry);
     }
+
+    /// Drops the key with this id and its hashes.
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.by_hash.remove(&old.record.key_hash);
+            if let Some(prev) = &old.record.prev_key_hash {
+                self.by_hash.remove(prev);
+            }
+            self.scheduled.remove(id);
+        }
+    }
+
+    /// Drops the keys expired over [`EXPIRED_KEPT_SECS`] before `now`, at most
+    /// once per [`PRUNE_EVERY_SECS`]; returns how many went.
+    pub fn prune(&mut self, now: i64) -> usize {
+        if now - self.pruned_at < PRUNE_EVERY_SECS {
+            return 0;
+        }
+        self.pruned_at = now;
+        let gone: Vec<String> = self
+            .by_id
+            .values()
+            .filter(|e| long_expired(&e.record, now))
+            .map(|e| e.record.id.clone())
+            .collect();
+        for id in &gone {
+            self.remove(id);
+        }
+        gone.len()
+    }
+}
+
+fn long_expired(r: &KeyRecord, now: i64) -> bool {
+    r.expires_at
+        .is_some_and(|e| e.saturating_add(EXPIRED_KEPT_SECS) < now)
 }
 
 /// Everything the request path needs from the store, as of one generation.
@@ -1156,5 +1212,38 @@ impl Live {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str, expires_at: Option<i64>) -> KeyRecord {
+        KeyRecord {
+            id: id.into(),
+            key_hash: format!("hash-{id}"),
+            environment: "prod".into(),
+            models: vec!["*".into()],
+            expires_at,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keys_expired_over_a_day_ago_leave_the_directory() {
+        let now = now();
+        let mut d = KeyDirectory::default();
+        d.put(key("live", None));
+        d.put(key("just-expired", Some(now - 60)));
+        d.put(key("long-expired", Some(now - EXPIRED_KEPT_SECS - 60)));
+        assert!(d.by_id("live").is_some() && d.get("hash-just-expired").is_some());
+        assert!(d.by_id("long-expired").is_none() && d.get("hash-long-expired").is_none());
+        // An hour on, nothing has aged out; a day on, the expired one goes.
+        assert_eq!(d.prune(now), 0);
+        assert_eq!(d.prune(now + PRUNE_EVERY_SECS), 0);
+        assert_eq!(d.prune(now + 2 * PRUNE_EVERY_SECS + EXPIRED_KEPT_SECS), 1);
+        assert!(d.get("hash-just-expired").is_none() && d.by_id("live").is_some());
+        assert_eq!(d.len(), 1);
     }
 }
