@@ -62,7 +62,7 @@ allowed_origins = ["{page_origin}"]
 [[identity.issuers.rules]]
 claims = {{ plan = "pro" }}
 environment = "prod"
-models = ["gpt-4o-mini", "claude-*"]
+models = ["gpt-4o-mini", "claude-*", "gemini-*"]
 rpm = 2
 
 [[identity.issuers.rules]]
@@ -177,6 +177,12 @@ def test_user_tokens_of_every_key_type_are_served_through_the_official_sdks(idgw
     msg = idgw.anthropic(token).messages.create(
         model="claude-3-5-haiku-latest", max_tokens=8, messages=[{"role": "user", "content": marker()}])
     assert msg.content[0].text
+    # And Google's as x-goog-api-key, streaming.
+    token = app.sign(app.claims(sub="gemini-user", plan="pro"), alg="EdDSA")
+    mk = marker()
+    text = "".join(ch.text or "" for ch in idgw.genai(token).models.generate_content_stream(
+        model="gemini-2.0-flash", contents=mk))
+    assert text and token not in json.dumps(fake.wait_for(mk)[0].headers)
     # Per-user usage records: `issuer:subject`.
     rows = wait_for(lambda: [r for r in json.loads(idgw.cli("usage", "--by", "user", "--format", "json").stdout)
                              if r["group"] == "app:anthropic-user"], "the user's usage row")
