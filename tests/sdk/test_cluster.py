@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from conftest import AZURE_API_VERSION, CONFIG_TEMPLATE, Gateway, free_port, marker, raw_request
+from oidc_issuer import Issuer
 
 PG_ADMIN = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc"]
 # gpt-4o-mini: 11 input and 7 output tokens from the fake provider.
@@ -69,6 +70,35 @@ def cluster(keyward_bin, fake, tmp_path_factory):
     # Credential-age alerts: a job that must run on one replica only.
     text = text.replace(f'master_key_file = "{d / "master.key"}"', f'master_key_file = "{d / "master.key"}"\nmax_age = "1s"')
     text += f'\n[cluster]\nredis_url = "{redis.url}"\n'
+    # Identity: a user issuer and a CI issuer, their keys in files (every replica
+    # reads the same set).
+    issuer = Issuer(algs=("ES256",))
+    issuer.close()
+    (d / "jwks.json").write_text(json.dumps(issuer.jwks()))
+    text += f"""
+[[identity.issuers]]
+name = "app"
+issuer = "{issuer.url}"
+audience = ["keyward-app"]
+jwks_file = "{d / 'jwks.json'}"
+algorithms = ["ES256"]
+[[identity.issuers.rules]]
+environment = "prod"
+models = ["gpt-4o-mini"]
+rpm = 6
+
+[[identity.issuers]]
+name = "ci"
+issuer = "https://ci.example"
+audience = ["keyward"]
+jwks_file = "{d / 'jwks.json'}"
+algorithms = ["ES256"]
+use = "exchange"
+[[identity.issuers.rules]]
+environment = "prod"
+models = ["gpt-4o-mini"]
+ttl = "5m"
+"""
     replicas = []
     for i in range(3):
         rd = d / f"r{i}"
@@ -91,7 +121,7 @@ def cluster(keyward_bin, fake, tmp_path_factory):
     for g in replicas:
         g.creds = creds
         g.start()
-    yield {"replicas": replicas, "redis": redis, "db": db}
+    yield {"replicas": replicas, "redis": redis, "db": db, "issuer": issuer}
     for g in replicas:
         g.stop()
         for c in g._clients:
@@ -144,6 +174,27 @@ def test_rate_limits_are_exact_across_replicas(cluster):
     with ThreadPoolExecutor(30) as pool:
         statuses = list(pool.map(lambda i: outcome(replicas[i % 3], k["key"]), range(30)))
     assert statuses.count(200) == 10 and statuses.count(429) == 20, sorted(statuses)
+
+
+def test_per_user_limits_are_exact_across_replicas_and_exchanged_keys_work_everywhere_at_once(cluster):
+    replicas, issuer = cluster["replicas"], cluster["issuer"]
+    token = issuer.sign(issuer.claims(sub="cluster-user"), alg="ES256")
+    with ThreadPoolExecutor(18) as pool:
+        statuses = list(pool.map(lambda i: outcome(replicas[i % 3], token), range(18)))
+    assert statuses.count(200) == 6 and statuses.count(429) == 12, sorted(statuses)
+    # A key exchanged on one replica is served by the others the moment it is returned.
+    now = int(time.time())
+    ci = issuer.sign({"iss": "https://ci.example", "aud": "keyward", "sub": "pipeline-7",
+                      "iat": now, "exp": now + 300}, alg="ES256")
+    from urllib.parse import urlencode
+    status, _, body = raw_request(f"{replicas[0].url}/v1/token", "POST", urlencode({
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": ci,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt"}).encode(),
+        {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200, body
+    out = json.loads(body)
+    assert out["servers_confirmed"] == 3
+    assert [outcome(g, out["access_token"]) for g in replicas[1:]] == [200, 200]
 
 
 def test_budgets_are_exact_across_replicas(cluster):
