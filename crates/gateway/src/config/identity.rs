@@ -53,8 +53,13 @@ pub struct IssuerConfig {
     pub name: String,
     /// The `iss` its tokens carry, compared exactly.
     pub issuer: String,
-    /// The `aud` values accepted (a token's `aud` must contain one).
+    /// The audiences accepted: the token's `audience_claim` (a string or an
+    /// array) must hold one of them.
     pub audience: Vec<String>,
+    /// The claim holding the audience; `aud` when absent (Cognito access
+    /// tokens carry `client_id` instead).
+    #[serde(default = "default_audience_claim")]
+    pub audience_claim: String,
     /// Where its signing keys are published (fetched, cached, refreshed).
     #[serde(default)]
     pub jwks_url: Option<String>,
@@ -148,6 +153,9 @@ fn default_algorithms() -> Vec<String> {
 }
 fn default_clock_skew() -> String {
     "60s".into()
+}
+fn default_audience_claim() -> String {
+    "aud".into()
 }
 fn default_subject_claim() -> String {
     "sub".into()
@@ -282,8 +290,8 @@ impl IdentitySection {
                 &i.jwks_refresh,
                 Duration::from_secs(7 * 86_400),
             )?;
-            if i.subject_claim.is_empty() {
-                return Err(format!("{at}: `subject_claim` is empty"));
+            if i.subject_claim.is_empty() || i.audience_claim.is_empty() {
+                return Err(format!("{at}: `subject_claim` and `audience_claim` name claims; leave them out for `sub` and `aud`"));
             }
             for o in &i.allowed_origins {
                 check_origin(o).map_err(|m| format!("{at}: allowed_origins: {m}"))?;

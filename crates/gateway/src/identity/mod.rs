@@ -8,9 +8,10 @@
 //! HS256 only with the issuer's vault secret, never with a public key); the
 //! issuer (by its unverified `iss`, only to pick the keys); the signature, with
 //! the key of the token's `kid` (the set is fetched again for an unknown one,
-//! rate-limited; when no set can be had, every token is refused); then `exp`,
-//! `nbf`, `iat`, `iss` and `aud` with the issuer's clock skew; the subject; and
-//! the first rule whose claims match. Tokens themselves are never logged or
+//! rate-limited; when no set can be had, every token is refused); then `iss`,
+//! and `exp`, `nbf` and `iat` with the issuer's clock skew; the audience (`aud`,
+//! or the issuer's `audience_claim`); the subject; and the first rule whose
+//! claims match. Tokens themselves are never logged or
 //! audited: only the issuer's name and the subject.
 
 pub mod cache;
@@ -433,8 +434,9 @@ impl Issuer {
         v.validate_exp = false;
         v.validate_nbf = false;
         v.set_issuer(&[&self.config.issuer]);
-        v.set_audience(&self.config.audience);
-        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        // The audience is checked in `accept`, in the configured claim.
+        v.validate_aud = false;
+        v.set_required_spec_claims(&["exp", "iss"]);
         v
     }
 
@@ -492,6 +494,20 @@ impl Issuer {
         }
         if time("iat")?.is_some_and(|iat| iat > now_f + skew) {
             return Err(TokenError::IssuedInFuture);
+        }
+        let aud_claim = &self.config.audience_claim;
+        let aud = claims::lookup(&claims, aud_claim)
+            .ok_or_else(|| TokenError::MissingClaim(aud_claim.clone()))?;
+        let ours = |v: &Value| {
+            v.as_str()
+                .is_some_and(|a| self.config.audience.iter().any(|x| x == a))
+        };
+        let audience_ok = match aud {
+            Value::Array(items) => items.iter().any(ours),
+            v => ours(v),
+        };
+        if !audience_ok {
+            return Err(TokenError::WrongAudience);
         }
         let expires_at = exp as i64;
         let subject = claims::lookup(&claims, &self.config.subject_claim)
@@ -656,6 +672,14 @@ owner = "gold-users"
             ok
         );
         assert_eq!(
+            check(&token(json!({"aud": null})), 1_500).await,
+            Err(TokenError::MissingClaim("aud".into()))
+        );
+        assert_eq!(
+            check(&token(json!({"aud": 7})), 1_500).await,
+            Err(TokenError::WrongAudience)
+        );
+        assert_eq!(
             check(&token(json!({"iss": "https://evil.example"})), 1_500).await,
             Err(TokenError::UnknownIssuer)
         );
@@ -803,6 +827,42 @@ models = ["*"]
             ids.user(&forged, 1_500, &none).await.err(),
             Some(TokenError::BadSignature)
         );
+    }
+
+    #[tokio::test]
+    async fn the_audience_can_come_from_another_claim() {
+        // Cognito access tokens name their app client in `client_id`, not `aud`.
+        let mut section: IdentitySection = toml::from_str(
+            r#"
+[[issuers]]
+name = "svc"
+issuer = "https://svc.example"
+audience = ["app-client-1"]
+audience_claim = "client_id"
+hs256_secret = "svc-hmac"
+algorithms = ["HS256"]
+[[issuers.rules]]
+environment = "prod"
+models = ["*"]
+"#,
+        )
+        .unwrap();
+        section.validate().unwrap();
+        let ids = Identities::new(&section, &reqwest::Client::new()).unwrap();
+        let secret = |_: &str| Some(SECRET.to_vec());
+        let t = token(json!({"aud": null, "client_id": "app-client-1"}));
+        assert!(ids
+            .verify(&t, TokenUse::Requests, 1_500, &secret)
+            .await
+            .is_ok());
+        let t = token(json!({"aud": null, "client_id": "someone-else"}));
+        let got = ids
+            .verify(&t, TokenUse::Requests, 1_500, &secret)
+            .await
+            .err();
+        assert_eq!(got, Some(TokenError::WrongAudience));
+        section.issuers[0].audience_claim.clear();
+        assert!(section.validate().is_err());
     }
 
     #[test]
