@@ -198,3 +198,25 @@ def test_a_missing_geoip_database_stops_the_server_with_the_fix(keyward_bin, fak
     out = subprocess.run([str(gw.bin), "serve", "--config", str(gw.config), "--listen", f"127.0.0.1:{free_port()}"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and "geoip_db" in out.stderr and ".mmdb" in out.stderr, out.stderr
+
+
+def test_a_new_client_family_and_a_new_model_alert_with_what_the_key_used_before(alerting):
+    k = alerting.create_key("habitual-client", env="prod", models="*")
+    client = alerting.openai(k["key"])
+    for _ in range(3):  # the baseline: the OpenAI SDK, one model (its first use alerts nothing)
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": marker()}])
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": marker()}]}).encode()
+    status, _, _ = raw_request(f"{alerting.url}/v1/chat/completions", "POST", body, {
+        "Authorization": f"Bearer {k['key']}", "Content-Type": "application/json", "User-Agent": "curl/8.5.0"})
+    assert status == 200
+
+    def mine(kind):
+        return [a for a in alerts_listed(alerting) if a["kind"] == kind and a["alert"].get("key_id") == k["id"]]
+
+    agent = wait_for(lambda: mine("new_user_agent"))
+    assert len(agent) == 1, alerts_listed(alerting)
+    assert agent[0]["alert"]["seen"]["user_agent"] == "curl"
+    assert agent[0]["alert"]["baseline"]["user_agents"] == ["OpenAI/Python"]
+    model = wait_for(lambda: mine("new_model"))
+    assert len(model) == 1 and model[0]["alert"]["baseline"]["models"] == ["gpt-4o-mini"], model
+    assert model[0]["alert"]["seen"]["model"] == "gpt-4o"

@@ -228,6 +228,7 @@ pub async fn serve(
         config.alerts.dedupe_ms(),
     );
     let (new_sources, sources_queue) = tokio::sync::mpsc::unbounded_channel();
+    let directory = live.snapshot.load_full();
     let known = watch::Known {
         sources: backend
             .store
@@ -240,17 +241,20 @@ pub async fn serve(
             .await
             .map_err(state::StateError::from)?
             .into_iter()
-            .map(|(k, hour, requests, tokens, cost)| {
+            .flat_map(|(k, hour, requests, tokens, cost)| {
                 let n = |v: i64| v.max(0) as u64;
-                (
-                    k,
-                    watch::habits::PastHour {
-                        hour,
-                        requests: n(requests),
-                        tokens: n(tokens),
-                        spend_pico: n(cost),
-                    },
-                )
+                let past = watch::habits::PastHour {
+                    hour,
+                    requests: n(requests),
+                    tokens: n(tokens),
+                    spend_pico: n(cost),
+                };
+                // An owner's hours are the sum of its keys' (seeding adds).
+                let owner = directory
+                    .keys
+                    .by_id(&k)
+                    .and_then(|e| e.record.owner.clone());
+                std::iter::once((k, past)).chain(owner.map(|o| (watch::owner_habits(&o), past)))
             })
             .collect(),
     };

@@ -90,7 +90,13 @@ pub async fn caller(
         .check_usable(now(), ctx.peer.ip())
         .map_err(|d| Refusal::denied(d, Some(id)))?;
     gw.last_use.mark(id, now());
-    gw.watch.request(id, ctx.peer.ip(), &ctx.rid);
+    gw.watch.request(&crate::watch::Seen {
+        key_id: id,
+        owner: found.entry.record.owner.as_deref(),
+        ip: ctx.peer.ip(),
+        user_agent: headers.get("user-agent").and_then(|v| v.to_str().ok()),
+        request_id: &ctx.rid,
+    });
     Ok(Caller {
         entry: found.entry.clone(),
         key: key.clone(),

@@ -120,6 +120,10 @@ async fn run(
     let headers = req.headers().clone();
     let parsed = parse::request(&endpoint, req.into_body(), gw.max_body).await?;
     ctx.model = Some(parsed.model.clone());
+    if caller.user.is_none() {
+        gw.watch
+            .model(&caller.entry.record.id, &parsed.model, &ctx.rid);
+    }
     let route = authorize::route(gw, ctx, &caller, &endpoint, &parsed.model)?;
     let scopes = admit::scopes(gw, &caller);
     let admitted = admit::request(gw, &caller, &scopes).await?;

@@ -10,7 +10,11 @@
 //!   from one address within a minute.
 //! - **revoked and expired keys presented**: a revoked or expired key still in
 //!   use somewhere (a leak, or a client that was never updated);
-//! - **spikes** in requests, tokens and spend, and **unusual hours** ([`habits`]);
+//! - **new user agent** and **new model**: the first request of a key from a
+//!   client family it never used (`OpenAI/Python`, `curl`, … versions left
+//!   out), or for a model it never called; kept with the networks;
+//! - **spikes** in requests, tokens and spend, and **unusual hours** ([`habits`]),
+//!   per key and per owner (all of an owner's keys together);
 //! - **budget thresholds**: 50, 80 and 100% of a budget spent ([`budgets`]).
 //!
 //! With `[watch] on_anomaly = "suspend"`, a key with a request spike is
@@ -76,10 +80,61 @@ struct KeySources {
     networks: HashSet<String>,
     /// ISO country codes, when a GeoIP database is configured.
     countries: HashSet<String>,
+    /// Client families ([`agent_family`]).
+    user_agents: HashSet<String>,
+    models: HashSet<String>,
 }
 
-/// How countries are kept in the store's `key_sources`, beside networks.
+/// How countries, user agents and models are kept in the store's
+/// `key_sources`, beside networks.
 const COUNTRY_PREFIX: &str = "country:";
+const AGENT_PREFIX: &str = "ua:";
+const MODEL_PREFIX: &str = "model:";
+
+/// User agents and models learned per key at most: past it, new ones are
+/// neither learned nor alerted (a client rotating its user agent cannot grow
+/// memory without bound).
+pub const MAX_LEARNED_PER_KEY: usize = 64;
+
+/// A client's family from its `User-Agent`: the first product token without
+/// its version (`OpenAI/Python 1.57.0` → `OpenAI/Python`, `curl/8.5.0` →
+/// `curl`), at most 64 printable ASCII characters; `None` for none.
+pub fn agent_family(ua: &str) -> Option<String> {
+    let first = ua.split_whitespace().next()?;
+    let family: Vec<&str> = first
+        .split('/')
+        .take_while(|part| !part.starts_with(|c: char| c.is_ascii_digit()) && !part.is_empty())
+        .collect();
+    let family = family.join("/");
+    let clean = !family.is_empty() && family.bytes().all(|b| b.is_ascii_graphic());
+    Some(if clean {
+        family.chars().take(64).collect()
+    } else {
+        "other".to_string()
+    })
+}
+
+/// An authenticated request, as the detectors see it.
+pub struct Seen<'a> {
+    pub key_id: &'a str,
+    /// The key's owner: its habits are the owner's too.
+    pub owner: Option<&'a str>,
+    pub ip: IpAddr,
+    pub user_agent: Option<&'a str>,
+    pub request_id: &'a str,
+}
+
+/// Whom a habit finding is about.
+#[derive(Clone, Copy)]
+enum Subject<'a> {
+    Key(&'a str),
+    Owner(&'a str),
+}
+
+/// How an owner's habits are named beside keys' (key ids never hold `:`).
+pub fn owner_habits(owner: &str) -> String {
+    format!("owner:{owner}")
+}
 
 /// The detectors' state.
 pub struct Watch {
@@ -141,10 +196,15 @@ impl Watch {
                 ..Default::default()
             });
             s.first_seen_ms = s.first_seen_ms.min(first_seen_ms);
-            match network.strip_prefix(COUNTRY_PREFIX) {
-                Some(country) => s.countries.insert(country.to_string()),
-                None => s.networks.insert(network),
-            };
+            if let Some(country) = network.strip_prefix(COUNTRY_PREFIX) {
+                s.countries.insert(country.to_string());
+            } else if let Some(agent) = network.strip_prefix(AGENT_PREFIX) {
+                s.user_agents.insert(agent.to_string());
+            } else if let Some(model) = network.strip_prefix(MODEL_PREFIX) {
+                s.models.insert(model.to_string());
+            } else {
+                s.networks.insert(network);
+            }
         }
         Watch {
             clock,
@@ -197,23 +257,31 @@ impl Watch {
         self
     }
 
-    /// Runs `detect` on `key_id`'s habits and reports what it finds.
+    /// Runs `detect` on the habits of `subject` and reports what it finds.
     fn habits(
         &self,
-        key_id: &str,
+        subject: Subject<'_>,
         now: i64,
         detect: impl FnOnce(&mut habits::Habits) -> Vec<habits::Finding>,
     ) {
+        let owner_name;
+        let name = match subject {
+            Subject::Key(id) => id,
+            Subject::Owner(o) => {
+                owner_name = owner_habits(o);
+                &owner_name
+            }
+        };
         let found = {
             let mut all = self.habits.lock().unwrap_or_else(|e| e.into_inner());
             // Looked up first: the common case allocates nothing.
-            if !all.contains_key(key_id) {
-                all.insert(key_id.to_string(), Default::default());
+            if !all.contains_key(name) {
+                all.insert(name.to_string(), Default::default());
             }
-            detect(all.get_mut(key_id).expect("inserted above"))
+            detect(all.get_mut(name).expect("inserted above"))
         };
         for f in found {
-            self.report(key_id, now, f);
+            self.report(subject, now, f);
         }
     }
 
@@ -224,25 +292,49 @@ impl Watch {
         }
         let now = self.clock.now_ms();
         let cost = r.cost_pico.unwrap_or(0).max(0) as u64;
-        self.habits(&r.key_id, now, |h| {
+        self.habits(Subject::Key(&r.key_id), now, |h| {
             h.usage(now, r.usage.total(), cost, self.warmup_ms)
         });
+        if let Some(o) = &r.owner {
+            self.habits(Subject::Owner(o), now, |h| {
+                h.usage(now, r.usage.total(), cost, self.warmup_ms)
+            });
+        }
     }
 
-    fn report(&self, key_id: &str, now: i64, f: habits::Finding) {
+    fn report(&self, subject: Subject<'_>, now: i64, f: habits::Finding) {
+        // An owner's finding names the owner (and dedupes by it); only a key
+        // can be suspended.
+        let (key_id, about) = match subject {
+            Subject::Key(id) => (id, json!({"key_id": id})),
+            Subject::Owner(o) => ("", json!({"owner": o, "scope": owner_habits(o)})),
+        };
+        let with_subject = |mut alert: Value| {
+            if let (Some(a), Some(about)) = (alert.as_object_mut(), about.as_object()) {
+                a.extend(about.clone());
+            }
+            alert
+        };
+        let owner_action = |o: &str| {
+            format!("find which of the owner's keys carries it (keyward usage --by key --since 1h), and suspend it if the traffic is not theirs (owner {o})")
+        };
         match f {
             habits::Finding::UnusualHour {
                 hour_of_week,
                 active_hours_of_week,
             } => {
                 let (day, hour) = weekday_hour(now);
-                self.sink.raise(json!({
-                    "kind": "unusual_hour", "severity": "warning", "key_id": key_id,
-                    "summary": format!("a request on {day} at {hour:02}:00 UTC, an hour of the week this key never worked in"),
+                let (whose, action) = match subject {
+                    Subject::Key(id) => ("this key", format!("if nobody of yours works at this hour, suspend the key: keyward keys suspend {id}")),
+                    Subject::Owner(o) => ("this owner's keys", owner_action(o)),
+                };
+                self.sink.raise(with_subject(json!({
+                    "kind": "unusual_hour", "severity": "warning",
+                    "summary": format!("a request on {day} at {hour:02}:00 UTC, an hour of the week {whose} never worked in"),
                     "seen": {"hour_of_week": hour_of_week},
                     "baseline": {"active_hours_of_week": active_hours_of_week},
-                    "action": format!("if nobody of yours works at this hour, suspend the key: keyward keys suspend {key_id}"),
-                }));
+                    "action": action,
+                })));
             }
             habits::Finding::Spike {
                 metric,
@@ -271,34 +363,50 @@ impl Watch {
                     shown(median),
                     shown(threshold)
                 );
-                let suspended = self
-                    .suspend
-                    .as_ref()
-                    .is_some_and(|s| s(key_id.to_string(), format!("anomaly: {summary}")));
-                self.sink.raise(json!({
-                    "kind": kind, "severity": "high", "key_id": key_id,
+                let suspended = matches!(subject, Subject::Key(_))
+                    && self
+                        .suspend
+                        .as_ref()
+                        .is_some_and(|s| s(key_id.to_string(), format!("anomaly: {summary}")));
+                let action = match subject {
+                    Subject::Owner(o) => owner_action(o),
+                    Subject::Key(id) if suspended => format!(
+                        "the key was suspended; if the traffic is yours: keyward keys resume {id}"
+                    ),
+                    Subject::Key(id) => format!(
+                        "if this traffic is not yours, suspend the key: keyward keys suspend {id}"
+                    ),
+                };
+                self.sink.raise(with_subject(json!({
+                    "kind": kind, "severity": "high",
                     "summary": summary,
                     "seen": {"metric": metric.name(), "this_hour": count},
                     "baseline": {"metric": metric.name(), "median_per_active_hour": median, "active_hours": active_hours, "threshold": threshold},
                     "suspended": suspended,
-                    "action": if suspended {
-                        format!("the key was suspended; if the traffic is yours: keyward keys resume {key_id}")
-                    } else {
-                        format!("if this traffic is not yours, suspend the key: keyward keys suspend {key_id}")
-                    },
-                }));
+                    "action": action,
+                })));
             }
         }
     }
 
-    /// An authenticated request of `key_id` from `ip`.
-    pub fn request(&self, key_id: &str, ip: IpAddr, request_id: &str) {
+    /// An authenticated request: the key's and its owner's habits, and where
+    /// and what it came from.
+    pub fn request(&self, seen: &Seen<'_>) {
         if !self.enabled {
             return;
         }
+        let (key_id, ip, request_id) = (seen.key_id, seen.ip, seen.request_id);
         let network = network_of(ip);
         let now = self.clock.now_ms();
-        self.habits(key_id, now, |h| h.request(now, self.warmup_ms));
+        self.habits(Subject::Key(key_id), now, |h| {
+            h.request(now, self.warmup_ms)
+        });
+        if let Some(o) = seen.owner {
+            self.habits(Subject::Owner(o), now, |h| h.request(now, self.warmup_ms));
+        }
+        if let Some(agent) = seen.user_agent.and_then(agent_family) {
+            self.learn(key_id, Learned::UserAgent, &agent, request_id);
+        }
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         if !sources.contains_key(key_id) {
             sources.insert(
@@ -373,6 +481,85 @@ impl Watch {
         self.sink.raise(alert);
     }
 
+    /// The model a key's request is for: alerts on the first call of a model
+    /// the key never used, once it is warmed up.
+    pub fn model(&self, key_id: &str, model: &str, request_id: &str) {
+        if !self.enabled {
+            return;
+        }
+        self.learn(key_id, Learned::Model, model, request_id);
+    }
+
+    /// Adds `value` to the key's user agents or models; alerts when it is new
+    /// to a warmed-up key that already had some.
+    fn learn(&self, key_id: &str, what: Learned, value: &str, request_id: &str) {
+        let now = self.clock.now_ms();
+        let (known, warmed, watched_since) = {
+            let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(s) = sources.get_mut(key_id) else {
+                // Seen first by `request`, which starts the key's record; a
+                // model before it (it cannot happen on the request path) waits.
+                if what == Learned::UserAgent {
+                    let mut s = KeySources {
+                        first_seen_ms: now,
+                        ..Default::default()
+                    };
+                    s.user_agents.insert(value.to_string());
+                    sources.insert(key_id.to_string(), s);
+                    let _ = self.new_sources.send((
+                        key_id.to_string(),
+                        format!("{AGENT_PREFIX}{value}"),
+                        now,
+                    ));
+                }
+                return;
+            };
+            let set = match what {
+                Learned::UserAgent => &mut s.user_agents,
+                Learned::Model => &mut s.models,
+            };
+            if set.contains(value) || set.len() >= MAX_LEARNED_PER_KEY {
+                return;
+            }
+            let mut known: Vec<String> = set.iter().cloned().collect();
+            set.insert(value.to_string());
+            known.sort();
+            known.truncate(LISTED_NETWORKS);
+            (
+                known,
+                now - s.first_seen_ms >= self.warmup_ms,
+                s.first_seen_ms,
+            )
+        };
+        let prefix = match what {
+            Learned::UserAgent => AGENT_PREFIX,
+            Learned::Model => MODEL_PREFIX,
+        };
+        let _ = self
+            .new_sources
+            .send((key_id.to_string(), format!("{prefix}{value}"), now));
+        if known.is_empty() || !warmed {
+            return;
+        }
+        let alert = match what {
+            Learned::UserAgent => json!({
+                "kind": "new_user_agent", "severity": "warning", "key_id": key_id,
+                "summary": format!("first request from a `{value}` client; this key was only used by others"),
+                "seen": {"user_agent": value, "request_id": request_id},
+                "baseline": {"user_agents": known, "watched_since_ms": watched_since},
+                "action": format!("if no client of yours is `{value}`, suspend the key: keyward keys suspend {key_id}"),
+            }),
+            Learned::Model => json!({
+                "kind": "new_model", "severity": "warning", "key_id": key_id,
+                "summary": format!("first request for model `{value}`, one this key never called"),
+                "seen": {"model": value, "request_id": request_id},
+                "baseline": {"models": known, "watched_since_ms": watched_since},
+                "action": format!("if your application does not use `{value}`, suspend the key: keyward keys suspend {key_id} (and narrow its --models)"),
+            }),
+        };
+        self.sink.raise(alert);
+    }
+
     /// A refused credential from `ip`: `code` is the denial (`invalid_key`,
     /// `revoked`, `expired`, …) and `key_id` the key, when it is one of ours.
     pub fn auth_failed(&self, ip: IpAddr, code: &str, key_id: Option<&str>) {
@@ -420,6 +607,13 @@ impl Watch {
             }));
         }
     }
+}
+
+/// What a key is learned with beside its networks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Learned {
+    UserAgent,
+    Model,
 }
 
 /// A usage sink that shows each record to the detectors on its way to `inner`.
@@ -523,6 +717,16 @@ mod tests {
         )
     }
 
+    fn seen<'a>(key_id: &'a str, ip: IpAddr, request_id: &'a str) -> Seen<'a> {
+        Seen {
+            key_id,
+            owner: None,
+            ip,
+            user_agent: None,
+            request_id,
+        }
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -549,16 +753,16 @@ mod tests {
         // A normal week: office and CI, many requests an hour.
         for _hour in 0..24 * 7 {
             for last in [10, 11, 12] {
-                w.request("key_a", ip(&format!("198.51.100.{last}")), "r");
+                w.request(&seen("key_a", ip(&format!("198.51.100.{last}")), "r"));
             }
-            w.request("key_a", ip("192.0.2.40"), "r");
+            w.request(&seen("key_a", ip("192.0.2.40"), "r"));
             clock.advance(HOUR);
         }
         // The second network came within the warm-up: learned, not alerted.
         assert!(sink.kinds().is_empty(), "{:?}", sink.0.lock().unwrap());
         // The theft: a burst from a network never seen.
         for _ in 0..50 {
-            w.request("key_a", ip("203.0.113.9"), "r-theft");
+            w.request(&seen("key_a", ip("203.0.113.9"), "r-theft"));
         }
         // A new network and, at fifty requests, a spike against a usual four an hour.
         assert_eq!(sink.kinds(), ["new_source_network", "request_spike"]);
@@ -627,14 +831,180 @@ mod tests {
     }
 
     #[test]
+    fn client_families_leave_versions_out() {
+        assert_eq!(
+            agent_family("OpenAI/Python 1.57.0").as_deref(),
+            Some("OpenAI/Python")
+        );
+        assert_eq!(agent_family("curl/8.5.0").as_deref(), Some("curl"));
+        assert_eq!(
+            agent_family("Anthropic/JS 0.32.1").as_deref(),
+            Some("Anthropic/JS")
+        );
+        assert_eq!(
+            agent_family("google-genai-sdk/1.2.0 gl-python/3.11.7").as_deref(),
+            Some("google-genai-sdk")
+        );
+        assert_eq!(
+            agent_family("Mozilla/5.0 (X11; Linux x86_64)").as_deref(),
+            Some("Mozilla")
+        );
+        assert_eq!(agent_family("\u{7f}bad/1").as_deref(), Some("other"));
+        assert_eq!(agent_family("/1.0").as_deref(), Some("other"));
+        assert_eq!(agent_family("   "), None);
+        assert_eq!(agent_family(&"x".repeat(500)).map(|f| f.len()), Some(64));
+    }
+
+    #[test]
+    fn a_new_client_family_or_model_alerts_once_after_warm_up_and_survives_a_restart() {
+        let clock = Arc::new(ManualClock::at(1_700_000_000_000));
+        let sink = Arc::new(Collected::default());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let w = Watch::new(
+            clock.clone(),
+            sink.clone(),
+            WatchSettings {
+                warmup_ms: 24 * HOUR,
+                failed_auth_burst: 5,
+            },
+            Known::default(),
+            tx,
+        );
+        let from = |ua: &'static str| Seen {
+            key_id: "key_a",
+            owner: None,
+            ip: ip("198.51.100.10"),
+            user_agent: Some(ua),
+            request_id: "r",
+        };
+        // Two days of one SDK (its versions change) calling one model.
+        for h in 0..48 {
+            w.request(&from(if h < 24 {
+                "OpenAI/Python 1.50.0"
+            } else {
+                "OpenAI/Python 1.57.0"
+            }));
+            w.model("key_a", "gpt-4o-mini", "r");
+            clock.advance(HOUR);
+        }
+        assert!(sink.kinds().is_empty(), "{:?}", sink.kinds());
+        // Then curl, calling the dearest model: one alert each, and only once.
+        for _ in 0..3 {
+            w.request(&from("curl/8.5.0"));
+            w.model("key_a", "o1-pro", "r-theft");
+        }
+        assert_eq!(sink.kinds(), ["new_user_agent", "new_model"]);
+        let alerts = sink.0.lock().unwrap().clone();
+        assert_eq!(
+            alerts[0]["baseline"]["user_agents"],
+            json!(["OpenAI/Python"])
+        );
+        assert_eq!(alerts[0]["seen"]["user_agent"], "curl");
+        assert_eq!(alerts[1]["baseline"]["models"], json!(["gpt-4o-mini"]));
+        assert_eq!(alerts[1]["seen"]["request_id"], "r-theft");
+        // What was learned goes to the store, and a restart starts from it.
+        let mut stored = Vec::new();
+        while let Ok(row) = rx.try_recv() {
+            stored.push(row);
+        }
+        let names: Vec<&str> = stored.iter().map(|(_, n, _)| n.as_str()).collect();
+        for n in [
+            "ua:OpenAI/Python",
+            "ua:curl",
+            "model:gpt-4o-mini",
+            "model:o1-pro",
+        ] {
+            assert!(names.contains(&n), "{n} in {names:?}");
+        }
+        let sink = Arc::new(Collected::default());
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let w = Watch::new(
+            clock.clone(),
+            sink.clone(),
+            WatchSettings {
+                warmup_ms: 24 * HOUR,
+                failed_auth_burst: 5,
+            },
+            Known {
+                sources: stored,
+                hours: vec![],
+            },
+            tx,
+        );
+        w.request(&from("curl/8.6.0"));
+        w.model("key_a", "o1-pro", "r");
+        assert!(sink.kinds().is_empty(), "{:?}", sink.kinds());
+    }
+
+    #[test]
+    fn an_owners_keys_are_watched_together() {
+        // A week of an owner's one key, ten requests an hour; then a new key of
+        // the same owner (still warming up on its own) bursts.
+        let start = 2_000 * HOUR;
+        let clock = Arc::new(ManualClock::at(start));
+        let sink = Arc::new(Collected::default());
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let hours = (1..=24 * 7)
+            .flat_map(|h| {
+                let past = habits::PastHour {
+                    hour: 2_000 - h,
+                    requests: 10,
+                    tokens: 0,
+                    spend_pico: 0,
+                };
+                [
+                    ("key_old".to_string(), past),
+                    (owner_habits("team-a"), past),
+                ]
+            })
+            .collect();
+        let w = Watch::new(
+            clock,
+            sink.clone(),
+            WatchSettings {
+                warmup_ms: 24 * HOUR,
+                failed_auth_burst: 5,
+            },
+            Known {
+                sources: vec![],
+                hours,
+            },
+            tx,
+        );
+        let new_key = Seen {
+            key_id: "key_new",
+            owner: Some("team-a"),
+            ip: ip("198.51.100.10"),
+            user_agent: None,
+            request_id: "r",
+        };
+        for _ in 0..200 {
+            w.request(&new_key);
+        }
+        let alerts = sink.0.lock().unwrap().clone();
+        let spikes: Vec<&Value> = alerts
+            .iter()
+            .filter(|a| a["kind"] == "request_spike")
+            .collect();
+        assert_eq!(spikes.len(), 1, "{alerts:?}");
+        assert_eq!(spikes[0]["owner"], "team-a");
+        assert!(
+            spikes[0].get("key_id").is_none(),
+            "an owner's spike names no key"
+        );
+        assert_eq!(spikes[0]["suspended"], false);
+        assert_eq!(spikes[0]["baseline"]["median_per_active_hour"], 10);
+    }
+
+    #[test]
     fn disabled_detectors_see_nothing() {
         let clock = Arc::new(ManualClock::at(0));
         let sink = Arc::new(Collected::default());
         let w = watch(clock.clone(), sink.clone(), vec![]).disabled();
-        w.request("key_a", ip("198.51.100.1"), "r");
+        w.request(&seen("key_a", ip("198.51.100.1"), "r"));
         clock.advance(48 * HOUR);
         for i in 0..100 {
-            w.request("key_a", ip(&format!("203.0.{i}.1")), "r");
+            w.request(&seen("key_a", ip(&format!("203.0.{i}.1")), "r"));
             w.auth_failed(ip("203.0.113.5"), "revoked", Some("key_r"));
         }
         assert!(sink.kinds().is_empty());
@@ -649,9 +1019,9 @@ mod tests {
             sink.clone(),
             vec![("key_a".into(), "198.51.100.0/24".into(), 0)],
         );
-        w.request("key_a", ip("198.51.100.200"), "r");
+        w.request(&seen("key_a", ip("198.51.100.200"), "r"));
         assert!(sink.kinds().is_empty());
-        w.request("key_a", ip("203.0.113.9"), "r");
+        w.request(&seen("key_a", ip("203.0.113.9"), "r"));
         assert_eq!(sink.kinds(), ["new_source_network"]);
     }
 
