@@ -277,3 +277,50 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn config_check_lists_the_issuers_and_a_missing_hmac_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), 9);
+    let issuers = "\n[[identity.issuers]]\nname = \"app\"\nissuer = \"https://login.example.com/\"\n\
+        audience = [\"keyward\"]\njwks_url = \"https://login.example.com/jwks.json\"\n\
+        allowed_origins = [\"https://app.example.com\"]\n\
+        [[identity.issuers.rules]]\nenvironment = \"prod\"\nmodels = [\"*\"]\n\
+        \n[[identity.issuers]]\nname = \"svc\"\nissuer = \"https://svc.example\"\naudience = [\"keyward\"]\n\
+        hs256_secret = \"svc-hmac\"\nalgorithms = [\"HS256\"]\nuse = \"exchange\"\n\
+        [[identity.issuers.rules]]\nenvironment = \"ci\"\nmodels = [\"gpt-4o-mini\"]\n";
+    let base = fs::read_to_string(&c).unwrap();
+    fs::write(&c, format!("{base}{issuers}")).unwrap();
+    ok(run_in(dir.path(), &["init", "--config", &c], None));
+    ok(run_in(
+        dir.path(),
+        &["vault", "put", "openai-prod", "--config", &c],
+        Some(b"sk-test-value\n"),
+    ));
+    let out = run_in(dir.path(), &["config", "check", "--config", &c], None);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("issuer app (tokens on API calls): https://login.example.com/; keys from https://login.example.com/jwks.json; 1 rule(s); browser origins https://app.example.com"),
+        "{t}"
+    );
+    assert!(t.contains("issuer svc (exchanged at /v1/token)"), "{t}");
+    assert!(
+        t.contains("MISSING HS256 secret `svc-hmac`")
+            && t.contains(&format!("vault put svc-hmac < secret.txt --config {c}")),
+        "{t}"
+    );
+    // A rule the key checks refuse stops the check with the rule named.
+    fs::write(
+        &c,
+        format!("{base}{}", issuers.replace("\"ci\"", "\"Prod!\"")),
+    )
+    .unwrap();
+    let out = run_in(dir.path(), &["config", "check", "--config", &c], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("`svc`, rule 1: environment `Prod!`"),
+        "{}",
+        text(&out)
+    );
+}

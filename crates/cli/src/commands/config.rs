@@ -51,6 +51,31 @@ fn check(config: &ConfigArg) -> anyhow::Result<ExitCode> {
             p.credential.names().join(", ")
         );
     }
+    // The issuers' rules and static key sets, checked as `serve` checks them.
+    keyward_gateway::identity::Identities::new(&cfg.identity, &reqwest::Client::new())
+        .map_err(anyhow::Error::msg)?;
+    for i in &cfg.identity.issuers {
+        let keys = match (&i.jwks_url, &i.jwks_file) {
+            (Some(u), _) => format!("keys from {u}"),
+            (None, Some(f)) => format!("keys in {}", f.display()),
+            (None, None) => "HS256 only".to_string(),
+        };
+        println!(
+            "issuer {} ({}): {}; {keys}; {} rule(s){}",
+            i.name,
+            match i.token_use {
+                keyward_gateway::config::identity::TokenUse::Requests => "tokens on API calls",
+                keyward_gateway::config::identity::TokenUse::Exchange => "exchanged at /v1/token",
+            },
+            i.issuer,
+            i.rules.len(),
+            if i.allowed_origins.is_empty() {
+                String::new()
+            } else {
+                format!("; browser origins {}", i.allowed_origins.join(", "))
+            }
+        );
+    }
     let rt = runtime()?;
     let backend = rt.block_on(crate::home::open_existing(&cfg))?;
     println!("store {}: opens with the master key", cfg.store_location());
@@ -64,7 +89,20 @@ fn check(config: &ConfigArg) -> anyhow::Result<ExitCode> {
             cfg.command(&format!("vault put {} < key.txt", m.name))
         );
     }
-    Ok(if missing.is_empty() {
+    let missing_hmac: Vec<(&str, &str)> = cfg
+        .identity
+        .issuers
+        .iter()
+        .filter_map(|i| i.hs256_secret.as_deref().map(|s| (i.name.as_str(), s)))
+        .filter(|(_, s)| !stored.iter().any(|x| x.name == *s))
+        .collect();
+    for (issuer, secret) in &missing_hmac {
+        println!(
+            "MISSING HS256 secret `{secret}` (issuer {issuer}; its tokens are refused until then): run `{}`",
+            cfg.command(&format!("vault put {secret} < secret.txt"))
+        );
+    }
+    Ok(if missing.is_empty() && missing_hmac.is_empty() {
         println!("ok");
         ExitCode::SUCCESS
     } else {
