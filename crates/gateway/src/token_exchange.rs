@@ -180,10 +180,7 @@ pub async fn exchange(
     {
         Ok(v) => v,
         Err(e) => {
-            let actor = match gw.identities.claimed_issuer(&token) {
-                Some(i) => format!("issuer:{}", i.config.name),
-                None => "anonymous".into(),
-            };
+            let actor = gw.identities.refused_actor(&token);
             let (status, code) = match e {
                 TokenError::KeysUnavailable => {
                     (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")

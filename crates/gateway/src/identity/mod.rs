@@ -338,6 +338,16 @@ impl Identities {
         self.issuers.iter().find(|i| i.config.issuer == iss)
     }
 
+    /// Who a refused token is audited as: `issuer:<name>` when it names a
+    /// trusted issuer, else `anonymous` (its subject is not verified, so it
+    /// is never named).
+    pub fn refused_actor(&self, token: &str) -> String {
+        match self.claimed_issuer(token) {
+            Some(i) => format!("issuer:{}", i.config.name),
+            None => "anonymous".to_string(),
+        }
+    }
+
     /// Verifies `token` for `purpose` at `now` (Unix seconds). `hmac_secret`
     /// gives an HS256 issuer's vault secret.
     pub async fn verify(

@@ -77,11 +77,10 @@ impl Refusal {
 
     /// A refused token, audited under the issuer it names.
     pub fn token(gw: &Gateway, error: crate::identity::TokenError, token: &str) -> Refusal {
-        let actor = match gw.identities.claimed_issuer(token) {
-            Some(i) => format!("issuer:{}", i.config.name),
-            None => "anonymous".to_string(),
-        };
-        Refusal::Token { error, actor }
+        Refusal::Token {
+            error,
+            actor: gw.identities.refused_actor(token),
+        }
     }
 
     pub fn denied(denial: Denial, key_id: Option<&str>) -> Refusal {

@@ -98,20 +98,23 @@ pub const MAX_LEARNED_PER_KEY: usize = 64;
 
 /// A client's family from its `User-Agent`: the first product token without
 /// its version (`OpenAI/Python 1.57.0` → `OpenAI/Python`, `curl/8.5.0` →
-/// `curl`), at most 64 printable ASCII characters; `None` for none.
-pub fn agent_family(ua: &str) -> Option<String> {
+/// `curl`), at most 64 printable ASCII characters, `other` for anything else;
+/// `None` for none. A slice of `ua`: nothing is allocated per request.
+pub fn agent_family(ua: &str) -> Option<&str> {
     let first = ua.split_whitespace().next()?;
-    let family: Vec<&str> = first
-        .split('/')
-        .take_while(|part| !part.starts_with(|c: char| c.is_ascii_digit()) && !part.is_empty())
-        .collect();
-    let family = family.join("/");
-    let clean = !family.is_empty() && family.bytes().all(|b| b.is_ascii_graphic());
-    Some(if clean {
-        family.chars().take(64).collect()
-    } else {
-        "other".to_string()
-    })
+    // Up to the first `/` that a version follows (or an empty part).
+    let mut end = 0;
+    for part in first.split('/') {
+        if part.is_empty() || part.starts_with(|c: char| c.is_ascii_digit()) {
+            break;
+        }
+        end += part.len() + 1;
+    }
+    let family = &first[..end.saturating_sub(1).min(first.len())];
+    if family.is_empty() || !family.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some("other");
+    }
+    Some(&family[..family.len().min(64)])
 }
 
 /// An authenticated request, as the detectors see it.
@@ -405,7 +408,7 @@ impl Watch {
             self.habits(Subject::Owner(o), now, |h| h.request(now, self.warmup_ms));
         }
         if let Some(agent) = seen.user_agent.and_then(agent_family) {
-            self.learn(key_id, Learned::UserAgent, &agent, request_id);
+            self.learn(key_id, Learned::UserAgent, agent, request_id);
         }
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         if !sources.contains_key(key_id) {
@@ -832,27 +835,22 @@ mod tests {
 
     #[test]
     fn client_families_leave_versions_out() {
+        assert_eq!(agent_family("OpenAI/Python 1.57.0"), Some("OpenAI/Python"));
+        assert_eq!(agent_family("curl/8.5.0"), Some("curl"));
+        assert_eq!(agent_family("Anthropic/JS 0.32.1"), Some("Anthropic/JS"));
         assert_eq!(
-            agent_family("OpenAI/Python 1.57.0").as_deref(),
-            Some("OpenAI/Python")
-        );
-        assert_eq!(agent_family("curl/8.5.0").as_deref(), Some("curl"));
-        assert_eq!(
-            agent_family("Anthropic/JS 0.32.1").as_deref(),
-            Some("Anthropic/JS")
-        );
-        assert_eq!(
-            agent_family("google-genai-sdk/1.2.0 gl-python/3.11.7").as_deref(),
+            agent_family("google-genai-sdk/1.2.0 gl-python/3.11.7"),
             Some("google-genai-sdk")
         );
         assert_eq!(
-            agent_family("Mozilla/5.0 (X11; Linux x86_64)").as_deref(),
+            agent_family("Mozilla/5.0 (X11; Linux x86_64)"),
             Some("Mozilla")
         );
-        assert_eq!(agent_family("\u{7f}bad/1").as_deref(), Some("other"));
-        assert_eq!(agent_family("/1.0").as_deref(), Some("other"));
+        assert_eq!(agent_family("\u{7f}bad/1"), Some("other"));
+        assert_eq!(agent_family("/1.0"), Some("other"));
         assert_eq!(agent_family("   "), None);
-        assert_eq!(agent_family(&"x".repeat(500)).map(|f| f.len()), Some(64));
+        assert_eq!(agent_family(&"x".repeat(500)).map(str::len), Some(64));
+        assert_eq!(agent_family("a/b/c 1"), Some("a/b/c"));
     }
 
     #[test]
