@@ -184,17 +184,22 @@ impl ScopeState {
     }
 }
 
-/// The in-process limiter.
+/// The in-process limiter. Scopes with nothing in the window are dropped once
+/// a minute, so per-user and per-exchange scopes do not pile up.
 pub struct LocalLimiter {
     clock: Arc<dyn Clock>,
     state: Arc<Mutex<HashMap<String, ScopeState>>>,
+    /// When idle scopes were last dropped (ms).
+    swept_at: std::sync::atomic::AtomicI64,
 }
 
 impl LocalLimiter {
     pub fn new(clock: Arc<dyn Clock>) -> LocalLimiter {
+        let now = clock.now_ms();
         LocalLimiter {
             clock,
             state: Default::default(),
+            swept_at: std::sync::atomic::AtomicI64::new(now),
         }
     }
 
@@ -229,6 +234,14 @@ impl LocalLimiter {
         }
         let now = self.clock.now_ms();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        use std::sync::atomic::Ordering;
+        if now - self.swept_at.load(Ordering::Relaxed) >= WINDOW_MS {
+            self.swept_at.store(now, Ordering::Relaxed);
+            state.retain(|_, s| {
+                s.expire(now);
+                !s.idle()
+            });
+        }
         // Check everything first: a refusal changes nothing.
         for (id, label, limits) in &limited {
             let s = state.entry(id.clone()).or_default();
@@ -372,6 +385,45 @@ mod tests {
         clock.advance(30_000);
         l.try_admit(&s).unwrap();
         assert!(l.try_admit(&s).is_err());
+    }
+
+    #[test]
+    fn idle_scopes_are_dropped_once_a_minute() {
+        let clock = Arc::new(ManualClock::at(0));
+        let l = LocalLimiter::new(clock.clone());
+        let user = |n: u32| {
+            vec![(
+                format!("user:app:{n}"),
+                format!("user `{n}`"),
+                Limits {
+                    rpm: Some(5),
+                    ..Default::default()
+                },
+            )]
+        };
+        for n in 0..1_000 {
+            l.try_admit(&user(n)).unwrap();
+        }
+        assert_eq!(l.tracked(), 1_000);
+        // A minute on, the next request sweeps them; its own scope stays.
+        clock.advance(WINDOW_MS);
+        l.try_admit(&user(7)).unwrap();
+        assert_eq!(l.tracked(), 1);
+        // A scope with a slot in use is never dropped, however old.
+        let held = l
+            .try_admit(&[(
+                "key:k".into(),
+                "key".into(),
+                Limits {
+                    concurrency: Some(1),
+                    ..Default::default()
+                },
+            )])
+            .unwrap();
+        clock.advance(5 * WINDOW_MS);
+        l.try_admit(&user(8)).unwrap();
+        assert_eq!(l.tracked(), 2);
+        drop(held);
     }
 
     #[test]
