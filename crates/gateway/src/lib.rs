@@ -228,6 +228,10 @@ pub async fn serve(
         config.alerts.dedupe_ms(),
     );
     let (new_sources, sources_queue) = tokio::sync::mpsc::unbounded_channel();
+    let identities = Arc::new(
+        identity::Identities::new(&config.identity, &upstream_client()?)
+            .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?,
+    );
     let directory = live.snapshot.load_full();
     let known = watch::Known {
         sources: backend
@@ -250,10 +254,13 @@ pub async fn serve(
                     spend_pico: n(cost),
                 };
                 // An owner's hours are the sum of its keys' (seeding adds).
+                // A key's owner, or an identity rule's (its usage carries the
+                // rule's id as the key id).
                 let owner = directory
                     .keys
                     .by_id(&k)
-                    .and_then(|e| e.record.owner.clone());
+                    .map(|e| e.record.owner.clone())
+                    .unwrap_or_else(|| identities.rule_owner(&k));
                 std::iter::once((k, past)).chain(owner.map(|o| (watch::owner_habits(&o), past)))
             })
             .collect(),
@@ -308,10 +315,6 @@ pub async fn serve(
     }
     let watch = Arc::new(detectors);
     let (limiter, ledger) = counters(&config, &backend.store).await?;
-    let identities = Arc::new(
-        identity::Identities::new(&config.identity, &upstream_client()?)
-            .map_err(|e| ServeError::State(state::StateError::Invalid(e)))?,
-    );
     if !identities.is_empty() {
         let ids = identities.clone();
         tasks::supervise("identity key sets", move || ids.clone().refresh_forever());

@@ -292,6 +292,15 @@ impl Identities {
         self.issuers.is_empty()
     }
 
+    /// The owner of the rule whose entry has this id (`idp_<issuer>_<n>`).
+    pub fn rule_owner(&self, entry_id: &str) -> Option<String> {
+        self.issuers
+            .iter()
+            .flat_map(|i| &i.rules)
+            .find(|r| r.entry.record.id == entry_id)
+            .and_then(|r| r.entry.record.owner.clone())
+    }
+
     /// Fetches every remote key set now, then again on each issuer's schedule;
     /// never returns. A failed fetch keeps the cached set and is logged.
     pub async fn refresh_forever(self: Arc<Self>) {

@@ -119,6 +119,9 @@ async fn user(
         .await
         .map_err(|error| Refusal::token(gw, error, token))?;
     let user = verified.user();
+    if let Some(o) = &verified.rule.entry.record.owner {
+        gw.watch.owner_request(o);
+    }
     ctx.user = Some(user.clone());
     ctx.key_id = Some(verified.rule.entry.record.id.clone());
     if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) {

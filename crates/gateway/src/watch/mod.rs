@@ -484,6 +484,18 @@ impl Watch {
         self.sink.raise(alert);
     }
 
+    /// A request counted under `owner` only (a user's token under an identity
+    /// rule with an owner): the owner's request habits, nothing per key.
+    pub fn owner_request(&self, owner: &str) {
+        if !self.enabled {
+            return;
+        }
+        let now = self.clock.now_ms();
+        self.habits(Subject::Owner(owner), now, |h| {
+            h.request(now, self.warmup_ms)
+        });
+    }
+
     /// The model a key's request is for: alerts on the first call of a model
     /// the key never used, once it is warmed up.
     pub fn model(&self, key_id: &str, model: &str, request_id: &str) {
@@ -976,8 +988,15 @@ mod tests {
             user_agent: None,
             request_id: "r",
         };
-        for _ in 0..200 {
+        // 30 from the new key and 30 from users' tokens under an identity rule
+        // owned by team-a: neither alone reaches the floor of 50, together
+        // they do.
+        for _ in 0..30 {
             w.request(&new_key);
+        }
+        assert!(sink.kinds().is_empty(), "{:?}", sink.kinds());
+        for _ in 0..30 {
+            w.owner_request("team-a");
         }
         let alerts = sink.0.lock().unwrap().clone();
         let spikes: Vec<&Value> = alerts
