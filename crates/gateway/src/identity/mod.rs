@@ -146,7 +146,7 @@ pub struct Verified<'a> {
 impl Verified<'_> {
     /// `issuer:subject`: the user in usage records, limits and audit entries.
     pub fn user(&self) -> String {
-        format!("{}:{}", self.issuer.config.name, self.subject)
+        user_id(self.issuer, &self.subject)
     }
 }
 
@@ -155,13 +155,20 @@ pub struct UserToken<'a> {
     pub issuer: &'a Issuer,
     pub rule: &'a Rule,
     pub subject: String,
+    /// A keyed hash of the token (never the token): what it is remembered
+    /// by, and how echoes of it are scrubbed, hashed once per request.
+    pub token_hash: String,
 }
 
 impl UserToken<'_> {
     /// `issuer:subject`: the user in usage records, limits and audit entries.
     pub fn user(&self) -> String {
-        format!("{}:{}", self.issuer.config.name, self.subject)
+        user_id(self.issuer, &self.subject)
     }
+}
+
+fn user_id(issuer: &Issuer, subject: &str) -> String {
+    format!("{}:{}", issuer.config.name, subject)
 }
 
 /// Every trusted issuer.
@@ -257,6 +264,7 @@ impl Identities {
                     issuer,
                     rule: &issuer.rules[e.rule],
                     subject: e.subject,
+                    token_hash: id,
                 });
             }
             self.verified.forget(&id);
@@ -269,7 +277,7 @@ impl Identities {
         let rule_index = v.issuer.rules.iter().position(|r| std::ptr::eq(r, v.rule));
         if let (false, Some(issuer), Some(rule)) = (hmac, issuer_index, rule_index) {
             self.verified.put(
-                id,
+                id.clone(),
                 cache::Entry {
                     issuer,
                     rule,
@@ -285,6 +293,7 @@ impl Identities {
             issuer: v.issuer,
             rule: v.rule,
             subject: v.subject,
+            token_hash: id,
         })
     }
 

@@ -141,7 +141,7 @@ async fn user(
     Ok(Caller {
         entry: verified.rule.entry.clone(),
         key: token.to_string(),
-        key_hash: gw.hash_key.hash_hex(token.as_bytes()),
+        key_hash: verified.token_hash,
         user: Some(User {
             id: user,
             limits: verified.rule.limits,
