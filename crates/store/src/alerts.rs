@@ -19,6 +19,9 @@ pub struct AlertRow {
     pub delivery: String,
     pub attempts: i64,
     pub last_error: Option<String>,
+    /// When an operator acknowledged it (Unix milliseconds), and who.
+    pub acked_ms: Option<i64>,
+    pub acked_by: Option<String>,
 }
 
 impl Store {
@@ -71,10 +74,10 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<AlertRow>> {
         let sql = if undelivered {
-            "SELECT id, at_ms, kind, severity, key_id, body, delivery, attempts, last_error FROM alerts \
+            "SELECT id, at_ms, kind, severity, key_id, body, delivery, attempts, last_error, acked_ms, acked_by FROM alerts \
              WHERE at_ms >= $1 AND delivery IN ('pending', 'undeliverable') ORDER BY at_ms DESC, id LIMIT $2"
         } else {
-            "SELECT id, at_ms, kind, severity, key_id, body, delivery, attempts, last_error FROM alerts \
+            "SELECT id, at_ms, kind, severity, key_id, body, delivery, attempts, last_error, acked_ms, acked_by FROM alerts \
              WHERE at_ms >= $1 ORDER BY at_ms DESC, id LIMIT $2"
         };
         let rows = sqlx::query(sql)
@@ -94,9 +97,25 @@ impl Store {
                     delivery: r.try_get("delivery")?,
                     attempts: r.try_get("attempts")?,
                     last_error: r.try_get("last_error")?,
+                    acked_ms: r.try_get("acked_ms")?,
+                    acked_by: r.try_get("acked_by")?,
                 })
             })
             .collect()
+    }
+
+    /// Marks an alert acknowledged by `by`; false if there is no such alert
+    /// or it was acknowledged already (the first acknowledgement stands).
+    pub async fn acknowledge_alert(&self, id: &str, by: &str, at_ms: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE alerts SET acked_ms = $1, acked_by = $2 WHERE id = $3 AND acked_ms IS NULL",
+        )
+        .bind(at_ms)
+        .bind(by)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Records that `key_id` was used from `network`; true if it was new.

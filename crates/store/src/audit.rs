@@ -18,6 +18,21 @@ pub struct AuditRow {
     pub mac: String,
 }
 
+/// What [`Store::audit_search`] selects; every field set narrows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Entries whose actor starts with this.
+    pub actor: Option<String>,
+    /// Entries whose action starts with this (`keys.` for every key action).
+    pub action: Option<String>,
+    /// Entries about this key: it is the actor or the target.
+    pub key: Option<String>,
+    /// Unix seconds, inclusive.
+    pub since: Option<i64>,
+    /// Unix seconds, exclusive.
+    pub until: Option<i64>,
+}
+
 /// Audit entries to commit in the same transaction as the change they record:
 /// called with the sequence number and MAC of the newest stored entry (0 and `None`
 /// when the log is empty), it returns the rows and the new head marker, as for
@@ -130,21 +145,52 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRow {
-                    seq: r.try_get("seq")?,
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    target: r.try_get("target")?,
-                    outcome: r.try_get("outcome")?,
-                    details: r.try_get("details")?,
-                    prev_mac: r.try_get("prev_mac")?,
-                    mac: r.try_get("mac")?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    /// The newest entries that `filter` selects, newest first, at most `limit`.
+    /// Prefixes are compared with `substr`, not `LIKE`, so `_` and `%` in them
+    /// match only themselves.
+    pub async fn audit_search(&self, filter: &AuditFilter, limit: i64) -> Result<Vec<AuditRow>> {
+        let mut sql = String::from(
+            "SELECT seq, at, actor, action, target, outcome, details, prev_mac, mac FROM audit_log WHERE 1 = 1",
+        );
+        let mut n = 0;
+        let mut param = || {
+            n += 1;
+            format!("${n}")
+        };
+        if filter.actor.is_some() {
+            let p = param();
+            sql.push_str(&format!(" AND substr(actor, 1, length({p})) = {p}"));
+        }
+        if filter.action.is_some() {
+            let p = param();
+            sql.push_str(&format!(" AND substr(action, 1, length({p})) = {p}"));
+        }
+        if filter.key.is_some() {
+            let p = param();
+            sql.push_str(&format!(" AND (actor = {p} OR target = {p})"));
+        }
+        if filter.since.is_some() {
+            sql.push_str(&format!(" AND at >= {}", param()));
+        }
+        if filter.until.is_some() {
+            sql.push_str(&format!(" AND at < {}", param()));
+        }
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", param()));
+        let mut q = sqlx::query(&sql);
+        for text in [&filter.actor, &filter.action, &filter.key]
+            .into_iter()
+            .flatten()
+        {
+            q = q.bind(text.as_str());
+        }
+        for at in [filter.since, filter.until].into_iter().flatten() {
+            q = q.bind(at);
+        }
+        let rows = q.bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(audit_from_row).collect()
     }
 
     /// The newest audit sequence number (0 when empty).
@@ -154,4 +200,18 @@ impl Store {
             .await?;
         Ok(v.unwrap_or(0))
     }
+}
+
+fn audit_from_row(r: &AnyRow) -> Result<AuditRow> {
+    Ok(AuditRow {
+        seq: r.try_get("seq")?,
+        at: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        target: r.try_get("target")?,
+        outcome: r.try_get("outcome")?,
+        details: r.try_get("details")?,
+        prev_mac: r.try_get("prev_mac")?,
+        mac: r.try_get("mac")?,
+    })
 }

@@ -38,13 +38,15 @@ mod keys;
 mod leases;
 mod replicas;
 mod secrets;
+mod sessions;
 mod usage;
 pub use admins::AdminKeyRecord;
 pub use alerts::AlertRow;
-pub use audit::{AuditRow, Seal, VersionSeal};
+pub use audit::{AuditFilter, AuditRow, Seal, VersionSeal};
 pub use keys::KeyRecord;
 pub use secrets::{SealedVersion, StoredSecret};
-pub use usage::{UsageGroup, UsageRow, UsageTotals};
+pub use sessions::SessionRow;
+pub use usage::{DayTotals, UsageGroup, UsageRow, UsageTotals};
 
 /// Which database a store is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -62,6 +62,35 @@ pub struct UsageTotals {
     pub incomplete: i64,
 }
 
+/// One group's requests, tokens (every kind) and spend on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DayTotals {
+    /// `2026-12-01`.
+    pub day: String,
+    pub group: String,
+    pub requests: i64,
+    pub tokens: i64,
+    pub cost_pico: i64,
+}
+
+/// The SQL expression a usage row is grouped by.
+fn group_sql(by: UsageGroup, backend: Backend) -> &'static str {
+    match (by, backend) {
+        (UsageGroup::Key, _) => "key_id",
+        (UsageGroup::Owner, _) => {
+            "COALESCE((SELECT owner FROM client_keys k WHERE k.id = usage_records.key_id), usage_records.owner, '-')"
+        }
+        (UsageGroup::Environment, _) => "environment",
+        (UsageGroup::User, _) => "COALESCE(subject, '-')",
+        (UsageGroup::Provider, _) => "provider",
+        (UsageGroup::Model, _) => "model",
+        (UsageGroup::Day, Backend::Sqlite) => "strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')",
+        (UsageGroup::Day, Backend::Postgres) => {
+            "to_char(to_timestamp(at_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        }
+    }
+}
+
 /// Rows per INSERT statement: 17 parameters each, well under SQLite's and
 /// PostgreSQL's parameter limits. One statement per row cost the store's worker
 /// thread most of its time under load.
@@ -145,20 +174,7 @@ impl Store {
 
     /// Totals per group of the requests at or after `since_ms`, ordered by group.
     pub async fn usage_totals(&self, by: UsageGroup, since_ms: i64) -> Result<Vec<UsageTotals>> {
-        let group = match (by, self.backend) {
-            (UsageGroup::Key, _) => "key_id",
-            (UsageGroup::Owner, _) => {
-                "COALESCE((SELECT owner FROM client_keys k WHERE k.id = usage_records.key_id), usage_records.owner, '-')"
-            }
-            (UsageGroup::Environment, _) => "environment",
-            (UsageGroup::User, _) => "COALESCE(subject, '-')",
-            (UsageGroup::Provider, _) => "provider",
-            (UsageGroup::Model, _) => "model",
-            (UsageGroup::Day, Backend::Sqlite) => "strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')",
-            (UsageGroup::Day, Backend::Postgres) => {
-                "to_char(to_timestamp(at_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-            }
-        };
+        let group = group_sql(by, self.backend);
         let sum = |c: &str| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT)");
         let sql = format!(
             "SELECT {group} AS grp, CAST(COUNT(*) AS BIGINT) AS requests, {}, {}, {}, {}, {}, {}, \
@@ -189,6 +205,34 @@ impl Store {
                     cost_pico: r.try_get(7)?,
                     unpriced: r.try_get(8)?,
                     incomplete: r.try_get(9)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Per UTC day and group (`by`), the requests at or after `since_ms`:
+    /// requests, tokens and spend, ordered by day then group.
+    pub async fn usage_daily(&self, by: UsageGroup, since_ms: i64) -> Result<Vec<DayTotals>> {
+        let sql = format!(
+            "SELECT {} AS day, {} AS grp, CAST(COUNT(*) AS BIGINT), \
+             CAST(COALESCE(SUM(input_tokens + output_tokens + cached_input_tokens + cache_write_tokens), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(cost_pico), 0) AS BIGINT) \
+             FROM usage_records WHERE at_ms >= $1 GROUP BY day, grp ORDER BY day, grp",
+            group_sql(UsageGroup::Day, self.backend),
+            group_sql(by, self.backend),
+        );
+        let rows = sqlx::query(&sql)
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DayTotals {
+                    day: r.try_get(0)?,
+                    group: r.try_get(1)?,
+                    requests: r.try_get(2)?,
+                    tokens: r.try_get(3)?,
+                    cost_pico: r.try_get(4)?,
                 })
             })
             .collect()

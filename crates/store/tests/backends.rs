@@ -542,6 +542,7 @@ async fn sqlite_store_works_and_survives_reopen() {
     exercise(store.clone()).await;
     exercise_usage(&store).await;
     exercise_changes_and_leases(&store).await;
+    exercise_console(&store).await;
     assert!(
         store.change_listener().await.unwrap().is_none(),
         "SQLite has no change notices (servers poll it)"
@@ -563,6 +564,7 @@ async fn postgres_store_works() {
     exercise(store.clone()).await;
     exercise_usage(&store).await;
     exercise_changes_and_leases(&store).await;
+    exercise_console(&store).await;
     // Every committed change is announced to listeners; nothing before it.
     let mut listener = store.change_listener().await.unwrap().unwrap();
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(200), listener.next()).await;
@@ -593,4 +595,179 @@ async fn bad_urls_are_explained() {
         !e.contains("hunter2"),
         "passwords never reach error messages: {e}"
     );
+}
+
+/// Console sessions, alert acknowledgements, audit search and daily usage.
+async fn exercise_console(store: &Store) {
+    use keyward_store::{AlertRow, AuditFilter, AuditRow, SessionRow, UsageGroup};
+    let session = SessionRow {
+        id_hash: "h_session".into(),
+        admin_key_id: "adm_1".into(),
+        created_ms: 1_000,
+        seen_ms: 1_000,
+        expires_ms: 10_000,
+    };
+    store.insert_session(&session).await.unwrap();
+    assert_eq!(
+        store.session("h_session").await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(store.session("h_other").await.unwrap(), None);
+    store.touch_session("h_session", 5_000).await.unwrap();
+    assert_eq!(
+        store.session("h_session").await.unwrap().unwrap().seen_ms,
+        5_000
+    );
+    store
+        .insert_session(&SessionRow {
+            id_hash: "h_idle".into(),
+            seen_ms: 2_000,
+            ..session.clone()
+        })
+        .await
+        .unwrap();
+    // At 6 s with a 2 s idle limit: the one seen at 2 s goes, the one at 5 s stays.
+    assert_eq!(store.delete_stale_sessions(6_000, 4_000).await.unwrap(), 1);
+    assert!(store.session("h_session").await.unwrap().is_some());
+    assert_eq!(
+        store.delete_stale_sessions(10_000, 0).await.unwrap(),
+        1,
+        "past its end"
+    );
+    assert!(!store.delete_session("h_session").await.unwrap());
+
+    store
+        .insert_alert(&AlertRow {
+            id: "alrt_1".into(),
+            at_ms: 1,
+            kind: "spike".into(),
+            severity: "high".into(),
+            key_id: None,
+            body: "{}".into(),
+            delivery: "log_only".into(),
+            attempts: 0,
+            last_error: None,
+            acked_ms: None,
+            acked_by: None,
+        })
+        .await
+        .unwrap();
+    assert!(store
+        .acknowledge_alert("alrt_1", "console:adm_1", 7)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .acknowledge_alert("alrt_1", "console:adm_2", 8)
+            .await
+            .unwrap(),
+        "the first acknowledgement stands"
+    );
+    assert!(!store.acknowledge_alert("alrt_none", "x", 8).await.unwrap());
+    let a = &store.alerts(0, false, 10).await.unwrap()[0];
+    assert_eq!(
+        (a.acked_ms, a.acked_by.as_deref()),
+        (Some(7), Some("console:adm_1"))
+    );
+
+    let before = store.audit_last_seq().await.unwrap();
+    let entries = [
+        ("admin-api:adm_1", "keys.create", "key_a", 100),
+        ("console:adm_1", "keys.revoke", "key_a", 200),
+        ("key_a", "request.refused", "/v1/chat", 300),
+        ("console:adm_1", "vault.put", "openai_%", 400),
+    ];
+    store
+        .append_audit(|last, _| {
+            let rows = entries
+                .iter()
+                .enumerate()
+                .map(|(i, (actor, action, target, at))| AuditRow {
+                    seq: last + 1 + i as i64,
+                    at: *at,
+                    actor: actor.to_string(),
+                    action: action.to_string(),
+                    target: target.to_string(),
+                    outcome: "ok".into(),
+                    details: "{}".into(),
+                    prev_mac: "p".into(),
+                    mac: "m".into(),
+                })
+                .collect();
+            (rows, "head".into())
+        })
+        .await
+        .unwrap();
+    let search = |f: AuditFilter| async move {
+        store
+            .audit_search(&f, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.seq > before)
+            .map(|r| r.at)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        search(AuditFilter::default()).await,
+        [400, 300, 200, 100],
+        "newest first"
+    );
+    let f = |actor: Option<&str>, action: Option<&str>, key: Option<&str>| AuditFilter {
+        actor: actor.map(Into::into),
+        action: action.map(Into::into),
+        key: key.map(Into::into),
+        ..Default::default()
+    };
+    assert_eq!(search(f(Some("console:"), None, None)).await, [400, 200]);
+    assert_eq!(search(f(None, Some("keys."), None)).await, [200, 100]);
+    assert_eq!(search(f(None, None, Some("key_a"))).await, [300, 200, 100]);
+    assert_eq!(
+        search(f(Some("console:"), Some("keys."), Some("key_a"))).await,
+        [200]
+    );
+    assert_eq!(
+        search(f(Some("%"), None, None)).await,
+        Vec::<i64>::new(),
+        "no LIKE wildcards"
+    );
+    assert_eq!(
+        search(f(None, Some("vault.put_"), None)).await,
+        Vec::<i64>::new()
+    );
+    let window = AuditFilter {
+        since: Some(200),
+        until: Some(400),
+        ..Default::default()
+    };
+    assert_eq!(
+        search(window).await,
+        [300, 200],
+        "since inclusive, until exclusive"
+    );
+    assert_eq!(
+        store
+            .audit_search(&AuditFilter::default(), 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // exercise_usage stored 2026-12-01 and 2026-12-02 rows.
+    let daily = store.usage_daily(UsageGroup::Model, 0).await.unwrap();
+    let got: Vec<(&str, &str, i64)> = daily
+        .iter()
+        .filter(|d| d.group != "house-model")
+        .map(|d| (d.day.as_str(), d.group.as_str(), d.requests))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("2026-12-01", "gpt-4o-mini", 1),
+            ("2026-12-02", "gpt-4o-mini", 151)
+        ]
+    );
+    let first = &daily[0];
+    assert_eq!((first.tokens, first.cost_pico), (10 + 20 + 1, 1_000));
 }

@@ -129,6 +129,8 @@ impl Alerter {
             .into(),
             attempts: 0,
             last_error: None,
+            acked_ms: None,
+            acked_by: None,
         };
         let inner = self.inner.clone();
         tokio::spawn(async move {
