@@ -224,7 +224,7 @@ async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Resp
 
 /// Waits until every running server applies the latest change; the number that
 /// confirmed, for the answer.
-async fn confirmed(gw: &Gateway) -> usize {
+pub async fn confirmed(gw: &Gateway) -> usize {
     gw.backend
         .await_replicas(Duration::from_secs(3))
         .await
@@ -271,14 +271,8 @@ fn authenticate(
             "send an admin key as `Authorization: Bearer kw_admin_…`",
         ));
     };
-    let is_admin_format = keyward_detect::checksum::keyward_key_env(key.as_bytes())
-        == Some(crate::keys::ADMIN_ENVIRONMENT);
-    let snapshot = gw.live.snapshot.load();
-    match snapshot
-        .admin_keys
-        .get(&gw.hash_key.hash_hex(key.as_bytes()))
-    {
-        Some(rec) if is_admin_format => Ok(rec.clone()),
+    match admin_by_key(gw, key) {
+        Some(rec) => Ok(rec),
         _ => {
             gw.audit.refused(crate::audit::Refusal {
                 actor: "anonymous",
@@ -292,6 +286,21 @@ fn authenticate(
             Err((StatusCode::UNAUTHORIZED, "invalid admin key"))
         }
     }
+}
+
+/// The live admin key whose secret is `key`, if any.
+pub fn admin_by_key(gw: &Gateway, key: &str) -> Option<AdminKeyRecord> {
+    let is_admin_format = keyward_detect::checksum::keyward_key_env(key.as_bytes())
+        == Some(crate::keys::ADMIN_ENVIRONMENT);
+    if !is_admin_format {
+        return None;
+    }
+    gw.live
+        .snapshot
+        .load()
+        .admin_keys
+        .get(&gw.hash_key.hash_hex(key.as_bytes()))
+        .cloned()
 }
 
 /// An authenticated admin API caller and the request id. Extracting it
@@ -351,48 +360,49 @@ async fn list_keys(State(gw): State<Arc<Gateway>>, Caller { admin, rid }: Caller
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateKey {
-    name: String,
-    env: String,
-    models: Vec<String>,
+/// A new client key as the admin API and the console take it.
+pub struct CreateKey {
+    pub name: String,
+    pub env: String,
+    pub models: Vec<String>,
     #[serde(default)]
-    providers: Vec<String>,
+    pub providers: Vec<String>,
     #[serde(default)]
-    endpoints: Vec<String>,
+    pub endpoints: Vec<String>,
     #[serde(default)]
-    cidrs: Vec<String>,
+    pub cidrs: Vec<String>,
     #[serde(default)]
-    expires: Option<String>,
+    pub expires: Option<String>,
     #[serde(default)]
-    canary: bool,
+    pub canary: bool,
     /// `{"inbound": "block", "outbound": "redact"}`; unset directions defer to
     /// the provider's and the server's policy.
     #[serde(default)]
-    redaction: crate::redact::PolicyConfig,
+    pub redaction: crate::redact::PolicyConfig,
     /// Scheduled rotation period (`30d`); needs `notify`.
     #[serde(default)]
-    rotate_every: Option<String>,
+    pub rotate_every: Option<String>,
     /// How long the old secret works after a scheduled rotation (default 24h).
     #[serde(default)]
-    rotation_grace: Option<String>,
+    pub rotation_grace: Option<String>,
     /// Vault secret holding the owner's webhook URL.
     #[serde(default)]
-    notify: Option<String>,
+    pub notify: Option<String>,
     /// Who the key belongs to (owner limits and usage reports).
     #[serde(default)]
-    owner: Option<String>,
+    pub owner: Option<String>,
     /// Requests per minute, tokens per minute, requests in flight.
     #[serde(default)]
-    rpm: Option<u64>,
+    pub rpm: Option<u64>,
     #[serde(default)]
-    tpm: Option<u64>,
+    pub tpm: Option<u64>,
     #[serde(default)]
-    concurrency: Option<u64>,
+    pub concurrency: Option<u64>,
     /// Spend budgets in US dollars per UTC day and month.
     #[serde(default)]
-    daily_budget: Option<f64>,
+    pub daily_budget: Option<f64>,
     #[serde(default)]
-    monthly_budget: Option<f64>,
+    pub monthly_budget: Option<f64>,
 }
 
 /// A rotation schedule from its request or command-line parts.
@@ -442,61 +452,10 @@ async fn create_key(
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let Some(expires_in) = parse_lifetime(req.expires.as_deref().unwrap_or("90d")) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "`expires` must look like 30d, 12h, 45m or never (at most 36500d)",
-            &rid,
-        );
-    };
-    let rotation = match rotation_schedule(
-        req.rotate_every.as_deref(),
-        req.rotation_grace.as_deref(),
-        req.notify,
-    ) {
-        Ok(r) => r,
+    let spec = match new_key_spec(&gw, req) {
+        Ok(spec) => spec,
         Err(msg) => return error(StatusCode::BAD_REQUEST, &msg, &rid),
     };
-    let spec = NewKey {
-        name: req.name,
-        environment: req.env,
-        models: req.models,
-        providers: req.providers,
-        endpoints: req.endpoints,
-        source_cidrs: req.cidrs,
-        expires_in,
-        canary: req.canary,
-        redaction: req.redaction,
-        rotation,
-        owner: req.owner,
-        limits: match key_limits(
-            [req.rpm, req.tpm, req.concurrency],
-            [req.daily_budget, req.monthly_budget],
-        ) {
-            Ok(l) => l,
-            Err(m) => return error(StatusCode::BAD_REQUEST, m, &rid),
-        },
-    };
-    if let Some(p) = spec
-        .providers
-        .iter()
-        .find(|p| !gw.providers.iter().any(|c| &c.config.name == *p))
-    {
-        let known: Vec<&str> = gw
-            .providers
-            .iter()
-            .map(|c| c.config.name.as_str())
-            .collect();
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "no provider named `{}` in this server's config; it has: {}",
-                crate::keys::escape_for_terminal(p),
-                known.join(", ")
-            ),
-            &rid,
-        );
-    }
     match gw.backend.as_actor(&actor(&admin)).create_key(spec).await {
         Ok((rec, key)) => {
             let servers = confirmed(&gw).await;
@@ -511,9 +470,56 @@ async fn create_key(
     }
 }
 
+/// The key `req` asks for, checked against this server's config, or what to
+/// change (a sentence for the caller).
+pub fn new_key_spec(gw: &Gateway, req: CreateKey) -> Result<NewKey, String> {
+    let Some(expires_in) = parse_lifetime(req.expires.as_deref().unwrap_or("90d")) else {
+        return Err("`expires` must look like 30d, 12h, 45m or never (at most 36500d)".into());
+    };
+    let rotation = rotation_schedule(
+        req.rotate_every.as_deref(),
+        req.rotation_grace.as_deref(),
+        req.notify,
+    )?;
+    let spec = NewKey {
+        name: req.name,
+        environment: req.env,
+        models: req.models,
+        providers: req.providers,
+        endpoints: req.endpoints,
+        source_cidrs: req.cidrs,
+        expires_in,
+        canary: req.canary,
+        redaction: req.redaction,
+        rotation,
+        owner: req.owner,
+        limits: key_limits(
+            [req.rpm, req.tpm, req.concurrency],
+            [req.daily_budget, req.monthly_budget],
+        )?,
+    };
+    if let Some(p) = spec
+        .providers
+        .iter()
+        .find(|p| !gw.providers.iter().any(|c| &c.config.name == *p))
+    {
+        let known: Vec<&str> = gw
+            .providers
+            .iter()
+            .map(|c| c.config.name.as_str())
+            .collect();
+        return Err(format!(
+            "no provider named `{}` in this server's config; it has: {}",
+            crate::keys::escape_for_terminal(p),
+            known.join(", ")
+        ));
+    }
+    Ok(spec)
+}
+
 /// A key's limits from the API's fields: `[rpm, tpm, concurrency]` and the
 /// `[daily, monthly]` budgets in US dollars (pico-dollars inside).
-fn key_limits(
+pub fn key_limits(
     [rpm, tpm, concurrency]: [Option<u64>; 3],
     [daily, monthly]: [Option<f64>; 2],
 ) -> Result<crate::limits::Limits, &'static str> {
