@@ -53,6 +53,8 @@ pub struct Gateway {
     pub identities: Arc<crate::identity::Identities>,
     /// Origins some issuer allows: preflights from them are answered.
     pub cors_origins: std::collections::HashSet<String>,
+    /// What the admin console shows and how long its sessions last.
+    pub console: crate::config::ConsoleSettings,
 }
 
 impl Gateway {

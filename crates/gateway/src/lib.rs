@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod compress;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod context;
 pub mod cors;
 pub mod echo;
@@ -88,7 +89,9 @@ pub fn upstream_client() -> Result<reqwest::Client, ServeError> {
 pub fn router(gw: Arc<context::Gateway>, admin_api: bool) -> Router {
     let mut app = probes(&gw).route("/v1/token", axum::routing::post(token_exchange::exchange));
     if admin_api {
-        app = app.nest("/admin/v1", admin::router());
+        app = app
+            .nest("/admin/v1", admin::router())
+            .nest("/console", console::router());
     }
     app.fallback(pipeline::handle)
         .layer(axum::middleware::from_fn_with_state(
@@ -104,6 +107,7 @@ pub fn admin_router(gw: Arc<context::Gateway>) -> Router {
     probes(&gw)
         .route("/metrics", get(metrics_page))
         .nest("/admin/v1", admin::router())
+        .nest("/console", console::router())
         .fallback(|| async {
             (
                 axum::http::StatusCode::NOT_FOUND,
@@ -366,6 +370,7 @@ pub async fn serve(
             .flat_map(|i| i.allowed_origins.iter().cloned())
             .collect(),
         identities,
+        console: config::ConsoleSettings::from_config(&config),
     });
     {
         let (last_use, store) = (gw.last_use.clone(), backend.store.clone());

@@ -21,7 +21,9 @@
 //! Relative paths (store file, master key file) resolve against the config file's
 //! directory, so a config works from any working directory.
 
+mod console;
 pub mod identity;
+pub use console::ConsoleSettings;
 
 use keyward_vault::MasterKeySource;
 use serde::Deserialize;
@@ -456,6 +458,28 @@ pub struct AdminSection {
     /// private network). When set, the admin API is served only here, not on
     /// the client port; `/metrics` is served only here in any case.
     pub listen: Option<std::net::SocketAddr>,
+    /// How long a console sign-in lasts at most (default 8h).
+    #[serde(default)]
+    pub console_session: Option<String>,
+    /// A console session unused this long ends (default 30m).
+    #[serde(default)]
+    pub console_idle: Option<String>,
+}
+
+impl AdminSection {
+    /// The console's session lifetimes: (absolute, idle), validated at load.
+    pub fn console_lifetimes(&self) -> (std::time::Duration, std::time::Duration) {
+        let read = |v: &Option<String>, default: u64| {
+            v.as_deref()
+                .and_then(crate::time::parse_lifetime)
+                .flatten()
+                .unwrap_or(std::time::Duration::from_secs(default))
+        };
+        (
+            read(&self.console_session, 8 * 3600),
+            read(&self.console_idle, 30 * 60),
+        )
+    }
 }
 
 /// The value of the environment variable `var` names, for `what` (`None`
@@ -724,6 +748,18 @@ impl Config {
                 return Err(format!(
                     "[vault] max_age = \"{a}\": use a duration such as 90d, 12h or 30m"
                 ));
+            }
+        }
+        for (field, value) in [
+            ("console_session", &self.admin.console_session),
+            ("console_idle", &self.admin.console_idle),
+        ] {
+            if let Some(v) = value {
+                if !matches!(crate::time::parse_lifetime(v), Some(Some(_))) {
+                    return Err(format!(
+                        "[admin] {field} = \"{v}\": use a duration such as 8h, 30m or 90s"
+                    ));
+                }
             }
         }
         if let Some(d) = &self.alerts.dedupe {
