@@ -6,6 +6,7 @@ once, Redis and a replica killed and restarted mid-traffic."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import signal
 import subprocess
@@ -247,6 +248,32 @@ def test_revocation_suspension_and_rotation_apply_on_every_replica_when_the_comm
                    if s.name.startswith("keyward_change_apply_seconds")}
         assert samples["keyward_change_apply_seconds_count"] >= 5, samples
         assert samples["keyward_change_apply_seconds_sum"] / samples["keyward_change_apply_seconds_count"] < 0.5, samples
+
+
+def test_a_console_session_opened_on_one_replica_works_on_the_others_and_ends_everywhere(cluster):
+    """Behind a load balancer a browser's requests reach any replica: the session is
+    in the store, and sign-out on one replica ends it on all."""
+    from urllib.parse import urlencode
+
+    a, b, c = cluster["replicas"]
+    admin = json.loads(a.cli("admin", "create", "--name", "console-cluster", "--json").stdout)
+    a.traffic_secrets.append(admin["key"])
+    status, headers, _ = raw_request(a.admin_url + "/console/sign-in", "POST", urlencode({"admin_key": admin["key"]}).encode(),
+                                     {"Content-Type": "application/x-www-form-urlencoded", "Origin": a.admin_url})
+    assert status == 303, status
+    cookie = headers["set-cookie"].split(";")[0]
+    for g in (a, b, c):
+        status, _, body = raw_request(g.admin_url + "/console/keys", headers={"Cookie": cookie})
+        assert status == 200, (g.admin_url, status)
+    # The CSRF token is the same on every replica (derived from the session and the shared key).
+    tokens = {re.search(rb'name="csrf" value="([0-9a-f]{64})"', raw_request(g.admin_url + "/console/keys",
+              headers={"Cookie": cookie})[2]).group(1) for g in (a, b, c)}
+    assert len(tokens) == 1
+    status, _, _ = raw_request(b.admin_url + "/console/sign-out", "POST", urlencode({"csrf": tokens.pop().decode()}).encode(),
+                               {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded", "Origin": b.admin_url})
+    assert status == 303
+    for g in (a, b, c):
+        assert raw_request(g.admin_url + "/console/keys", headers={"Cookie": cookie})[0] == 303
 
 
 def test_redis_down_fails_closed_and_service_resumes_by_itself(cluster):

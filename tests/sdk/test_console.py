@@ -452,6 +452,18 @@ def test_sessions_expire(keyward_bin, fake, tmp_path):
         gw.stop()
 
 
+def test_the_console_can_be_turned_off(keyward_bin, fake, tmp_path):
+    gw = console_gateway(keyward_bin, fake, tmp_path, extra="console = false\n")
+    try:
+        for path in ["/console/sign-in", "/console/keys", "/console/assets/console.js"]:
+            assert raw_request(gw.admin_url + path)[0] == 404, path
+        # The admin API is still there.
+        status, _, _ = raw_request(gw.admin_url + "/admin/v1/keys", headers={"Authorization": f"Bearer {gw.admin['key']}"})
+        assert status == 200
+    finally:
+        gw.stop()
+
+
 def test_everything_a_caller_names_is_escaped(console, chromium):
     gw = console
     # A key name and owner, a leak report's location (an alert text and audit details).

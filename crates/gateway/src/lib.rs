@@ -85,13 +85,15 @@ pub fn upstream_client() -> Result<reqwest::Client, ServeError> {
 }
 
 /// Builds the client router around a gateway; with `admin_api`, the admin API
-/// is served on it too (when no admin listener is configured).
+/// (and the console, unless `[admin] console = false`) is served on it too
+/// (when no admin listener is configured).
 pub fn router(gw: Arc<context::Gateway>, admin_api: bool) -> Router {
     let mut app = probes(&gw).route("/v1/token", axum::routing::post(token_exchange::exchange));
     if admin_api {
-        app = app
-            .nest("/admin/v1", admin::router())
-            .nest("/console", console::router());
+        app = app.nest("/admin/v1", admin::router());
+        if gw.console.enabled {
+            app = app.nest("/console", console::router());
+        }
     }
     app.fallback(pipeline::handle)
         .layer(axum::middleware::from_fn_with_state(
@@ -102,17 +104,20 @@ pub fn router(gw: Arc<context::Gateway>, admin_api: bool) -> Router {
         .with_state(gw)
 }
 
-/// The admin listener's router: `/metrics`, the admin API and the probes.
+/// The admin listener's router: `/metrics`, the admin API, the console and
+/// the probes.
 pub fn admin_router(gw: Arc<context::Gateway>) -> Router {
-    probes(&gw)
+    let mut app = probes(&gw)
         .route("/metrics", get(metrics_page))
-        .nest("/admin/v1", admin::router())
-        .nest("/console", console::router())
-        .fallback(|| async {
+        .nest("/admin/v1", admin::router());
+    if gw.console.enabled {
+        app = app.nest("/console", console::router());
+    }
+    app.fallback(|| async {
             (
                 axum::http::StatusCode::NOT_FOUND,
                 [("content-type", "application/json")],
-                r#"{"error":"not found: this is the admin listener (/metrics, /admin/v1/...)"}"#,
+                r#"{"error":"not found: this is the admin listener (/metrics, /admin/v1/..., /console)"}"#,
             )
         })
         .layer(compress::layer())
@@ -466,7 +471,7 @@ pub async fn serve(
                     addr: admin_addr,
                     reason: e.to_string(),
                 })?;
-            tracing::info!(%bound, "admin listener (metrics at http://{bound}/metrics, admin API under /admin/v1) on {bound}");
+            tracing::info!(%bound, "admin listener (metrics at http://{bound}/metrics, admin API under /admin/v1, console at http://{bound}/console) on {bound}");
             Some(tokio::spawn(conn::serve(
                 tls::PlainListener(admin_listener),
                 admin_router(gw.clone()),

@@ -84,14 +84,16 @@ fn print_getting_started(cfg: &Config) {
          \x20    [[providers]]\n     name = \"openai\"\n     kind = \"openai\"\n     base_url = \"https://api.openai.com/v1\"\n     credential = \"openai-prod\"\n     models = [\"gpt-4o-mini\"]\n\
          2. store its key (read from stdin, never argv):  {}\n\
          3. issue a client key:  {}\n\
-         4. restart the server (`{}`) and point your SDK's base URL at it.\n",
+         4. restart the server (`{}`) and point your SDK's base URL at it.\n         The web console is at http://{}/console: sign in with an admin key from  {}\n",
         file.display(),
         cfg.command("vault put openai-prod < openai.key"),
         cfg.command("keys create --name my-app --env prod --models 'gpt-4o*'"),
         match &cfg.source {
             Some(_) => cfg.command("serve"),
             None => "keyward serve".into(),
-        }
+        },
+        cfg.admin.listen.unwrap_or(cfg.server.listen),
+        cfg.command("admin create --name me"),
     );
 }
 

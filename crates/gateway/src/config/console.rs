@@ -8,6 +8,8 @@ use std::time::Duration;
 /// The console's view of the config, built once at `serve`.
 #[derive(Debug, Clone)]
 pub struct ConsoleSettings {
+    /// Whether `/console` is served (`[admin] console`, default true).
+    pub enabled: bool,
     /// The most a sign-in lasts (`[admin] console_session`, default 8h).
     pub session: Duration,
     /// A session unused this long ends (`[admin] console_idle`, default 30m).
@@ -21,6 +23,7 @@ pub struct ConsoleSettings {
 impl Default for ConsoleSettings {
     fn default() -> Self {
         ConsoleSettings {
+            enabled: true,
             session: Duration::from_secs(8 * 3600),
             idle: Duration::from_secs(30 * 60),
             vault_max_age: None,
@@ -50,6 +53,7 @@ impl ConsoleSettings {
             }
         }
         ConsoleSettings {
+            enabled: config.admin.console,
             session,
             idle,
             vault_max_age: config.vault.max_age(),

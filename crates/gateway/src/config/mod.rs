@@ -451,19 +451,37 @@ impl WatchSection {
 }
 
 /// The operators' listener: `/metrics` and the admin API, apart from clients.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
     /// Address of the admin listener (plain HTTP; keep it on loopback or a
     /// private network). When set, the admin API is served only here, not on
     /// the client port; `/metrics` is served only here in any case.
     pub listen: Option<std::net::SocketAddr>,
+    /// Serve the web console at `/console` beside the admin API (default true).
+    #[serde(default = "yes")]
+    pub console: bool,
     /// How long a console sign-in lasts at most (default 8h).
     #[serde(default)]
     pub console_session: Option<String>,
     /// A console session unused this long ends (default 30m).
     #[serde(default)]
     pub console_idle: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: None,
+            console: true,
+            console_session: None,
+            console_idle: None,
+        }
+    }
 }
 
 impl AdminSection {
@@ -937,6 +955,24 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_settings_default_and_bad_lifetimes_say_what_to_write() {
+        let c = Config::parse("", Path::new("/")).unwrap();
+        assert!(c.admin.console);
+        let s = super::ConsoleSettings::from_config(&c);
+        assert_eq!((s.session.as_secs(), s.idle.as_secs()), (8 * 3600, 30 * 60));
+        let c = Config::parse(
+            "[admin]\nconsole = false\nconsole_session = \"1h\"\nconsole_idle = \"5m\"\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        let s = super::ConsoleSettings::from_config(&c);
+        assert!(!s.enabled);
+        assert_eq!((s.session.as_secs(), s.idle.as_secs()), (3600, 300));
+        let e = Config::parse("[admin]\nconsole_idle = \"soon\"\n", Path::new("/")).unwrap_err();
+        assert!(e.contains("console_idle") && e.contains("30m"), "{e}");
+    }
 
     #[test]
     fn globs() {

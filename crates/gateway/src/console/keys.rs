@@ -107,6 +107,7 @@ struct KeysPage {
     columns: Vec<SortLink>,
     rows: Vec<KeyRow>,
     total: usize,
+    max_rows: usize,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -120,6 +121,9 @@ pub struct ListQuery {
     #[serde(default)]
     dir: String,
 }
+
+/// Rows a list page shows at most (a search narrows it).
+const MAX_ROWS: usize = 500;
 
 const SORTS: [(&str, &str); 8] = [
     ("name", "Name"),
@@ -253,6 +257,7 @@ pub async fn list(
         rows.retain(|r| r.state == "active" || r.state == "suspended");
     }
     let total = rows.len();
+    rows.truncate(MAX_ROWS);
     page(
         StatusCode::OK,
         &KeysPage {
@@ -262,6 +267,7 @@ pub async fn list(
             columns,
             rows,
             total,
+            max_rows: MAX_ROWS,
         },
     )
 }
