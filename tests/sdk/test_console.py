@@ -213,10 +213,16 @@ def test_console_end_to_end_in_chromium(console, chromium):
     shot(page, "04-usage")
 
     # The list shows it with owner, limits and last use; sorting and search work.
-    page.goto(gw.admin_url + "/console/keys?q=console-made")
-    row = page.locator("tbody tr", has_text="console-made")
-    assert row.count() == 1
-    text = row.text_content()
+    # (last use reaches the store within 5 s)
+    deadline = time.monotonic() + 10
+    while True:
+        page.goto(gw.admin_url + "/console/keys?q=console-made")
+        row = page.locator("tbody tr", has_text="console-made")
+        assert row.count() == 1
+        text = row.text_content()
+        if "ago" in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert "team-console" in text and "600 rpm" in text and "$5.00/day" in text and "ago" in text, text
     page.goto(gw.admin_url + "/console/keys?sort=name&dir=asc")
     assert page.locator("th[aria-sort=ascending]").text_content().strip() == "Name"
@@ -385,6 +391,17 @@ def test_changes_need_the_sessions_csrf_token_and_this_origin(console):
     status, headers, _ = s.post(path, {"reason": "done right", "csrf": token})
     assert status == 303 and "done=revoked" in headers["location"]
     assert key_state(gw, victim["id"])["revoked_at"] is not None
+    assert b"Key revoked: applied by 1" in s.get(headers["location"])[2]
+    # A notice cannot be forged by a link: without this session's tag it says nothing.
+    other_key = gw.create_key("notice-victim", env="prod")
+    for q in ["done=revoked&servers=9", "done=revoked&servers=9&tag=" + "0" * 32,
+              headers["location"].split("?", 1)[1].replace("servers=1", "servers=9")]:
+        body = s.get(f"/console/keys/{other_key['id']}?{q}")[2]
+        assert b"Key revoked" not in body, q
+    assert b"Key revoked" not in other.get(headers["location"])[2], "another session's tag"
+    # Signing in again ends the session the browser had.
+    again, _ = sign_in(gw, cookie=other.cookie)
+    assert other.get("/console/keys")[0] == 303 and again.get("/console/keys")[0] == 200
 
 
 def test_session_fixation_sign_out_and_admin_key_revocation(console):

@@ -67,6 +67,7 @@ fn secret_context(name: &str) -> String {
 /// Vault secret names: what a config can reference without quoting trouble.
 pub fn valid_secret_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
+        && !name.bytes().all(|b| b == b'.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))

@@ -85,23 +85,30 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AlertRow {
-                    id: r.try_get("id")?,
-                    at_ms: r.try_get("at_ms")?,
-                    kind: r.try_get("kind")?,
-                    severity: r.try_get("severity")?,
-                    key_id: r.try_get("key_id")?,
-                    body: r.try_get("body")?,
-                    delivery: r.try_get("delivery")?,
-                    attempts: r.try_get("attempts")?,
-                    last_error: r.try_get("last_error")?,
-                    acked_ms: r.try_get("acked_ms")?,
-                    acked_by: r.try_get("acked_by")?,
-                })
-            })
-            .collect()
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    /// Alerts raised at or after `since_ms` that no one acknowledged, newest
+    /// first, at most `limit`, and how many there are in all.
+    pub async fn open_alerts(&self, since_ms: i64, limit: i64) -> Result<(Vec<AlertRow>, i64)> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, kind, severity, key_id, body, delivery, attempts, last_error, acked_ms, acked_by FROM alerts \
+             WHERE at_ms >= $1 AND acked_ms IS NULL ORDER BY at_ms DESC, id LIMIT $2",
+        )
+        .bind(since_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let count: i64 = sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM alerts WHERE at_ms >= $1 AND acked_ms IS NULL",
+        )
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            rows.iter().map(alert_from_row).collect::<Result<_>>()?,
+            count,
+        ))
     }
 
     /// Marks an alert acknowledged by `by`; false if there is no such alert
@@ -140,4 +147,20 @@ impl Store {
                 .await?,
         )
     }
+}
+
+fn alert_from_row(r: &sqlx::any::AnyRow) -> Result<AlertRow> {
+    Ok(AlertRow {
+        id: r.try_get("id")?,
+        at_ms: r.try_get("at_ms")?,
+        kind: r.try_get("kind")?,
+        severity: r.try_get("severity")?,
+        key_id: r.try_get("key_id")?,
+        body: r.try_get("body")?,
+        delivery: r.try_get("delivery")?,
+        attempts: r.try_get("attempts")?,
+        last_error: r.try_get("last_error")?,
+        acked_ms: r.try_get("acked_ms")?,
+        acked_by: r.try_get("acked_by")?,
+    })
 }

@@ -664,6 +664,8 @@ async fn exercise_console(store: &Store) {
         "the first acknowledgement stands"
     );
     assert!(!store.acknowledge_alert("alrt_none", "x", 8).await.unwrap());
+    let (open, count) = store.open_alerts(0, 10).await.unwrap();
+    assert!(open.iter().all(|a| a.id != "alrt_1") && count == open.len() as i64);
     let a = &store.alerts(0, false, 10).await.unwrap()[0];
     assert_eq!(
         (a.acked_ms, a.acked_by.as_deref()),

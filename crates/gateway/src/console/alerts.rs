@@ -40,7 +40,8 @@ struct AlertsPage {
     show_all: bool,
     days: i64,
     alerts: Vec<AlertView>,
-    open: usize,
+    open: i64,
+    max_alerts: i64,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -53,6 +54,8 @@ pub struct AlertsQuery {
     done: String,
     #[serde(default)]
     servers: Option<usize>,
+    #[serde(default)]
+    tag: String,
 }
 
 /// The alert's fields other than those in its own columns, as text.
@@ -89,18 +92,23 @@ pub async fn list(
     let q = query.map(|Query(q)| q).unwrap_or_default();
     let days = q.days.filter(|d| (1..=366).contains(d)).unwrap_or(30);
     let since_ms = crate::time::now_ms() - days * 86_400_000;
-    let (rows, keys) = match (
-        gw.backend.store.alerts(since_ms, false, MAX_ALERTS).await,
-        gw.backend.store.keys().await,
-    ) {
-        (Ok(r), Ok(k)) => (r, k),
-        (Err(e), _) | (_, Err(e)) => return store_failure("alerts", &e),
-    };
     let show_all = q.show == "all";
-    let open = rows.iter().filter(|a| a.acked_ms.is_none()).count();
+    let store = &gw.backend.store;
+    let listed = async {
+        let (open_rows, open) = store.open_alerts(since_ms, MAX_ALERTS).await?;
+        let rows = if show_all {
+            store.alerts(since_ms, false, MAX_ALERTS).await?
+        } else {
+            open_rows
+        };
+        Ok::<_, keyward_store::Error>((rows, open, store.keys().await?))
+    };
+    let (rows, open, keys) = match listed.await {
+        Ok(r) => r,
+        Err(e) => return store_failure("alerts", &e),
+    };
     let alerts = rows
         .iter()
-        .filter(|a| show_all || a.acked_ms.is_none())
         .map(|a| {
             let key = a
                 .key_id
@@ -128,10 +136,15 @@ pub async fn list(
         })
         .collect();
     let mut shell = Shell::new(&signed, Section::Alerts, "Alerts");
-    shell.notice = notice(&Done {
-        done: q.done,
-        servers: q.servers,
-    });
+    shell.notice = notice(
+        &gw,
+        &signed,
+        &Done {
+            done: q.done,
+            servers: q.servers,
+            tag: q.tag,
+        },
+    );
     page(
         StatusCode::OK,
         &AlertsPage {
@@ -140,6 +153,7 @@ pub async fn list(
             days,
             alerts,
             open,
+            max_alerts: MAX_ALERTS,
         },
     )
 }
@@ -168,7 +182,10 @@ pub async fn acknowledge(
                 "ok",
                 serde_json::json!({}),
             ));
-            see_other("/console/alerts?done=acknowledged")
+            see_other(&format!(
+                "/console/alerts?{}",
+                super::keys::done_query(&gw, &signed, "acknowledged", None)
+            ))
         }
         Ok(false) => message(
             StatusCode::NOT_FOUND,

@@ -10,6 +10,9 @@ use axum::response::Response;
 use keyward_store::AuditFilter;
 use std::sync::Arc;
 
+/// Held while the chain is walked.
+static VERIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// Entries listed at most.
 const MAX_ENTRIES: i64 = 200;
 
@@ -110,8 +113,12 @@ pub async fn page_route(
         Err(e) => return store_failure("audit", &e),
     };
     // The whole chain, every time: a page that said "verified" from a cache
-    // would hide a change made since.
-    let verification = match crate::audit::verify(store, gw.backend.audit_key()).await {
+    // would hide a change made since. One walk at a time per server, so
+    // reloads cannot pile walks of a large log onto the store.
+    let walk = VERIFYING.acquire().await.expect("never closed");
+    let verified = crate::audit::verify(store, gw.backend.audit_key()).await;
+    drop(walk);
+    let verification = match verified {
         Ok(r) => match r.first_broken {
             None => Verification {
                 broken: None,

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 pub struct CredentialRow {
     pub name: String,
+    /// The name as a URL path segment.
+    pub path: String,
     pub version: String,
     pub versions: String,
     pub live: usize,
@@ -21,6 +23,8 @@ pub struct CredentialRow {
     pub overdue: bool,
     pub used_by: String,
     pub missing: bool,
+    /// The name is one the vault accepts (a config may name others).
+    pub writable: bool,
 }
 
 #[derive(askama::Template)]
@@ -50,8 +54,17 @@ pub async fn list(
             .get(name)
             .map_or("no provider in this config".to_string(), |u| u.join(", "))
     };
-    let mut rows = Vec::new();
+    let mut rows: Vec<CredentialRow> = Vec::new();
+    // One row a name: a pool has several live versions; the newest speaks for it.
+    let mut newest: Vec<&keyward_store::StoredSecret> = Vec::new();
     for s in &stored {
+        match newest.iter_mut().find(|n| n.name == s.name) {
+            Some(n) if n.version < s.version => *n = s,
+            Some(_) => {}
+            None => newest.push(s),
+        }
+    }
+    for s in newest {
         let versions = gw
             .backend
             .store
@@ -61,6 +74,7 @@ pub async fn list(
         let age = now - s.created_at;
         rows.push(CredentialRow {
             name: s.name.clone(),
+            path: format::query_value(&s.name),
             version: s.version.to_string(),
             versions: versions
                 .iter()
@@ -68,17 +82,20 @@ pub async fn list(
                 .collect::<Vec<_>>()
                 .join(", "),
             live: snapshot.pools.get(&s.name).map_or(1, |p| p.len()),
+            // (`current_secrets` lists each live version of a pool)
             stored: format::time(s.created_at),
             age: format::span(age),
             overdue: max_age.is_some_and(|m| age > m),
             used_by: used_by(&s.name),
             missing: false,
+            writable: true,
         });
     }
     for name in gw.console.credential_uses.keys() {
         if !stored.iter().any(|s| &s.name == name) {
             rows.push(CredentialRow {
                 name: name.clone(),
+                path: format::query_value(name),
                 version: "—".into(),
                 versions: "none stored".into(),
                 live: 0,
@@ -87,11 +104,12 @@ pub async fn list(
                 overdue: false,
                 used_by: used_by(name),
                 missing: true,
+                writable: crate::state::valid_secret_name(name),
             });
         }
     }
     let mut shell = Shell::new(&signed, Section::Credentials, "Credentials");
-    shell.notice = done.ok().and_then(|Query(d)| notice(&d));
+    shell.notice = done.ok().and_then(|Query(d)| notice(&gw, &signed, &d));
     page(
         StatusCode::OK,
         &CredentialsPage {
@@ -142,7 +160,8 @@ pub async fn store(
         Ok(_) => {
             let servers = crate::admin::confirmed(&gw).await;
             see_other(&format!(
-                "/console/credentials?done=stored&servers={servers}"
+                "/console/credentials?{}",
+                super::keys::done_query(&gw, &signed, "stored", Some(servers))
             ))
         }
         Err(crate::state::StateError::Invalid(m)) => {

@@ -326,10 +326,17 @@ fn optional(v: &str) -> Option<String> {
     Some(v.trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// A number typed in a form (`_` may group digits; `$` may lead). A comma
+/// is refused rather than guessed at: `1,50` could be either 1.5 or 150.
 fn number<T: std::str::FromStr>(v: &str, what: &str) -> Result<Option<T>, String> {
     optional(v)
         .map(|s| {
-            s.replace(['_', ','], "")
+            if s.contains(',') {
+                return Err(format!(
+                    "{what}: write it without commas (a dot for decimals, such as 1.50)"
+                ));
+            }
+            s.replace('_', "")
                 .trim_start_matches('$')
                 .parse::<T>()
                 .map_err(|_| format!("{what} must be a number"))
@@ -488,16 +495,43 @@ struct KeyPage {
     history: Vec<EntryRow>,
 }
 
+/// What a page was sent back with after a change: which change, how many
+/// servers applied it, and a tag that ties both to this session (so a link
+/// made elsewhere cannot show a notice of a change that never happened).
 #[derive(serde::Deserialize, Default)]
 pub struct Done {
     #[serde(default)]
     pub done: String,
     #[serde(default)]
     pub servers: Option<usize>,
+    #[serde(default)]
+    pub tag: String,
 }
 
-/// The notice for a finished action, from a fixed list (never echoed).
-pub fn notice(done: &Done) -> Option<String> {
+fn notice_tag(gw: &Gateway, signed: &Signed, done: &str, servers: Option<usize>) -> String {
+    let mut tag = gw
+        .hash_key
+        .hash_hex(format!("console-notice:{}:{done}:{servers:?}", signed.csrf).as_bytes());
+    tag.truncate(32);
+    tag
+}
+
+/// The query string that makes the next page say `done` happened.
+pub fn done_query(gw: &Gateway, signed: &Signed, done: &str, servers: Option<usize>) -> String {
+    let mut q = format!("done={done}&tag={}", notice_tag(gw, signed, done, servers));
+    if let Some(n) = servers {
+        q.push_str(&format!("&servers={n}"));
+    }
+    q
+}
+
+/// The notice for a finished action, from a fixed list (never echoed), when
+/// its tag is this session's.
+pub fn notice(gw: &Gateway, signed: &Signed, done: &Done) -> Option<String> {
+    let tag = notice_tag(gw, signed, &done.done, done.servers);
+    if !keyward_vault::ct_eq(tag.as_bytes(), done.tag.as_bytes()) {
+        return None;
+    }
     let what = match done.done.as_str() {
         "suspended" => "Key suspended",
         "resumed" => "Key resumed",
@@ -645,7 +679,7 @@ pub async fn detail(
         });
     }
     let mut shell = Shell::new(&signed, Section::Keys, format!("Key {}", k.name));
-    shell.notice = done.ok().and_then(|Query(d)| notice(&d));
+    shell.notice = done.ok().and_then(|Query(d)| notice(&gw, &signed, &d));
     page(
         StatusCode::OK,
         &KeyPage {
@@ -708,7 +742,10 @@ pub async fn act(
             } else {
                 format!("/console/keys/{}?", format::query_value(&id))
             };
-            see_other(&format!("{back}done={done}&servers={servers}"))
+            see_other(&format!(
+                "{back}{}",
+                done_query(&gw, &signed, done, Some(servers))
+            ))
         }
         (Ok(false), _) => message(
             StatusCode::NOT_FOUND,

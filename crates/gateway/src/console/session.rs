@@ -25,7 +25,8 @@ use std::sync::Arc;
 /// unless it is `Secure`, host-only and for `/`.
 pub const COOKIE: &str = "__Host-keyward_console";
 
-/// Activity is written back at most this often (milliseconds).
+/// Activity is written back at most this often (milliseconds), or every
+/// quarter of the idle limit when that is shorter.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
 /// Largest form a console page posts (the biggest is a pasted credential).
@@ -112,7 +113,7 @@ async fn signed(gw: &Gateway, headers: &HeaderMap) -> Result<Signed, NoSession> 
         let _ = gw.backend.store.delete_session(&id_hash).await;
         return Err(gone);
     };
-    if now - row.seen_ms >= TOUCH_EVERY_MS {
+    if now - row.seen_ms >= TOUCH_EVERY_MS.min(idle_ms / 4) {
         if let Err(e) = gw.backend.store.touch_session(&id_hash, now).await {
             tracing::warn!("console session touch: {e}");
         }
@@ -168,28 +169,27 @@ impl FromRequestParts<Arc<Gateway>> for Signed {
     }
 }
 
-/// Whether a state-changing request comes from a page of this origin: the
-/// browser's `Sec-Fetch-Site` must say `same-origin` when sent, `Origin` must
-/// name this host when sent, and at least one of them must be there (every
-/// browser sends `Origin` with a form `POST`).
-pub fn same_origin(headers: &HeaderMap) -> bool {
-    let site = headers
-        .get("sec-fetch-site")
-        .map(|v| v.as_bytes() == b"same-origin");
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(|o| {
-            let authority = o
-                .strip_prefix("http://")
-                .or_else(|| o.strip_prefix("https://"));
-            matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
-        });
-    match (site, origin) {
-        (None, None) => false,
-        (s, o) => s.unwrap_or(true) && o.unwrap_or(true),
+/// Whether a state-changing request comes from a page of this origin. A
+/// browser's `Sec-Fetch-Site` decides when it is sent (it must be
+/// `same-origin`; pages cannot forge it, and it survives proxies that rewrite
+/// `Host`). Otherwise `Origin` must name this host (the `Host` header, or the
+/// URI's authority over HTTP/2). A request with neither is not from a browser
+/// page of ours (every current browser sends `Origin` with a form `POST`).
+pub fn same_origin(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return site.as_bytes() == b"same-origin";
     }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
 }
 
 fn cross_site() -> Response {
@@ -212,7 +212,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<Gateway>> for Posted<T> {
 
     async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, Response> {
         let (mut parts, body) = req.into_parts();
-        if !same_origin(&parts.headers) {
+        if !same_origin(&parts.headers, &parts.uri) {
             return Err(cross_site());
         }
         let signed = Signed::from_request_parts(&mut parts, gw).await?;
@@ -296,7 +296,7 @@ pub async fn sign_in(
         .extensions
         .get::<axum::extract::ConnectInfo<crate::tls::PeerAddr>>()
         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0 .0.ip());
-    if !same_origin(&parts.headers) {
+    if !same_origin(&parts.headers, &parts.uri) {
         return cross_site();
     }
     if !gw.live.fresh() {
@@ -341,6 +341,10 @@ pub async fn sign_in(
         .encode(keyward_vault::random_bytes::<32>());
     let now = crate::time::now_ms();
     let store = &gw.backend.store;
+    // A session the browser had before ends: one sign-in, one live session.
+    if let Some(old) = cookie_session(&parts.headers) {
+        let _ = store.delete_session(&session_hash(&gw, &old)).await;
+    }
     let _ = store
         .delete_stale_sessions(now, now - gw.console.idle.as_millis() as i64)
         .await;
@@ -408,6 +412,10 @@ mod tests {
         h
     }
 
+    fn same_origin(h: &HeaderMap) -> bool {
+        super::same_origin(h, &axum::http::Uri::from_static("/console/keys"))
+    }
+
     #[test]
     fn only_this_origin_may_post() {
         let host = ("host", "127.0.0.1:9090");
@@ -444,6 +452,18 @@ mod tests {
             ("sec-fetch-site", "cross-site"),
             ("origin", "http://127.0.0.1:9090")
         ])));
+        // Behind a proxy that rewrites Host, the browser's own word decides.
+        assert!(same_origin(&headers(&[
+            ("host", "127.0.0.1:9464"),
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "https://console.example")
+        ])));
+        // HTTP/2 has no Host header: the URI's authority stands in.
+        let h2 = axum::http::Uri::from_static("https://gw.example:8443/console/keys");
+        let origin = headers(&[("origin", "https://gw.example:8443")]);
+        assert!(super::same_origin(&origin, &h2));
+        let other = headers(&[("origin", "https://evil.example")]);
+        assert!(!super::same_origin(&other, &h2));
     }
 
     #[test]
