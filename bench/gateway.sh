@@ -13,6 +13,10 @@
 # CLUSTER_COMPARE=1 runs the limited, budgeted key with its counters in this
 # process and in Redis ([cluster] redis_url = $REDIS_URL, default the local
 # redis://127.0.0.1:6379/; CLUSTER_ORDER="redis local" swaps).
+# PROXY_FLOOR=1 adds a run through nginx as a bare reverse proxy to the mock
+# (keep-alive upstream, no key checks, no parsing; NGINX_WORKERS=1 or 2): what
+# relaying a request costs on this machine with nothing else done, the floor
+# for any gateway's throughput next to the mock's own.
 # Usage is metered in every run. Results land under ${BENCH_HOME:-~/.cache/keyward-bench}.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -110,6 +114,39 @@ elif [ "${REDACTION_COMPARE:-0}" = 1 ]; then
   run_pair REDACTION_ORDER "on off" on keyward:: off keyward-redaction-off:off:
 else
   run_keyward keyward
+fi
+
+if [ "${PROXY_FLOOR:-0}" = 1 ]; then
+  proxy_port=${PROXY_PORT:-18090}
+  mkdir -p "$work/nginx/tmp"
+  cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes ${NGINX_WORKERS:-2};
+pid nginx.pid;
+error_log error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path tmp;
+    proxy_temp_path tmp;
+    keepalive_requests 10000000;
+    upstream mock { server 127.0.0.1:18080; keepalive 256; keepalive_requests 10000000; }
+    server {
+        listen 127.0.0.1:$proxy_port backlog=4096 reuseport;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+NGINX
+  nginx -p "$work/nginx/" -c "$work/nginx/nginx.conf"
+  for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$proxy_port/health" 2>/dev/null && break; sleep 0.1; done
+  GATEWAY_URL=http://127.0.0.1:$proxy_port GATEWAY_KEY=sk-mock-upstream-dummy \
+    GATEWAY_PIDS="$(cat "$work/nginx/nginx.pid") $(pgrep -P "$(cat "$work/nginx/nginx.pid")" | tr '\n' ' ')" \
+    "$harness/run.sh" "nginx-proxy-${NGINX_WORKERS:-2}w" $rates
+  kill "$(cat "$work/nginx/nginx.pid")"
 fi
 
 if [ "${PEER:-1}" = 1 ]; then
