@@ -127,6 +127,15 @@ impl Store {
         rows.iter().map(key_from_row).collect()
     }
 
+    /// The client key with this id, if any (revoked and expired ones too).
+    pub async fn key(&self, id: &str) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query(concat!(key_columns!(), " FROM client_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
     /// Calls `each` with every client key, in no particular order, reading them
     /// as a stream: a million keys never sit in memory as rows all at once.
     pub async fn each_key(&self, mut each: impl FnMut(KeyRecord)) -> Result<()> {

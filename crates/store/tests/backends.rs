@@ -672,6 +672,10 @@ async fn exercise_console(store: &Store) {
         (Some(7), Some("console:adm_1"))
     );
 
+    let first = store.keys().await.unwrap().remove(0);
+    assert_eq!(store.key(&first.id).await.unwrap(), Some(first));
+    assert_eq!(store.key("key_none").await.unwrap(), None);
+
     let before = store.audit_last_seq().await.unwrap();
     let entries = [
         ("admin-api:adm_1", "keys.create", "key_a", 100),

@@ -553,12 +553,10 @@ pub async fn detail(
     Path(id): Path<String>,
     done: Result<Query<Done>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let keys = match gw.backend.store.keys().await {
-        Ok(k) => k,
+    let k = match gw.backend.store.key(&id).await {
+        Ok(Some(k)) => k,
+        Ok(None) => return message(StatusCode::NOT_FOUND, "No such key", "No key has that id."),
         Err(e) => return store_failure("keys", &e),
-    };
-    let Some(k) = keys.into_iter().find(|k| k.id == id) else {
-        return message(StatusCode::NOT_FOUND, "No such key", "No key has that id.");
     };
     let now = crate::time::now();
     let last_use = gw.backend.store.key_last_use().await.unwrap_or_default();
@@ -666,17 +664,16 @@ pub async fn detail(
             ),
         });
     }
-    if let (Some(at), reason) = (k.suspended_at, &k.suspend_reason) {
-        facts.push(Fact {
-            label: "Suspended",
-            value: format!("{} — {}", format::time(at), opt(reason)),
-        });
-    }
-    if let (Some(at), reason) = (k.revoked_at, &k.revoke_reason) {
-        facts.push(Fact {
-            label: "Revoked",
-            value: format!("{} — {}", format::time(at), opt(reason)),
-        });
+    for (label, at, reason) in [
+        ("Suspended", k.suspended_at, &k.suspend_reason),
+        ("Revoked", k.revoked_at, &k.revoke_reason),
+    ] {
+        if let Some(at) = at {
+            facts.push(Fact {
+                label,
+                value: format!("{} — {}", format::time(at), opt(reason)),
+            });
+        }
     }
     let mut shell = Shell::new(&signed, Section::Keys, format!("Key {}", k.name));
     shell.notice = done.ok().and_then(|Query(d)| notice(&gw, &signed, &d));
@@ -784,10 +781,10 @@ async fn rotate(
             let name = gw
                 .backend
                 .store
-                .keys()
+                .key(id)
                 .await
                 .ok()
-                .and_then(|ks| ks.into_iter().find(|k| k.id == id))
+                .flatten()
                 .map(|k| k.name)
                 .unwrap_or_default();
             page(
