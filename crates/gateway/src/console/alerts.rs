@@ -3,7 +3,7 @@
 
 use super::format;
 use super::keys::{notice, Done};
-use super::session::Posted;
+use super::session::{Nothing, Posted};
 use super::{message, page, see_other, store_failure, Section, Shell, Signed};
 use crate::context::Gateway;
 use axum::extract::{Path, Query, State};
@@ -157,9 +157,6 @@ pub async fn list(
         },
     )
 }
-
-#[derive(serde::Deserialize)]
-pub struct Nothing {}
 
 /// `POST /console/alerts/{id}/ack`.
 pub async fn acknowledge(

@@ -74,7 +74,7 @@ pub async fn list(
         let age = now - s.created_at;
         rows.push(CredentialRow {
             name: s.name.clone(),
-            path: format::query_value(&s.name),
+            path: format::path_segment(&s.name),
             version: s.version.to_string(),
             versions: versions
                 .iter()
@@ -95,7 +95,7 @@ pub async fn list(
         if !stored.iter().any(|s| &s.name == name) {
             rows.push(CredentialRow {
                 name: name.clone(),
-                path: format::query_value(name),
+                path: format::path_segment(name),
                 version: "—".into(),
                 versions: "none stored".into(),
                 live: 0,

@@ -99,6 +99,12 @@ pub fn query_value(v: &str) -> String {
     form_urlencoded::byte_serialize(v.as_bytes()).collect()
 }
 
+/// A URL path segment, percent-encoded (a space is `%20` here, not `+`:
+/// the form encoding writes a literal `+` as `%2B`, so any `+` it leaves is a space).
+pub fn path_segment(v: &str) -> String {
+    query_value(v).replace('+', "%20")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +121,6 @@ mod tests {
         assert_eq!(time(1_764_655_800), "2025-12-02 06:10 UTC");
         assert_eq!(relative(100, 400), "5m ago");
         assert_eq!(relative(400 + 3 * 86_400, 400), "in 3d");
+        assert_eq!(path_segment("a b+c/d?"), "a%20b%2Bc%2Fd%3F");
     }
 }

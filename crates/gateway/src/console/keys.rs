@@ -414,7 +414,8 @@ struct SecretPage {
     shell: Shell,
     id: String,
     name: String,
-    secret: String,
+    /// Wiped from memory when the page is dropped.
+    secret: zeroize::Zeroizing<String>,
     what: &'static str,
     servers: usize,
 }
@@ -435,14 +436,13 @@ pub async fn create(
     match gw.backend.as_actor(&signed.actor()).create_key(spec).await {
         Ok((rec, key)) => {
             let servers = crate::admin::confirmed(&gw).await;
-            let key = zeroize::Zeroizing::new(key);
             page(
                 StatusCode::CREATED,
                 &SecretPage {
                     shell: Shell::new(&signed, Section::Keys, "Key created"),
                     id: rec.id,
                     name,
-                    secret: key.to_string(),
+                    secret: zeroize::Zeroizing::new(key),
                     what: "created",
                     servers,
                 },
@@ -737,7 +737,7 @@ pub async fn act(
             let back = if form.back == "alerts" {
                 "/console/alerts?".to_string()
             } else {
-                format!("/console/keys/{}?", format::query_value(&id))
+                format!("/console/keys/{}?", format::path_segment(&id))
             };
             see_other(&format!(
                 "{back}{}",
@@ -777,7 +777,6 @@ async fn rotate(
     match backend.rotate_key(id, grace).await {
         Ok(Some(key)) => {
             let servers = crate::admin::confirmed(gw).await;
-            let key = zeroize::Zeroizing::new(key);
             let name = gw
                 .backend
                 .store
@@ -793,7 +792,7 @@ async fn rotate(
                     shell: Shell::new(signed, Section::Keys, "Key rotated"),
                     id: id.to_string(),
                     name,
-                    secret: key.to_string(),
+                    secret: zeroize::Zeroizing::new(key),
                     what: "rotated",
                     servers,
                 },

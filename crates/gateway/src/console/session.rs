@@ -236,7 +236,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<Gateway>> for Posted<T> {
                 "The form's security token is missing or stale: reload the page and try again. Nothing was changed.",
             ));
         }
-        let form = serde_urlencoded_form(&bytes)?;
+        let form = read_form(&bytes)?;
         Ok(Posted { signed, form })
     }
 }
@@ -244,22 +244,14 @@ impl<T: DeserializeOwned> FromRequest<Arc<Gateway>> for Posted<T> {
 /// The form's fields as `T`, or a 400 that does not repeat them (a field may
 /// hold a pasted secret).
 #[allow(clippy::result_large_err)]
-fn serde_urlencoded_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
-    let req = axum::http::Request::builder()
-        .method(Method::POST)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(axum::body::Body::from(bytes.to_vec()))
-        .expect("valid request");
-    futures_util::FutureExt::now_or_never(axum::Form::<T>::from_request(req, &()))
-        .expect("an in-memory body is read at once")
-        .map(|axum::Form(t)| t)
-        .map_err(|_| {
-            message(
-                StatusCode::BAD_REQUEST,
-                "Bad form",
-                "The form was not understood; reload the page and try again.",
-            )
-        })
+fn read_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+    serde_urlencoded::from_bytes(bytes).map_err(|_| {
+        message(
+            StatusCode::BAD_REQUEST,
+            "Bad form",
+            "The form was not understood; reload the page and try again.",
+        )
+    })
 }
 
 #[derive(askama::Template)]
@@ -313,7 +305,7 @@ pub async fn sign_in(
             "That form is larger than the console accepts.",
         );
     };
-    let form: SignInForm = match serde_urlencoded_form(&body) {
+    let form: SignInForm = match read_form(&body) {
         Ok(f) => f,
         Err(resp) => return resp,
     };
@@ -376,6 +368,7 @@ pub async fn sign_in(
     resp
 }
 
+/// A form with no fields but the CSRF token.
 #[derive(serde::Deserialize)]
 pub struct Nothing {}
 

@@ -188,7 +188,7 @@ pub async fn render(gw: &Gateway, signed: &Signed, q: UsageQuery) -> Response {
         .map(|t| TotalRow {
             label: label(&t.group),
             href: (by == UsageGroup::Key && key_names.contains_key(t.group.as_str()))
-                .then(|| format!("/console/keys/{}", format::query_value(&t.group))),
+                .then(|| format!("/console/keys/{}", format::path_segment(&t.group))),
             requests: format::count(t.requests),
             input: format::count(t.input_tokens + t.cached_input_tokens + t.cache_write_tokens),
             output: format::count(t.output_tokens),
