@@ -86,6 +86,27 @@ pub fn github_style_seal(prefix: &str, body: &str) -> String {
     )
 }
 
+/// True for a Cloudflare scannable credential: a prefix ending in `_`, then 40 ASCII
+/// alphanumerics and the CRC32 of those 40 as eight lower-case hex digits (the format
+/// Cloudflare adopted in 2026 for global keys `cfk_`, user tokens `cfut_` and account
+/// tokens `cfat_`).
+pub fn cloudflare_valid(token: &[u8]) -> bool {
+    let body = match token.iter().rposition(|&b| b == b'_') {
+        Some(i) => &token[i + 1..],
+        None => token,
+    };
+    if body.len() != 48 || !body[..40].iter().all(u8::is_ascii_alphanumeric) {
+        return false;
+    }
+    let mut hex = [0u8; 8];
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let crc = crc32fast::hash(&body[..40]);
+    for (i, slot) in hex.iter_mut().enumerate() {
+        *slot = DIGITS[((crc >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    hex == body[40..]
+}
+
 /// CRC-16/XMODEM (polynomial 0x1021, initial value 0), as NATS nkeys use it.
 fn crc16_xmodem(data: &[u8]) -> u16 {
     let mut crc: u16 = 0;
@@ -170,6 +191,20 @@ mod tests {
         let mut bad = tok.into_bytes();
         bad[5] = b'X';
         assert!(!github_style_valid(&bad));
+    }
+
+    #[test]
+    fn cloudflare_checksum_is_crc32_hex_of_the_body() {
+        let body = "Qm7Tz2Lw9Xc4Vb8Nr1Kd6Hs3Jf0Pa5Ye2Ug7Ti4O";
+        let good = format!("cfut_{body}{:08x}", crc32fast::hash(body.as_bytes()));
+        assert!(cloudflare_valid(good.as_bytes()));
+        let upper = format!("{}{}", &good[..45], good[45..].to_uppercase());
+        assert_ne!(upper, good, "the checksum of this body has hex letters");
+        assert!(!cloudflare_valid(upper.as_bytes()), "checksum digits are lower case");
+        let mut bad = good.clone().into_bytes();
+        bad[7] ^= 0x20;
+        assert!(!cloudflare_valid(&bad));
+        assert!(!cloudflare_valid(&good.as_bytes()[..good.len() - 1]));
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum Checksum {
     Keyward,
     /// NATS nkey seed: base32 with a CRC-16 over prefix and seed.
     NatsNkey,
+    /// Cloudflare scannable credential (`cfk_`, `cfut_`, `cfat_`): 40 alphanumerics and
+    /// the CRC32 of those 40 as eight lower-case hex digits.
+    CloudflareCrc32,
 }
 
 /// How sure a finding is that it is a real credential rather than a look-alike.

@@ -185,6 +185,7 @@ pub fn accept(rule: &Rule, hay: &[u8], caps: &crate::rule::Groups<'_>) -> Option
             Checksum::GithubCrc32 => checksum::github_style_valid(secret),
             Checksum::Keyward => checksum::keyward_key_env(secret).is_some(),
             Checksum::NatsNkey => checksum::nats_seed_valid(secret),
+            Checksum::CloudflareCrc32 => checksum::cloudflare_valid(secret),
         };
         // A valid checksum is proof enough: skip heuristics that could only lose it.
         return ok.then(|| Verdict::new(Confidence::High, "checksum verified"));
