@@ -200,7 +200,10 @@ mod tests {
         assert!(cloudflare_valid(good.as_bytes()));
         let upper = format!("{}{}", &good[..45], good[45..].to_uppercase());
         assert_ne!(upper, good, "the checksum of this body has hex letters");
-        assert!(!cloudflare_valid(upper.as_bytes()), "checksum digits are lower case");
+        assert!(
+            !cloudflare_valid(upper.as_bytes()),
+            "checksum digits are lower case"
+        );
         let mut bad = good.clone().into_bytes();
         bad[7] ^= 0x20;
         assert!(!cloudflare_valid(&bad));

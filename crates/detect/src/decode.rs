@@ -154,8 +154,62 @@ fn invisible_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
     }
 }
 
+fn is_b64(b: u8) -> bool {
+    BASE64_CLASS[b as usize] != 0
+}
+
+/// Shortest line of wrapped base64 that is joined with the lines after it. Encoders
+/// wrap at 60, 64 or 76 characters; a shorter line is not the body of a wrapped block.
+const MIN_WRAPPED_LINE: usize = 40;
+
+/// End of the base64 run starting at `from`.
+fn run_end(hay: &[u8], from: usize) -> usize {
+    from + hay[from..].iter().take_while(|&&b| is_b64(b)).count()
+}
+
+/// Where the next line of a wrapped block starts, when `hay[at..]` is a line break
+/// (`\n`, `\r\n`, or the two-character escapes `\\n` and `\\r\\n` of a JSON or C string)
+/// followed by at most 16 spaces or tabs of indentation.
+fn next_wrapped_line(hay: &[u8], at: usize) -> Option<usize> {
+    let rest = &hay[at..];
+    let brk = [&b"\r\n"[..], b"\n", b"\\r\\n", b"\\n"]
+        .iter()
+        .find(|sep| rest.starts_with(sep))?
+        .len();
+    let indent = rest[brk..]
+        .iter()
+        .take(17)
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    (indent <= 16).then_some(at + brk + indent)
+}
+
+/// The lines of a wrapped base64 block whose first line is `hay[start..end]`: every
+/// line but the last as long as the first (a multiple of four, at least
+/// [`MIN_WRAPPED_LINE`]), the last no longer. A single run when the text is not wrapped.
+fn wrapped_lines(hay: &[u8], start: usize, end: usize) -> Vec<(usize, usize)> {
+    let mut lines = vec![(start, end)];
+    let width = end - start;
+    if width < MIN_WRAPPED_LINE || width % 4 != 0 {
+        return lines;
+    }
+    let mut at = end;
+    while let Some(next) = next_wrapped_line(hay, at) {
+        let next_end = run_end(hay, next);
+        let len = next_end - next;
+        if len == 0 || len > width {
+            break;
+        }
+        lines.push((next, next_end));
+        at = next_end;
+        if len < width {
+            break;
+        }
+    }
+    lines
+}
+
 fn base64_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
-    let is_b64 = |b: u8| BASE64_CLASS[b as usize] != 0;
     let n = hay.len();
     // `i` is the first position that may still begin a run. A run of at least
     // MIN_BASE64_RUN characters starting at or after `i` covers `i + MIN - 1`, so
@@ -173,35 +227,62 @@ fn base64_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
         while start > i && is_b64(hay[start - 1]) {
             start -= 1;
         }
-        let mut end = probe + 1;
-        while end < n && is_b64(hay[end]) {
-            end += 1;
+        // `\nSGVsbG8…` in a JSON or C string: the escape's letter is not part of the
+        // encoding, and keeping it would shift every decoded byte.
+        if start > 0 && hay[start - 1] == b'\\' && b"ntrbf".contains(&hay[start]) {
+            start += 1;
         }
-        if end - start >= MIN_BASE64_RUN {
-            let classes = hay[start..end]
+        let end = run_end(hay, probe + 1);
+        if end - start < MIN_BASE64_RUN {
+            i = end + 1;
+            continue;
+        }
+        let lines = wrapped_lines(hay, start, end);
+        if lines.len() > 1 {
+            let joined: Vec<u8> = lines
                 .iter()
-                .fold(0u8, |c, &b| c | BASE64_CLASS[b as usize]);
-            // Real base64 of a secret mixes lower, upper and digits; identifiers
-            // and words do not.
-            if classes & 7 == 7 {
-                let mut region_end = end;
-                while region_end < n && region_end - end < 2 && hay[region_end] == b'=' {
-                    region_end += 1;
-                }
-                if let Some(bytes) = decode_base64(&hay[start..end]) {
-                    if mostly_text(&bytes) {
-                        f(Decoded {
-                            encoding: Encoding::Base64,
-                            bytes,
-                            region: (start, region_end),
-                            map: Vec::new(),
-                        });
-                    }
-                }
+                .flat_map(|&(a, b)| &hay[a..b])
+                .copied()
+                .collect();
+            let last_end = lines.last().map_or(end, |l| l.1);
+            if let Some(found) = decode_run(hay, &joined, start, last_end) {
+                f(found);
+                i = last_end + 1;
+                continue;
             }
+            // Not one block after all (a binary blob above a line of text, say):
+            // each line is tried on its own.
+        }
+        if let Some(found) = decode_run(hay, &hay[start..end], start, end) {
+            f(found);
         }
         i = end + 1;
     }
+}
+
+/// Decodes `encoded`, the base64 characters of the region `hay[start..end]` (line
+/// breaks taken out), when it mixes lower case, upper case and digits and decodes to
+/// text. The region grows over up to two `=` of padding.
+fn decode_run(hay: &[u8], encoded: &[u8], start: usize, end: usize) -> Option<Decoded> {
+    let classes = encoded
+        .iter()
+        .fold(0u8, |c, &b| c | BASE64_CLASS[b as usize]);
+    // Real base64 of a secret mixes lower, upper and digits; identifiers and words
+    // do not.
+    if classes & 7 != 7 {
+        return None;
+    }
+    let bytes = decode_base64(encoded).filter(|b| mostly_text(b))?;
+    let mut region_end = end;
+    while region_end < hay.len() && region_end - end < 2 && hay[region_end] == b'=' {
+        region_end += 1;
+    }
+    Some(Decoded {
+        encoding: Encoding::Base64,
+        bytes,
+        region: (start, region_end),
+        map: Vec::new(),
+    })
 }
 
 fn decode_base64(run: &[u8]) -> Option<Vec<u8>> {

@@ -239,6 +239,63 @@ fn tokens_split_by_invisible_characters_or_glued_to_a_name_are_found() {
     }
 }
 
+#[test]
+fn base64_wrapped_across_lines_or_right_after_an_escape_is_decoded() {
+    use base64::Engine as _;
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+    let d = Detector::builtin();
+    let tok = gh(SEED);
+    let config = format!(
+        "# deploy settings for the staging cluster\nregistry: ghcr.io/acme\nGITHUB_TOKEN={tok}\nretries: 3\n"
+    );
+    let encoded = b64(&config);
+    let wrap = |width: usize, sep: &str| {
+        encoded
+            .as_bytes()
+            .chunks(width)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
+    // The token straddles a line break at every one of these widths.
+    for (width, sep) in [
+        (60, "\n"),
+        (64, "\r\n"),
+        (76, "\n    "),
+        (60, "\\n"),
+        (64, "\\r\\n"),
+    ] {
+        let wrapped = wrap(width, sep);
+        let text = format!("data:\n  {wrapped}\n");
+        let f = d.find(text.as_bytes());
+        assert_eq!(f.len(), 1, "width {width} sep {sep:?}: {f:?}");
+        assert_eq!(f[0].secret, tok.as_bytes());
+        assert!(
+            !d.redact(&text).contains(&wrapped[..width]),
+            "the whole block is redacted"
+        );
+    }
+    // A line of binary base64 above a line that encodes text: not one block, and
+    // the second line is still decoded on its own.
+    let binary: Vec<u8> = (0u8..60).map(|i| i.wrapping_mul(97) ^ 0xA5).collect();
+    let above = base64::engine::general_purpose::STANDARD.encode(binary);
+    let below = b64(&format!("token {tok} end"));
+    assert!(
+        below.len() <= above.len(),
+        "the two lines could be one block"
+    );
+    let stacked = format!("{above}\n{below}\n");
+    let f = d.find(stacked.as_bytes());
+    assert_eq!(f.len(), 1, "{stacked}: {f:?}");
+    assert_eq!(f[0].secret, tok.as_bytes());
+
+    // `\n` right before the encoding inside a JSON string.
+    let json = format!(r#"{{"a":"line1\n{}"}}"#, b64(&format!("token {tok} end")));
+    let f = d.find(json.as_bytes());
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].secret, tok.as_bytes());
+}
+
 /// The URL-credentials rule reads its candidates in code; the same rule run through
 /// its pattern must find exactly the same secrets.
 mod url_credentials_read_in_code {
