@@ -190,7 +190,7 @@ fn next_wrapped_line(hay: &[u8], at: usize) -> Option<usize> {
 fn wrapped_lines(hay: &[u8], start: usize, end: usize) -> Vec<(usize, usize)> {
     let mut lines = vec![(start, end)];
     let width = end - start;
-    if width < MIN_WRAPPED_LINE || width % 4 != 0 {
+    if width < MIN_WRAPPED_LINE || !width.is_multiple_of(4) {
         return lines;
     }
     let mut at = end;
