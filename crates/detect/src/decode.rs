@@ -184,15 +184,16 @@ fn next_wrapped_line(hay: &[u8], at: usize) -> Option<usize> {
     (indent <= 16).then_some(at + brk + indent)
 }
 
-/// The lines of a wrapped base64 block whose first line is `hay[start..end]`: every
-/// line but the last as long as the first (a multiple of four, at least
-/// [`MIN_WRAPPED_LINE`]), the last no longer. A single run when the text is not wrapped.
-fn wrapped_lines(hay: &[u8], start: usize, end: usize) -> Vec<(usize, usize)> {
-    let mut lines = vec![(start, end)];
+/// A wrapped base64 block whose first line is `hay[start..end]`: its base64
+/// characters without the line breaks, and where its last line ends. Every line but the
+/// last is as long as the first (a multiple of four, at least [`MIN_WRAPPED_LINE`]),
+/// the last no longer. `None` when no second line follows.
+fn wrapped_block(hay: &[u8], start: usize, end: usize) -> Option<(Vec<u8>, usize)> {
     let width = end - start;
     if width < MIN_WRAPPED_LINE || !width.is_multiple_of(4) {
-        return lines;
+        return None;
     }
+    let mut joined: Vec<u8> = Vec::new();
     let mut at = end;
     while let Some(next) = next_wrapped_line(hay, at) {
         let next_end = run_end(hay, next);
@@ -200,13 +201,16 @@ fn wrapped_lines(hay: &[u8], start: usize, end: usize) -> Vec<(usize, usize)> {
         if len == 0 || len > width {
             break;
         }
-        lines.push((next, next_end));
+        if joined.is_empty() {
+            joined.extend_from_slice(&hay[start..end]);
+        }
+        joined.extend_from_slice(&hay[next..next_end]);
         at = next_end;
         if len < width {
             break;
         }
     }
-    lines
+    (!joined.is_empty()).then_some((joined, at))
 }
 
 fn base64_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
@@ -217,6 +221,7 @@ fn base64_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
     // Ordinary code and prose rarely go 24 bytes without a space or punctuation, so
     // most bytes are never looked at.
     let mut i = 0;
+    let mut unjoined_until = 0;
     while i + MIN_BASE64_RUN <= n {
         let probe = i + MIN_BASE64_RUN - 1;
         if !is_b64(hay[probe]) {
@@ -237,21 +242,18 @@ fn base64_regions(hay: &[u8], f: &mut impl FnMut(Decoded)) {
             i = end + 1;
             continue;
         }
-        let lines = wrapped_lines(hay, start, end);
-        if lines.len() > 1 {
-            let joined: Vec<u8> = lines
-                .iter()
-                .flat_map(|&(a, b)| &hay[a..b])
-                .copied()
-                .collect();
-            let last_end = lines.last().map_or(end, |l| l.1);
-            if let Some(found) = decode_run(hay, &joined, start, last_end) {
-                f(found);
-                i = last_end + 1;
-                continue;
+        // Lines of a block that did not decode as a whole are tried one by one, and
+        // never joined again: each byte is part of at most one joined block.
+        if start >= unjoined_until {
+            if let Some((joined, last_end)) = wrapped_block(hay, start, end) {
+                if let Some(found) = decode_run(hay, &joined, start, last_end) {
+                    f(found);
+                    i = last_end + 1;
+                    continue;
+                }
+                // Not one block after all (a binary blob above a line of text, say).
+                unjoined_until = last_end;
             }
-            // Not one block after all (a binary blob above a line of text, say):
-            // each line is tried on its own.
         }
         if let Some(found) = decode_run(hay, &hay[start..end], start, end) {
             f(found);
