@@ -24,13 +24,19 @@ pub fn crc32_base62(data: &[u8]) -> [u8; 6] {
     base62_crc(crc32fast::hash(data))
 }
 
+/// The part of `token` after its last `_` (the whole token when it has none): the
+/// random body and checksum of a prefixed token format.
+fn after_prefix(token: &[u8]) -> &[u8] {
+    match token.iter().rposition(|&b| b == b'_') {
+        Some(i) => &token[i + 1..],
+        None => token,
+    }
+}
+
 /// True when `token` ends in a 36-character body (after the last `_`) whose final six
 /// characters are the base62 CRC32 of the first thirty. Used for GitHub and npm tokens.
 pub fn github_style_valid(token: &[u8]) -> bool {
-    let body = match token.iter().rposition(|&b| b == b'_') {
-        Some(i) => &token[i + 1..],
-        None => token,
-    };
+    let body = after_prefix(token);
     if body.len() != 36 || !body.iter().all(u8::is_ascii_alphanumeric) {
         return false;
     }
@@ -91,10 +97,7 @@ pub fn github_style_seal(prefix: &str, body: &str) -> String {
 /// Cloudflare adopted in 2026 for global keys `cfk_`, user tokens `cfut_` and account
 /// tokens `cfat_`).
 pub fn cloudflare_valid(token: &[u8]) -> bool {
-    let body = match token.iter().rposition(|&b| b == b'_') {
-        Some(i) => &token[i + 1..],
-        None => token,
-    };
+    let body = after_prefix(token);
     if body.len() != 48 || !body[..40].iter().all(u8::is_ascii_alphanumeric) {
         return false;
     }
