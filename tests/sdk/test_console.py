@@ -439,7 +439,13 @@ def test_session_fixation_sign_out_and_admin_key_revocation(console):
     gw.cli("admin", "revoke", other["id"])
     assert s3.get("/console/keys")[0] == 303
     assert s2.get("/console/keys")[0] == 200
-    audit = gw.cli("audit", "search", "--since", "1h", "--json").stdout
+    # Sign-ins reach the log through the server's audit queue: allow it a moment.
+    deadline = time.monotonic() + 10
+    while True:
+        audit = gw.cli("audit", "search", "--since", "1h", "--json").stdout
+        if '"console"' in audit or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert wrong not in audit and '"console"' in audit
 
 

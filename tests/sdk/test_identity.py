@@ -416,7 +416,9 @@ def test_github_shaped_tokens_are_exchanged_for_short_lived_scoped_keys(idgw, id
     assert mine["expires_at"] - int(time.time()) <= 300
     assert mine["daily_budget_pico"] == 1_000_000_000_000
     # The audit log says which claims bound it; the OIDC token is not there.
-    entry = next(e for e in audit_entries(idgw, "--action", "token.exchange") if e["target"] == out["key_id"])
+    # The audit writer is a queue: the entry lands shortly after the response.
+    entry = wait_for(lambda: next((e for e in audit_entries(idgw, "--action", "token.exchange")
+                                   if e["target"] == out["key_id"]), None), "the token.exchange audit entry")
     assert entry["actor"] == "exchange:github:repo:acme/app:environment:production"
     assert entry["details"]["claims"] == {"repository": "acme/app", "ref": "refs/heads/main",
                                           "environment": "production"}
