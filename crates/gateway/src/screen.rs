@@ -9,7 +9,7 @@
 
 use crate::api::{self, ErrorKind, Family};
 use crate::context::Gateway;
-use crate::redact::{self, Action, Direction, SseRedactor};
+use crate::redact::{self, Action, Direction, SseRedactor, Tally};
 use crate::time::now;
 use axum::body::Body;
 use axum::response::Response;
@@ -20,10 +20,6 @@ use std::sync::Arc;
 /// Responses are read whole to be screened up to this size; a larger one is
 /// withheld rather than passed unscreened.
 const MAX_SCREENED_RESPONSE: usize = 64 << 20;
-
-/// Bodies up to this size are screened on the async worker (tens of microseconds);
-/// larger ones on the blocking pool.
-const SCREEN_INLINE_MAX: usize = 64 << 10;
 
 /// One request's identity, for reports.
 #[derive(Clone)]
@@ -40,22 +36,26 @@ impl Screen {
     /// pool under one of the gateway's screening permits, so that screening a large
     /// body never holds an async worker (which `/healthz` and every other request
     /// share) and at most that many large bodies are screened at once.
-    async fn find_secrets(&self, body: &Bytes) -> Option<(Vec<u8>, Vec<&'static str>)> {
-        if body.len() <= SCREEN_INLINE_MAX {
-            return redact::redact_json(self.gw.detector, body);
+    async fn find_secrets(&self, body: &Bytes) -> Option<(Vec<u8>, Tally)> {
+        let detector = self.gw.detector;
+        let find = move |body: &[u8]| {
+            redact::redact_json(detector, body).map(|(out, hits)| (out, Tally::of(&hits)))
+        };
+        if body.len() <= crate::offload::INLINE_MAX {
+            return find(body);
         }
         let permit = self.gw.screening.clone().acquire_owned().await;
-        let (detector, owned) = (self.gw.detector, body.clone());
+        let owned = body.clone();
         let screened = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            redact::redact_json(detector, &owned)
+            find(&owned)
         })
         .await;
         match screened {
             Ok(found) => found,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // The runtime is shutting down: screen here rather than pass the body.
-            Err(_) => redact::redact_json(self.gw.detector, body),
+            Err(_) => find(body),
         }
     }
 
@@ -76,7 +76,7 @@ impl Screen {
                 ErrorKind::InvalidRequest,
                 &format!(
                     "Request blocked: it contains a secret (rule {}). Remove the secret and retry.",
-                    redact::rule_list(&hits)
+                    hits.rule_list()
                 ),
                 &self.request_id,
             )),
@@ -138,7 +138,7 @@ impl Screen {
             redactor: SseRedactor,
             done: bool,
             /// Reported once, when the stream ends or the client goes away.
-            hits: Vec<&'static str>,
+            hits: Tally,
         }
         impl<S> Drop for St<S> {
             fn drop(&mut self) {
@@ -154,7 +154,7 @@ impl Screen {
             action,
             upstream,
             done: false,
-            hits: Vec::new(),
+            hits: Tally::default(),
         };
         let stream = futures_util::stream::unfold(st, |mut st| async move {
             if st.done {
@@ -182,7 +182,7 @@ impl Screen {
             st.done = ended;
             let hits = st.redactor.take_hits();
             if !hits.is_empty() {
-                st.hits.extend(hits);
+                st.hits.add_all(hits);
                 if st.action == Action::Block {
                     st.done = true;
                     out = st.screen.error_event(&st.hits);
@@ -196,7 +196,7 @@ impl Screen {
         }))
     }
 
-    fn withheld(&self, hits: &[&str]) -> Response {
+    fn withheld(&self, hits: &Tally) -> Response {
         api::error_response(
             self.family,
             ErrorKind::Upstream,
@@ -205,15 +205,15 @@ impl Screen {
         )
     }
 
-    fn withheld_message(&self, hits: &[&str]) -> String {
+    fn withheld_message(&self, hits: &Tally) -> String {
         format!(
             "The provider's response was withheld: it contains a secret (rule {})",
-            redact::rule_list(hits)
+            hits.rule_list()
         )
     }
 
     /// The error event that ends a blocked stream, in the family's format.
-    fn error_event(&self, hits: &[&str]) -> Vec<u8> {
+    fn error_event(&self, hits: &Tally) -> Vec<u8> {
         let body = api::error_body(
             self.family,
             ErrorKind::Upstream,
@@ -224,14 +224,14 @@ impl Screen {
     }
 
     /// Counts, audits and (for `alert` and `block`) alerts one batch of secrets.
-    pub fn report(&self, dir: Direction, action: Action, hits: &[&'static str]) {
+    pub fn report(&self, dir: Direction, action: Action, hits: &Tally) {
         let gw = &self.gw;
         gw.redactions.add(&self.key_id, hits, dir, action);
-        for hit in hits {
+        for (rule, n) in hits.iter() {
             gw.metrics
-                .secrets_found(hit, dir.as_str(), action.as_str(), 1);
+                .secrets_found(rule, dir.as_str(), action.as_str(), n);
         }
-        let rules = redact::tally(hits);
+        let rules = hits.to_json();
         let (event, outcome) = match action {
             Action::Redact => ("traffic.secret_redacted", "redacted"),
             Action::Block => ("traffic.secret_blocked", "blocked"),
@@ -239,7 +239,7 @@ impl Screen {
         };
         tracing::warn!(
             request_id = %self.request_id, key_id = %self.key_id, direction = dir.as_str(),
-            rules = %redact::rule_list(hits), "secret in traffic: {outcome}"
+            rules = %hits.rule_list(), "secret in traffic: {outcome}"
         );
         gw.audit.record(crate::audit::Event::new(
             &self.key_id,

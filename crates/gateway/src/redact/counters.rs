@@ -32,10 +32,11 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn add(&self, key_id: &str, rules: &[&'static str], dir: Direction, action: Action) {
+    /// Adds one request's tally: one map entry touched per rule, not per secret.
+    pub fn add(&self, key_id: &str, found: &super::Tally, dir: Direction, action: Action) {
         let mut m = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        for &r in rules {
-            *m.entry((key_id.to_string(), r, dir, action)).or_default() += 1;
+        for (r, n) in found.iter() {
+            *m.entry((key_id.to_string(), r, dir, action)).or_default() += n;
         }
     }
 
