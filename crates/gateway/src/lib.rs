@@ -30,6 +30,7 @@ pub mod limits;
 pub mod master_file;
 pub mod meter;
 pub mod metrics;
+pub mod offload;
 pub mod pipeline;
 pub mod prices;
 pub mod provider;

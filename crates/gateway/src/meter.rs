@@ -90,24 +90,27 @@ impl Meter {
         }
     }
 
+    /// Whose wire format the responses are in.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
     /// Folds in the usage one JSON value reports, if any (arrays: every element).
     pub fn observe(&mut self, v: &Value) {
-        match v {
-            Value::Array(items) => items.iter().for_each(|i| self.observe(i)),
-            v => {
-                if let Some(u) = self.family.adapter().usage(v) {
-                    self.usage.merge(u);
-                    self.usage_seen = true;
-                }
-            }
+        self.add_usage(usage_of(self.family, v));
+    }
+
+    /// Folds in usage read elsewhere (see [`usage_of_body`]); `None` adds nothing.
+    pub fn add_usage(&mut self, usage: Option<Usage>) {
+        if let Some(u) = usage {
+            self.usage.merge(u);
+            self.usage_seen = true;
         }
     }
 
     /// Reads the usage of a whole JSON body.
     pub fn observe_body(&mut self, body: &[u8]) {
-        if let Ok(v) = serde_json::from_slice::<Value>(body) {
-            self.observe(&v);
-        }
+        self.add_usage(usage_of_body(self.family, body));
     }
 
     /// Records the request. `complete`: the response ended normally.
@@ -149,6 +152,32 @@ fn wants_usage_added(v: &Value) -> bool {
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             != Some(true)
+}
+
+/// The usage one JSON value in `family`'s format reports, if any (arrays: their
+/// elements' reports folded with [`Usage::merge`], as a stream's are).
+pub fn usage_of(family: Family, v: &Value) -> Option<Usage> {
+    match v {
+        Value::Array(items) => {
+            items
+                .iter()
+                .fold(None, |sum, item| match (sum, usage_of(family, item)) {
+                    (Some(mut a), Some(b)) => {
+                        a.merge(b);
+                        Some(a)
+                    }
+                    (a, b) => a.or(b),
+                })
+        }
+        v => family.adapter().usage(v),
+    }
+}
+
+/// The usage a whole JSON body reports; `None` when it reports none or is not JSON.
+pub fn usage_of_body(family: Family, body: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| usage_of(family, &v))
 }
 
 /// For an OpenAI chat completion that streams without usage, the body with

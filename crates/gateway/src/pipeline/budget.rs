@@ -126,7 +126,10 @@ pub async fn reserve(
     let output_tokens = if !endpoint.generates_output() {
         0
     } else {
-        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        let parsed: Option<Value> = {
+            let body = body.clone();
+            crate::offload::by_size(body.len(), move || serde_json::from_slice(&body).ok()).await
+        };
         match parsed
             .as_ref()
             .and_then(|v| endpoint.family().adapter().output_bound(v))
@@ -150,8 +153,10 @@ pub async fn reserve(
                 } else {
                     let mut v = parsed.unwrap_or(Value::Null);
                     if set_output_bound(&mut v, endpoint, kind, allowed) {
-                        body =
-                            Bytes::from(serde_json::to_vec(&v).expect("a JSON value serialises"));
+                        body = crate::offload::by_size(body.len(), move || {
+                            Bytes::from(serde_json::to_vec(&v).expect("a JSON value serialises"))
+                        })
+                        .await;
                         max_tokens_set = Some(allowed);
                     }
                     allowed

@@ -32,8 +32,17 @@ pub async fn request(endpoint: &Endpoint, body: Body, max_body: usize) -> Result
             ))
         }
     };
+    // Parsing costs in proportion to the body: a large one is parsed off the
+    // async workers.
+    let (endpoint, checked) = (endpoint.clone(), body.clone());
+    let model = crate::offload::by_size(body.len(), move || model_of(&endpoint, &checked)).await?;
+    Ok(Parsed { body, model })
+}
+
+/// Checks that `body` is JSON and returns the model the request is for.
+fn model_of(endpoint: &Endpoint, body: &[u8]) -> Result<String, Refusal> {
     // Every body is checked to be JSON, also where the model is in the path.
-    let named = serde_json::from_slice::<ModelField>(&body)
+    let named = serde_json::from_slice::<ModelField>(body)
         .map_err(|_| Refusal::error(ErrorKind::InvalidRequest, "Request body is not valid JSON"))?
         .model;
     let model: String = match (endpoint, named) {
@@ -57,7 +66,7 @@ pub async fn request(endpoint: &Endpoint, body: Body, max_body: usize) -> Result
     // model, or the key's model scope could be stepped around.
     if matches!(endpoint, Endpoint::GeminiPost { method, .. } if *method == "batchEmbedContents") {
         let path_model = format!("models/{model}");
-        let batch = serde_json::from_slice::<BatchBody>(&body).map_err(|_| {
+        let batch = serde_json::from_slice::<BatchBody>(body).map_err(|_| {
             Refusal::error(
                 ErrorKind::InvalidRequest,
                 "batchEmbedContents needs `requests`: a list of embedding requests",
@@ -76,7 +85,7 @@ pub async fn request(endpoint: &Endpoint, body: Body, max_body: usize) -> Result
             ));
         }
     }
-    Ok(Parsed { body, model })
+    Ok(model)
 }
 
 #[derive(Deserialize)]

@@ -120,7 +120,7 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
         .adapter()
         .asks_for_stream_usage(endpoint, provider.config.kind)
     {
-        crate::meter::ask_for_stream_usage(body)
+        crate::offload::by_size(body.len(), move || crate::meter::ask_for_stream_usage(body)).await
     } else {
         (body, false)
     };
@@ -222,7 +222,12 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
         } else {
             match screen.outbound_whole(outbound, stream).await {
                 Ok(b) => {
-                    meter.observe_body(&b);
+                    let (family, read) = (meter.family(), b.clone());
+                    let usage = crate::offload::by_size(b.len(), move || {
+                        crate::meter::usage_of_body(family, &read)
+                    })
+                    .await;
+                    meter.add_usage(usage);
                     meter.finish(true);
                     Body::from(b)
                 }
