@@ -34,6 +34,8 @@ from urllib.parse import parse_qs, urlsplit
 
 FAST_DELAY = 0.02
 SLOW_DELAY = 0.25
+# The longest a stream waits for FakeProvider.hold's event to be set.
+HOLD_LIMIT = 30.0
 STREAM_PIECES = ["Hello", " from", " the", " fake", " stream"]
 PROSE_PIECES = ["Hello", " from", " Keyward", ".", " The", " answer", " is", " 42", "!", "\n", "Don", "'t", " worry", "."]
 
@@ -108,6 +110,7 @@ class FakeProvider:
     def __init__(self):
         self._lock = threading.Lock()
         self.requests: list[Recorded] = []
+        self._holds: dict[str, threading.Event] = {}
         self.server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -150,6 +153,21 @@ class FakeProvider:
     def clear(self):
         with self._lock:
             self.requests.clear()
+
+    def hold(self, marker: str) -> threading.Event:
+        """Streams whose request carries `marker` stop before their last frame
+        until the returned event is set (at most HOLD_LIMIT seconds): a stream,
+        and whatever the gateway holds for it, kept open as long as a test needs."""
+        released = threading.Event()
+        with self._lock:
+            self._holds[marker] = released
+        return released
+
+    def held_by(self, rec: Recorded) -> threading.Event | None:
+        """The event a stream for `rec` waits on before its last frame, if any."""
+        text = rec.body.decode("utf-8", "replace")
+        with self._lock:
+            return next((ev for mk, ev in self._holds.items() if mk in text), None)
 
     def matching(self, marker: str) -> list[Recorded]:
         """Requests whose raw path, headers or body contain marker."""
@@ -521,6 +539,9 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(delay)
             rec.frame_sent_at.append(time.monotonic())
             if i == len(frames) - 1:
+                released = self.provider.held_by(rec)
+                if released is not None:
+                    released.wait(HOLD_LIMIT)
                 # Stamped before the last frame goes out: a client that stops
                 # reading at its end-of-stream frame may otherwise look at the
                 # record before this thread gets to set it.

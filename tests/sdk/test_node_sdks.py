@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from conftest import marker
+from test_identity import wait_for
 from test_metering import PRICES, totals
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -59,29 +60,49 @@ def test_node_sdks_back_off_and_retry_while_the_key_is_at_its_limit(gateway, fak
     k = gateway.create_key("node-one-at-a-time", env="prod", models="*")
     gateway.cli("keys", "update", k["id"], "--concurrency", "1")
 
-    def hold_the_slot(held: threading.Event):
+    def refusals(path: str) -> int:
+        """The key's requests to `path` refused at its limit, from the server's
+        request log (the audit log groups repeated refusals into one entry)."""
+        return sum(
+            1 for line in gateway.log_text().splitlines()
+            if " request " in line and f"path={path} status=429 key_id=\"{k['id']}\"" in line
+        )
+
+    def hold_the_slot(mk: str, held: threading.Event):
         stream = gateway.openai(k["key"]).chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": f"{marker()} SLOW_STREAM"}], stream=True
+            model="gpt-4o-mini", messages=[{"role": "user", "content": mk}], stream=True
         )
         for i, _ in enumerate(stream):
             if i == 0:
                 held.set()
 
-    for sdk, action, error_class in [
-        ("openai", "openai-chat", "RateLimitError"),
-        ("anthropic", "anthropic-message", "RateLimitError"),
+    for sdk, action, error_class, path in [
+        ("openai", "openai-chat", "RateLimitError", "/v1/chat/completions"),
+        ("anthropic", "anthropic-message", "RateLimitError", "/v1/messages"),
     ]:
-        held = threading.Event()
-        holder = threading.Thread(target=hold_the_slot, args=(held,))
+        # The slot stays taken until the test lets the holder's stream end.
+        holding, held = marker(), threading.Event()
+        release = fake.hold(holding)
+        holder = threading.Thread(target=hold_the_slot, args=(holding, held))
         holder.start()
-        assert held.wait(10)
-        refused = node(gateway, k["key"], action, marker())
-        assert not refused["ok"] and refused["status"] == 429, (sdk, refused)
-        assert refused["errorClass"] == error_class and refused["retryAfter"] == "1", (sdk, refused)
-        # With retries the SDK waits and gets through once the slot is free.
-        mk = marker()
-        served = node(gateway, k["key"], action, mk, retries=5)
-        assert served["ok"] and served["text"], (sdk, served)
-        assert served["elapsedMs"] >= 500, (sdk, "the SDK did not have to wait", served)
+        try:
+            assert held.wait(10)
+            refused = node(gateway, k["key"], action, marker())
+            assert not refused["ok"] and refused["status"] == 429, (sdk, refused)
+            assert refused["errorClass"] == error_class and refused["retryAfter"] == "1", (sdk, refused)
+            wait_for(lambda: refusals(path) == 1, "the refusal audited")
+            # With retries the SDK backs off, comes back, and gets through once
+            # the slot is free: it is freed only after a retried attempt was refused.
+            mk, served = marker(), {}
+            caller = threading.Thread(
+                target=lambda: served.update(node(gateway, k["key"], action, mk, retries=5))
+            )
+            caller.start()
+            wait_for(lambda: refusals(path) >= 2, "the SDK's first attempt refused")
+            assert not fake.matching(mk), (sdk, "no attempt passed while the slot was taken")
+        finally:
+            release.set()
+            holder.join(10)
+        caller.join(60)
+        assert served.get("ok") and served["text"], (sdk, served)
         assert len(fake.wait_for(mk)) == 1, sdk
-        holder.join(10)
