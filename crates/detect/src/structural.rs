@@ -246,10 +246,6 @@ fn is_doc_host(host: &str) -> bool {
         || h.contains(":port")
 }
 
-/// `scheme://user:password@host`: the password is a literal (not a template,
-/// variable or mask), and the URL is not a documented placeholder (`user:password`,
-/// a host like `host:port` or `example.com`). Passwords made of letters only are
-/// findings at low confidence: `postgres:postgres@db` is a real, weak credential.
 /// The parts of `scheme://user:password@host` around a `://` found at `hay[sep]`,
 /// read the way the `uri-embedded-credentials` pattern states them: a scheme of 2
 /// to 32 characters starting with a letter at a word boundary, a user of up to 64
@@ -297,9 +293,10 @@ pub(crate) fn url_at(hay: &[u8], sep: usize) -> Option<UrlParts> {
     }
     // Ends of the password with 0, 1 or 2 more `@` parts; the longest one followed
     // by `@` and a host character wins.
-    let mut ends = vec![pw_start + first];
-    for _ in 0..2 {
-        let at = *ends.last().expect("one end at least");
+    let mut ends = [pw_start + first; 3];
+    let mut count = 1;
+    while count < 3 {
+        let at = ends[count - 1];
         if hay.get(at) != Some(&b'@') {
             break;
         }
@@ -307,13 +304,14 @@ pub(crate) fn url_at(hay: &[u8], sep: usize) -> Option<UrlParts> {
         if part == 0 {
             break;
         }
-        ends.push(at + 1 + part);
+        ends[count] = at + 1 + part;
+        count += 1;
     }
     let host_char = |b: u8| b.is_ascii_alphanumeric() || b"[_%.-".contains(&b);
-    let end = ends
-        .into_iter()
-        .rev()
-        .find(|&e| hay.get(e) == Some(&b'@') && hay.get(e + 1).is_some_and(|&b| host_char(b)))?;
+    let end =
+        ends[..count].iter().copied().rev().find(|&e| {
+            hay.get(e) == Some(&b'@') && hay.get(e + 1).is_some_and(|&b| host_char(b))
+        })?;
     Some(UrlParts {
         user: (user_start, user_end),
         password: (pw_start, end),
@@ -333,23 +331,19 @@ pub(crate) fn host_at(hay: &[u8], at: usize) -> &[u8] {
     &rest[..len]
 }
 
+/// `scheme://user:password@host`: the password is a literal (not a template,
+/// variable or mask), and the URL is not a documented placeholder (`user:password`,
+/// a host like `host:port` or `example.com`). Passwords made of letters only are
+/// findings at low confidence: `postgres:postgres@db` is a real, weak credential.
+///
+/// Cheap byte checks come first and nothing is allocated before them: text made
+/// of nothing but short `scheme://u:p@` candidates costs a few comparisons each.
 pub(crate) fn url_credentials(user: &[u8], password: &[u8], host: &[u8]) -> Option<Structure> {
-    let pw = String::from_utf8_lossy(password).to_ascii_lowercase();
-    let user = String::from_utf8_lossy(user).to_ascii_lowercase();
-    let host = String::from_utf8_lossy(host);
-    if password.is_empty()
+    if password.len() < 3
         || matches!(
             password[0],
             b'$' | b'%' | b'{' | b'*' | b'[' | b'(' | b'<' | b':'
         )
-        || ["${", "{{", "<", "%s", "***", "..."]
-            .iter()
-            .any(|m| pw.contains(m))
-        || is_doc_host(&host)
-        || DOC_URL_PASSWORDS.contains(&pw.as_str())
-        || crate::assign::is_stand_in(password)
-        || pw.len() < 3
-        || crate::validate::is_placeholder(password)
     {
         return None;
     }
@@ -360,13 +354,28 @@ pub(crate) fn url_credentials(user: &[u8], password: &[u8], host: &[u8]) -> Opti
             .filter(|&&b| !std::mem::replace(&mut seen[b as usize], true))
             .count()
     };
-    if password.len() >= 3 && distinct <= 1 {
+    let has_mark = |mark: &[u8]| {
+        password
+            .windows(mark.len())
+            .any(|w| w.eq_ignore_ascii_case(mark))
+    };
+    let one_of =
+        |list: &[&str], v: &[u8]| list.iter().any(|d| d.as_bytes().eq_ignore_ascii_case(v));
+    if distinct <= 1
+        || [&b"${"[..], b"{{", b"<", b"%s", b"***", b"..."]
+            .iter()
+            .any(|m| has_mark(m))
+        || one_of(DOC_URL_PASSWORDS, password)
+        || is_doc_host(&String::from_utf8_lossy(host))
+        || crate::assign::is_stand_in(password)
+        || crate::validate::is_placeholder(password)
+    {
         return None;
     }
     let letters_only = password.iter().all(u8::is_ascii_alphabetic);
     let confidence = if password.len() >= 12 && shannon_entropy(password) >= 3.0 && !letters_only {
         Confidence::High
-    } else if letters_only || DOC_URL_USERS.contains(&user.as_str()) {
+    } else if letters_only || one_of(DOC_URL_USERS, user) {
         Confidence::Low
     } else {
         Confidence::Medium
