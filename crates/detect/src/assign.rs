@@ -51,35 +51,67 @@ fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
 }
 
+/// An identifier split into lower-case words (see [`words`]): the lowered bytes
+/// and each word's span, held inline (no allocation) for names of up to 64 bytes
+/// and 12 words. Names are split at every keyword hit, so this is on the hot path
+/// of text dense with keywords.
+pub(crate) struct Words {
+    lower: smallvec::SmallVec<[u8; 64]>,
+    spans: smallvec::SmallVec<[(usize, usize); 12]>,
+}
+
+impl Words {
+    pub(crate) fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Word `i` (panics past [`Words::len`]).
+    pub(crate) fn get(&self, i: usize) -> &str {
+        let (s, e) = self.spans[i];
+        // Only ASCII letters and digits are stored.
+        std::str::from_utf8(&self.lower[s..e]).unwrap_or_default()
+    }
+
+    /// The words in order.
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
 /// Splits an identifier into lower-case words at `_ - . :`, at lower→upper case
 /// changes, and before the last capital of a run of capitals followed by a lower
 /// case letter (`APIKey` → `api`, `key`). Digits stay with the word before them.
-pub(crate) fn words(name: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
+pub(crate) fn words(name: &[u8]) -> Words {
+    let mut w = Words {
+        lower: smallvec::SmallVec::new(),
+        spans: smallvec::SmallVec::new(),
+    };
+    let mut start = 0;
     for (i, &b) in name.iter().enumerate() {
         if !b.is_ascii_alphanumeric() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
+            if w.lower.len() > start {
+                w.spans.push((start, w.lower.len()));
+                start = w.lower.len();
             }
             continue;
         }
-        if b.is_ascii_uppercase() && !cur.is_empty() {
+        if b.is_ascii_uppercase() && w.lower.len() > start {
             let prev = name[i - 1];
             let next_lower = name.get(i + 1).is_some_and(u8::is_ascii_lowercase);
             if prev.is_ascii_lowercase()
                 || prev.is_ascii_digit()
                 || (prev.is_ascii_uppercase() && next_lower)
             {
-                out.push(std::mem::take(&mut cur));
+                w.spans.push((start, w.lower.len()));
+                start = w.lower.len();
             }
         }
-        cur.push(b.to_ascii_lowercase() as char);
+        w.lower.push(b.to_ascii_lowercase());
     }
-    if !cur.is_empty() {
-        out.push(cur);
+    if w.lower.len() > start {
+        w.spans.push((start, w.lower.len()));
     }
-    out
+    w
 }
 
 /// Words that, after a digit suffix is removed, announce a password.
@@ -366,26 +398,22 @@ const LEADING_BAD: &[&str] = &[
 pub(crate) fn classify_name(name: &[u8]) -> Option<KeyClass> {
     let ws = words(name);
     // The last secret word decides; every word after it must be harmless.
-    let (pos, class) = ws.iter().enumerate().rev().find_map(|(i, w)| {
+    let (pos, class) = (0..ws.len()).rev().find_map(|i| {
+        let w = ws.get(i);
         if is_password_word(w) {
             Some((i, KeyClass::Password))
         } else if is_secret_word(w)
-            || ((w == "key" || w == "keys")
-                && i > 0
-                && KEY_QUALIFIERS.contains(&ws[i - 1].as_str()))
+            || ((w == "key" || w == "keys") && i > 0 && KEY_QUALIFIERS.contains(&ws.get(i - 1)))
         {
             Some((i, KeyClass::Secret))
         } else {
             None
         }
     })?;
-    if ws[pos + 1..]
-        .iter()
-        .any(|w| !TRAILING_OK.contains(&w.as_str()))
-    {
+    if ws.iter().skip(pos + 1).any(|w| !TRAILING_OK.contains(&w)) {
         return None;
     }
-    if ws[..pos].iter().any(|w| LEADING_BAD.contains(&w.as_str())) {
+    if ws.iter().take(pos).any(|w| LEADING_BAD.contains(&w)) {
         return None;
     }
     Some(class)
@@ -484,17 +512,22 @@ const WEAK_DEFAULTS: &[&str] = &[
 /// or throw-away password (`admin`, `123456`) or a name made of several words one
 /// of which says secret (`db_password`, `MY_GITHUB_TOKEN`, `x-oauth-token`).
 pub(crate) fn is_stand_in(v: &[u8]) -> bool {
-    let lower = v.to_ascii_lowercase();
-    if WEAK_DEFAULTS.iter().any(|w| lower == w.as_bytes()) {
+    if WEAK_DEFAULTS
+        .iter()
+        .any(|w| w.as_bytes().eq_ignore_ascii_case(v))
+    {
         return true;
     }
-    let vw = words(v);
-    vw.len() >= 2
-        && v.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && vw
-            .iter()
-            .any(|w| is_password_word(w) || is_secret_word(w) || w == "key")
+    // The byte test first: splitting into words allocates.
+    v.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && {
+            let vw = words(v);
+            vw.len() >= 2
+                && vw
+                    .iter()
+                    .any(|w| is_password_word(w) || is_secret_word(w) || w == "key")
+        }
 }
 
 /// Substrings that mark a template, format string, placeholder or masked value.
@@ -1229,6 +1262,7 @@ mod tests {
 
     #[test]
     fn names_split_into_words() {
+        let words = |name: &[u8]| words(name).iter().map(str::to_string).collect::<Vec<_>>();
         assert_eq!(words(b"MYSQL_ROOT_PASSWORD"), ["mysql", "root", "password"]);
         assert_eq!(words(b"pdbAdminPassword"), ["pdb", "admin", "password"]);
         assert_eq!(words(b"APIKey"), ["api", "key"]);
@@ -1237,6 +1271,9 @@ mod tests {
             ["spring", "datasource", "password"]
         );
         assert_eq!(words(b"--db-pass"), ["db", "pass"]);
+        let long = "Very_Long_Name_With_More_Than_Twelve_Words_In_It_So_It_Spills_To_The_Heap";
+        assert_eq!(words(long.as_bytes()).len(), 16);
+        assert_eq!(words(long.as_bytes())[15], "heap");
     }
 
     #[test]

@@ -73,13 +73,18 @@ const PLACEHOLDER_WORD_MAX_LEN: usize = 128;
 
 /// True when the secret is a placeholder, a template variable or a documented example.
 pub fn is_placeholder(secret: &[u8]) -> bool {
-    let lower: Vec<u8> = secret.iter().map(u8::to_ascii_lowercase).collect();
-    if secret.len() <= PLACEHOLDER_WORD_MAX_LEN
-        && PLACEHOLDER_WORDS
+    if secret.len() <= PLACEHOLDER_WORD_MAX_LEN {
+        // Lowered on the stack: this runs for every candidate value.
+        let mut buf = [0u8; PLACEHOLDER_WORD_MAX_LEN];
+        let lower = &mut buf[..secret.len()];
+        lower.copy_from_slice(secret);
+        lower.make_ascii_lowercase();
+        if PLACEHOLDER_WORDS
             .iter()
-            .any(|w| memchr::memmem::find(&lower, w.as_bytes()).is_some())
-    {
-        return true;
+            .any(|w| memchr::memmem::find(lower, w.as_bytes()).is_some())
+        {
+            return true;
+        }
     }
     // A value made of very few distinct characters ("aaaaaaaa", "abababab").
     let mut seen = [false; 256];
