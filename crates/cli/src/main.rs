@@ -15,6 +15,7 @@ use std::process::ExitCode;
 /// mimalloc: the gateway allocates and frees many small buffers per request
 /// (headers, JSON, log lines), where glibc's allocator showed up as a tenth of
 /// the CPU time in profiles; the scanner's many small findings gain the same way.
+/// Built without transparent huge pages (Cargo.toml says why).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
