@@ -108,11 +108,6 @@ impl Meter {
         }
     }
 
-    /// Reads the usage of a whole JSON body.
-    pub fn observe_body(&mut self, body: &[u8]) {
-        self.add_usage(usage_of_body(self.family, body));
-    }
-
     /// Records the request. `complete`: the response ended normally.
     pub fn finish(&mut self, complete: bool) {
         let status = self.record.as_ref().map(|r| r.status);
@@ -316,7 +311,12 @@ where
                 }
                 Some(Err(e)) => Some((Err(e), (up, meter, copy, true))),
                 None => {
-                    meter.observe_body(&copy);
+                    let family = meter.family();
+                    let copy = std::mem::take(&mut copy);
+                    let usage =
+                        crate::offload::by_size(copy.len(), move || usage_of_body(family, &copy))
+                            .await;
+                    meter.add_usage(usage);
                     meter.finish(true);
                     None
                 }

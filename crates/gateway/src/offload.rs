@@ -6,17 +6,28 @@
 /// hop to the blocking pool costs.
 pub const INLINE_MAX: usize = 64 << 10;
 
-/// Runs `work` over a body of `len` bytes: inline when `len <= INLINE_MAX`, else on
-/// the blocking pool. A panic in `work` is resumed here; if the runtime is shutting
-/// down and the pool refuses the work, it runs inline (never skipped).
+/// Runs `work` over a body of `len` bytes: inline when `len <= INLINE_MAX`, else
+/// [`off_worker`].
 pub async fn by_size<T, F>(len: usize, work: F) -> T
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
     if len <= INLINE_MAX {
-        return work();
+        work()
+    } else {
+        off_worker(work).await
     }
+}
+
+/// Runs `work` on the blocking pool. A panic in `work` is resumed here; if the
+/// runtime is shutting down and the pool refuses the work, it runs inline (it is
+/// never skipped).
+pub async fn off_worker<T, F>(work: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
     // The closure is kept reachable for the shutdown case: a `JoinError` that is not
     // a panic means the task never ran.
     let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(work)));

@@ -46,17 +46,11 @@ impl Screen {
         }
         let permit = self.gw.screening.clone().acquire_owned().await;
         let owned = body.clone();
-        let screened = tokio::task::spawn_blocking(move || {
+        crate::offload::off_worker(move || {
             let _permit = permit;
             find(&owned)
         })
-        .await;
-        match screened {
-            Ok(found) => found,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // The runtime is shutting down: screen here rather than pass the body.
-            Err(_) => find(body),
-        }
+        .await
     }
 
     /// Screens a request body. `Err` is the response to send instead (`block`).
