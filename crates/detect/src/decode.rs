@@ -184,6 +184,89 @@ fn next_wrapped_line(hay: &[u8], at: usize) -> Option<usize> {
     (indent <= 16).then_some(at + brk + indent)
 }
 
+/// The line break (and at most 16 columns of indent) that ends right before
+/// `line_start`, in the forms [`next_wrapped_line`] accepts: where the break
+/// begins, which is where the line before it ends.
+fn break_before(hay: &[u8], line_start: usize) -> Option<usize> {
+    let head = &hay[..line_start];
+    let indent = head
+        .iter()
+        .rev()
+        .take(17)
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    if indent > 16 {
+        return None;
+    }
+    let head = &head[..head.len() - indent];
+    let brk = [&b"\\r\\n"[..], b"\\n", b"\r\n", b"\n"]
+        .iter()
+        .find(|sep| head.ends_with(sep))?
+        .len();
+    Some(head.len() - brk)
+}
+
+/// Where the base64 run that ends at `end` starts; the letter of a `\n` or `\r`
+/// escape right before it is not part of it (`…\nSGVs`).
+fn run_start(hay: &[u8], end: usize) -> usize {
+    let start = end - hay[..end].iter().rev().take_while(|&&b| is_b64(b)).count();
+    if start > 0 && start < end && hay[start - 1] == b'\\' && b"nr".contains(&hay[start]) {
+        start + 1
+    } else {
+        start
+    }
+}
+
+/// Where a wrapped base64 block begins that the end of `hay` may still be part
+/// of, so that text still to come could join it (see [`wrapped_block`]): `hay`
+/// ends inside a line that follows a break after a run of at least
+/// [`MIN_WRAPPED_LINE`] base64 characters, or right after such a run and a
+/// break, or part of one (`\r`, a trailing `\`), and indent. The block is
+/// followed back over every earlier line of at least that length; it may begin
+/// mid-line (`key: SGVs…`). `None` when no block can still grow at the end.
+///
+/// A streaming redactor holds this much back, so that a block is decoded as the
+/// whole text's search would decode it.
+pub(crate) fn open_wrapped_block(hay: &[u8]) -> Option<usize> {
+    let n = hay.len();
+    let last = run_start(hay, n);
+    // The end of the run that a break (whole or begun) follows.
+    let line_end = if last < n {
+        break_before(hay, last)?
+    } else if hay.last().is_some_and(|&b| b == b' ' || b == b'\t') {
+        break_before(hay, n)?
+    } else {
+        // A break, whole or cut short: `\r`, `\\`, `\\r`, `\\r\\`.
+        let begun = [
+            &b"\\r\\n"[..],
+            b"\\r\\",
+            b"\\r",
+            b"\\n",
+            b"\\",
+            b"\r\n",
+            b"\r",
+            b"\n",
+        ]
+        .iter()
+        .find(|p| hay.ends_with(p))?
+        .len();
+        n - begun
+    };
+    let mut start = run_start(hay, line_end);
+    if line_end - start < MIN_WRAPPED_LINE {
+        return None;
+    }
+    // Earlier lines of the block: whole lines of base64, as long as the first.
+    while let Some(prev_end) = break_before(hay, start) {
+        let prev_start = run_start(hay, prev_end);
+        if prev_end - prev_start < MIN_WRAPPED_LINE {
+            break;
+        }
+        start = prev_start;
+    }
+    Some(start)
+}
+
 /// A wrapped base64 block whose first line is `hay[start..end]`: its base64
 /// characters without the line breaks, and where its last line ends. Every line but the
 /// last is as long as the first (a multiple of four, at least [`MIN_WRAPPED_LINE`]),

@@ -6,7 +6,9 @@
 //! a secret. Whatever the chunking, the concatenated output equals
 //! [`Detector::redact_unescaped`] of the whole text (see the property tests), with
 //! one documented exception: an unbroken run of URL or base64 characters longer
-//! than [`MAX_HOLD`] is released in pieces rather than held without bound.
+//! than [`MAX_HOLD`] is released in pieces rather than held without bound. A block
+//! of base64 wrapped across lines is held while another line may still join it
+//! (the whole text's search decodes the block as one), within the same bound.
 //!
 //! [`StreamRedactor::prompt`] trades that exactness for latency where text is read
 //! as it arrives (model output): a word at the end of a chunk (`Hello`, `from.`,
@@ -397,6 +399,13 @@ impl<'d> StreamRedactor<'d> {
                 .count();
             if run <= MAX_HOLD {
                 limit = n - run;
+            }
+            // So may a block of base64 wrapped across lines: its lines are decoded
+            // as one, so none of them is settled while another may follow.
+            if let Some(first) = decode::open_wrapped_block(&bytes[self.released..]) {
+                if n - (self.released + first) <= MAX_HOLD {
+                    limit = limit.min(self.released + first);
+                }
             }
         }
         let dfa = &self.prefixes.dfa;

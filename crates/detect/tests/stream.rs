@@ -61,6 +61,16 @@ fn pieces() -> Vec<String> {
     .collect();
     v.extend(secrets());
     v.extend(rule_examples().into_iter().step_by(3));
+    // Lines of a wrapped base64 block that hides a token, and the breaks between
+    // them: picked in any order, they make blocks whole, cut short and mixed.
+    let encoded = base64_of(&format!("GITHUB_TOKEN={} retries=3", secrets()[0]));
+    v.extend(
+        encoded
+            .as_bytes()
+            .chunks(40)
+            .map(|c| String::from_utf8_lossy(c).into_owned()),
+    );
+    v.extend(["\r\n", "\\n", "\n  "].map(String::from));
     v
 }
 
@@ -356,4 +366,35 @@ fn base64_of(s: &str) -> String {
         out.push('=');
     }
     out
+}
+
+#[test]
+fn base64_wrapped_across_lines_streams_like_whole_text() {
+    let d = Detector::builtin();
+    let tok = checksum::github_style_seal("ghp_", "Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc7Jd0Fa");
+    let encoded = base64_of(&format!(
+        "# deploy settings for the staging cluster\nregistry: ghcr.io/acme\nGITHUB_TOKEN={tok}\nretries: 3\n"
+    ));
+    for (width, sep) in [(60, "\n"), (64, "\r\n"), (76, "\n    "), (64, "\\n")] {
+        let wrapped = encoded
+            .as_bytes()
+            .chunks(width)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(sep);
+        let text = format!("Here it is:\n{wrapped}\nDone.");
+        let whole = d.redact_unescaped(&text).into_owned();
+        assert!(
+            !whole.contains(&wrapped[..width]),
+            "width {width}: the whole text's redaction takes the block as one"
+        );
+        for len in [1, 3, 7, 16, 61, 200] {
+            let cuts = vec![len; text.len() / len + 1];
+            assert_eq!(
+                stream(d, &text, &cuts),
+                whole,
+                "width {width} {sep:?}, pieces of {len}"
+            );
+        }
+    }
 }
