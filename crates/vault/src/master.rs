@@ -65,10 +65,7 @@ impl MasterKey {
     pub fn check_value(&self) -> String {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0[..]).expect("any key length");
         mac.update(b"keyward master key check v1");
-        mac.finalize().into_bytes()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(&mac.finalize().into_bytes()[..16])
     }
 
     /// Loads the key from its source.
