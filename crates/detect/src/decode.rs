@@ -167,15 +167,16 @@ fn run_end(hay: &[u8], from: usize) -> usize {
     from + hay[from..].iter().take_while(|&&b| is_b64(b)).count()
 }
 
+/// The line breaks between the lines of a wrapped block, the longer form of each
+/// first: `\r\n`, `\n`, and the two-character escapes of a JSON or C string.
+const LINE_BREAKS: [&[u8]; 4] = [b"\r\n", b"\n", b"\\r\\n", b"\\n"];
+
 /// Where the next line of a wrapped block starts, when `hay[at..]` is a line break
 /// (`\n`, `\r\n`, or the two-character escapes `\\n` and `\\r\\n` of a JSON or C string)
 /// followed by at most 16 spaces or tabs of indentation.
 fn next_wrapped_line(hay: &[u8], at: usize) -> Option<usize> {
     let rest = &hay[at..];
-    let brk = [&b"\r\n"[..], b"\n", b"\\r\\n", b"\\n"]
-        .iter()
-        .find(|sep| rest.starts_with(sep))?
-        .len();
+    let brk = LINE_BREAKS.iter().find(|sep| rest.starts_with(sep))?.len();
     let indent = rest[brk..]
         .iter()
         .take(17)
@@ -199,10 +200,7 @@ fn break_before(hay: &[u8], line_start: usize) -> Option<usize> {
         return None;
     }
     let head = &head[..head.len() - indent];
-    let brk = [&b"\\r\\n"[..], b"\\n", b"\r\n", b"\n"]
-        .iter()
-        .find(|sep| head.ends_with(sep))?
-        .len();
+    let brk = LINE_BREAKS.iter().find(|sep| head.ends_with(sep))?.len();
     Some(head.len() - brk)
 }
 
@@ -236,20 +234,14 @@ pub(crate) fn open_wrapped_block(hay: &[u8]) -> Option<usize> {
     } else if hay.last().is_some_and(|&b| b == b' ' || b == b'\t') {
         break_before(hay, n)?
     } else {
-        // A break, whole or cut short: `\r`, `\\`, `\\r`, `\\r\\`.
-        let begun = [
-            &b"\\r\\n"[..],
-            b"\\r\\",
-            b"\\r",
-            b"\\n",
-            b"\\",
-            b"\r\n",
-            b"\r",
-            b"\n",
-        ]
-        .iter()
-        .find(|p| hay.ends_with(p))?
-        .len();
+        // A break, whole or cut short (`\r`, `\\`, `\\r`, `\\r\\`): the longest
+        // start of one that the text ends with.
+        let begun = LINE_BREAKS
+            .iter()
+            .flat_map(|brk| (1..=brk.len()).map(move |k| &brk[..k]))
+            .filter(|begun| hay.ends_with(begun))
+            .map(<[u8]>::len)
+            .max()?;
         n - begun
     };
     let mut start = run_start(hay, line_end);
