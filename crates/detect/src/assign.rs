@@ -57,7 +57,8 @@ fn is_name_byte(b: u8) -> bool {
 /// of text dense with keywords.
 pub(crate) struct Words {
     lower: smallvec::SmallVec<[u8; 64]>,
-    spans: smallvec::SmallVec<[(usize, usize); 12]>,
+    /// `(start, end)` in `lower`: four-byte offsets keep the struct small to move.
+    spans: smallvec::SmallVec<[(u32, u32); 12]>,
 }
 
 impl Words {
@@ -65,15 +66,14 @@ impl Words {
         self.spans.len()
     }
 
-    /// Word `i` (panics past [`Words::len`]).
-    pub(crate) fn get(&self, i: usize) -> &str {
+    /// Word `i`, lower-case ASCII letters and digits (panics past [`Words::len`]).
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
         let (s, e) = self.spans[i];
-        // Only ASCII letters and digits are stored.
-        std::str::from_utf8(&self.lower[s..e]).unwrap_or_default()
+        &self.lower[s as usize..e as usize]
     }
 
     /// The words in order.
-    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &str> + '_ {
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &[u8]> + '_ {
         (0..self.len()).map(|i| self.get(i))
     }
 }
@@ -81,6 +81,7 @@ impl Words {
 /// Splits an identifier into lower-case words at `_ - . :`, at lower→upper case
 /// changes, and before the last capital of a run of capitals followed by a lower
 /// case letter (`APIKey` → `api`, `key`). Digits stay with the word before them.
+#[inline]
 pub(crate) fn words(name: &[u8]) -> Words {
     let mut w = Words {
         lower: smallvec::SmallVec::new(),
@@ -90,7 +91,7 @@ pub(crate) fn words(name: &[u8]) -> Words {
     for (i, &b) in name.iter().enumerate() {
         if !b.is_ascii_alphanumeric() {
             if w.lower.len() > start {
-                w.spans.push((start, w.lower.len()));
+                w.spans.push((start as u32, w.lower.len() as u32));
                 start = w.lower.len();
             }
             continue;
@@ -102,28 +103,39 @@ pub(crate) fn words(name: &[u8]) -> Words {
                 || prev.is_ascii_digit()
                 || (prev.is_ascii_uppercase() && next_lower)
             {
-                w.spans.push((start, w.lower.len()));
+                w.spans.push((start as u32, w.lower.len() as u32));
                 start = w.lower.len();
             }
         }
         w.lower.push(b.to_ascii_lowercase());
     }
     if w.lower.len() > start {
-        w.spans.push((start, w.lower.len()));
+        w.spans.push((start as u32, w.lower.len() as u32));
     }
     w
 }
 
 /// Words that, after a digit suffix is removed, announce a password.
-fn is_password_word(w: &str) -> bool {
-    let w = w.trim_end_matches(|c: char| c.is_ascii_digit());
-    matches!(w, "pass" | "pw" | "passw" | "passphrase" | "passcode")
-        || w.ends_with("password")
-        || w.ends_with("passwd")
-        || w.ends_with("pwd")
-        || w.ends_with("passwort")
-        || w.ends_with("passphrase")
-        || PASS_COMPOUNDS.contains(&w)
+fn is_password_word(w: &[u8]) -> bool {
+    let w = without_digit_suffix(w);
+    matches!(w, b"pass" | b"pw" | b"passw" | b"passphrase" | b"passcode")
+        || w.ends_with(b"password")
+        || w.ends_with(b"passwd")
+        || w.ends_with(b"pwd")
+        || w.ends_with(b"passwort")
+        || w.ends_with(b"passphrase")
+        || is_one_of(w, PASS_COMPOUNDS)
+}
+
+/// `w` without the digits it ends with.
+fn without_digit_suffix(w: &[u8]) -> &[u8] {
+    let keep = w.len() - w.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    &w[..keep]
+}
+
+/// True when `w` is one of `words`.
+fn is_one_of(w: &[u8], words: &[&str]) -> bool {
+    words.iter().any(|k| k.as_bytes() == w)
 }
 
 /// Single words ending in `pass` that mean a password (most words ending in `pass`
@@ -147,42 +159,42 @@ const PASS_COMPOUNDS: &[&str] = &[
 ];
 
 /// Single words that announce a machine-made secret by themselves.
-fn is_secret_word(w: &str) -> bool {
-    let w = w.trim_end_matches(|c: char| c.is_ascii_digit());
+fn is_secret_word(w: &[u8]) -> bool {
+    let w = without_digit_suffix(w);
     matches!(
         w,
-        "secret"
-            | "secrets"
-            | "token"
-            | "credential"
-            | "credentials"
-            | "creds"
-            | "salt"
-            | "nonce"
-            | "apikey"
-            | "privatekey"
-            | "secretkey"
-            | "accesskey"
-            | "appkey"
-            | "appsecret"
-            | "authkey"
-            | "authtoken"
-            | "accesstoken"
-            | "refreshtoken"
-            | "apitoken"
-            | "apisecret"
-            | "clientsecret"
-            | "consumersecret"
-            | "masterkey"
-            | "signingkey"
-            | "encryptionkey"
-            | "licensekey"
-            | "sessionkey"
-            | "hmackey"
-            | "subscriptionkey"
-            | "webhooksecret"
-            | "auth"
-    ) || (w.len() > 6 && (w.ends_with("secret") || w.ends_with("token")))
+        b"secret"
+            | b"secrets"
+            | b"token"
+            | b"credential"
+            | b"credentials"
+            | b"creds"
+            | b"salt"
+            | b"nonce"
+            | b"apikey"
+            | b"privatekey"
+            | b"secretkey"
+            | b"accesskey"
+            | b"appkey"
+            | b"appsecret"
+            | b"authkey"
+            | b"authtoken"
+            | b"accesstoken"
+            | b"refreshtoken"
+            | b"apitoken"
+            | b"apisecret"
+            | b"clientsecret"
+            | b"consumersecret"
+            | b"masterkey"
+            | b"signingkey"
+            | b"encryptionkey"
+            | b"licensekey"
+            | b"sessionkey"
+            | b"hmackey"
+            | b"subscriptionkey"
+            | b"webhooksecret"
+            | b"auth"
+    ) || (w.len() > 6 && (w.ends_with(b"secret") || w.ends_with(b"token")))
 }
 
 /// Words before `key` that make it a secret key.
@@ -403,17 +415,17 @@ pub(crate) fn classify_name(name: &[u8]) -> Option<KeyClass> {
         if is_password_word(w) {
             Some((i, KeyClass::Password))
         } else if is_secret_word(w)
-            || ((w == "key" || w == "keys") && i > 0 && KEY_QUALIFIERS.contains(&ws.get(i - 1)))
+            || (matches!(w, b"key" | b"keys") && i > 0 && is_one_of(ws.get(i - 1), KEY_QUALIFIERS))
         {
             Some((i, KeyClass::Secret))
         } else {
             None
         }
     })?;
-    if ws.iter().skip(pos + 1).any(|w| !TRAILING_OK.contains(&w)) {
+    if ws.iter().skip(pos + 1).any(|w| !is_one_of(w, TRAILING_OK)) {
         return None;
     }
-    if ws.iter().take(pos).any(|w| LEADING_BAD.contains(&w)) {
+    if ws.iter().take(pos).any(|w| is_one_of(w, LEADING_BAD)) {
         return None;
     }
     Some(class)
@@ -526,11 +538,12 @@ pub(crate) fn is_stand_in(v: &[u8]) -> bool {
             vw.len() >= 2
                 && vw
                     .iter()
-                    .any(|w| is_password_word(w) || is_secret_word(w) || w == "key")
+                    .any(|w| is_password_word(w) || is_secret_word(w) || w == b"key")
         }
 }
 
-/// Substrings that mark a template, format string, placeholder or masked value.
+/// Substrings that mark a template, format string, placeholder or masked value,
+/// in lower case (they are looked for in the lowered value).
 const TEMPLATE_MARKS: &[&str] = &[
     "${",
     "{{",
@@ -546,7 +559,6 @@ const TEMPLATE_MARKS: &[&str] = &[
     "$(",
     "***",
     "xxxx",
-    "XXXX",
     "...",
     "<your",
     "your_",
@@ -687,21 +699,25 @@ fn machine_made(v: &[u8]) -> bool {
 }
 
 /// True when a value cannot be a literal secret whatever the name says.
-fn disqualified(v: &[u8], name_lower: &[u8]) -> bool {
-    let lower: Vec<u8> = v.iter().map(u8::to_ascii_lowercase).collect();
+///
+/// `name` is the name the value is assigned to: a value that repeats it is not a
+/// secret either.
+fn disqualified(v: &[u8], name: &[u8]) -> bool {
+    // Values are at most `MAX_VALUE` bytes: lowered on the stack.
+    let lower: smallvec::SmallVec<[u8; MAX_VALUE]> = v.iter().map(u8::to_ascii_lowercase).collect();
+    let lower = lower.as_slice();
     if NON_VALUES
         .iter()
         .chain(WEAK_DEFAULTS)
         .any(|w| lower == w.as_bytes())
-        || lower == name_lower
-        || lower.starts_with(name_lower)
+        || starts_with_ignore_case(lower, name)
     {
         return true;
     }
     let bare = lower
         .strip_suffix(b"!")
         .or_else(|| lower.strip_suffix(b"?"))
-        .unwrap_or(&lower);
+        .unwrap_or(lower);
     if NON_VALUES.iter().any(|w| bare == w.as_bytes()) {
         return true;
     }
@@ -734,7 +750,7 @@ fn disqualified(v: &[u8], name_lower: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
         && vw
             .iter()
-            .any(|w| is_password_word(w) || is_secret_word(w) || w == "key")
+            .any(|w| is_password_word(w) || is_secret_word(w) || w == b"key")
     {
         return true;
     }
@@ -750,7 +766,7 @@ fn disqualified(v: &[u8], name_lower: &[u8]) -> bool {
     }
     if TEMPLATE_MARKS
         .iter()
-        .any(|m| memchr::memmem::find(&lower, m.to_ascii_lowercase().as_bytes()).is_some())
+        .any(|m| memchr::memmem::find(lower, m.as_bytes()).is_some())
     {
         return true;
     }
@@ -787,6 +803,16 @@ fn disqualified(v: &[u8], name_lower: &[u8]) -> bool {
     false
 }
 
+/// True when `v` starts with `prefix`, ASCII case ignored.
+fn starts_with_ignore_case(v: &[u8], prefix: &[u8]) -> bool {
+    v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// True when `v` ends with `suffix`, ASCII case ignored.
+fn ends_with_ignore_case(v: &[u8], suffix: &[u8]) -> bool {
+    v.len() >= suffix.len() && v[v.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+}
+
 /// `1.5`, `0.608`, `v1.2.3`, `name:0.11.2`: numbers and version strings.
 fn is_number_or_version(v: &[u8]) -> bool {
     let tail = match memchr::memrchr(b':', v) {
@@ -819,11 +845,23 @@ fn line_before(hay: &[u8], at: usize, limit: usize) -> &[u8] {
     }
 }
 
-/// True when what follows an unquoted value ends the statement the way config
-/// files do: end of line, a comment, or a line continuation.
-fn ends_like_config(after: &[u8]) -> bool {
-    let t = trim_start(after);
-    t.is_empty() || t.starts_with(b"#") || t.starts_with(b"//") || t.starts_with(b";") || t == b"\\"
+/// True when what follows an unquoted value ending at `at` ends the statement the
+/// way config files do: blanks, then the end of the line (or of 160 bytes), a
+/// comment, or a line continuation. Reads only as far as it must: values are
+/// judged at every keyword occurrence.
+fn ends_like_config(hay: &[u8], at: usize) -> bool {
+    let end = (at + 160).min(hay.len());
+    let mut i = at.min(end);
+    while i < end && matches!(hay[i], b' ' | b'\t' | b'\x0c') {
+        i += 1;
+    }
+    let rest = &hay[i..end];
+    match rest.first() {
+        None | Some(b'\n' | b'\r' | b'#' | b';') => true,
+        Some(b'/') => rest.get(1) == Some(&b'/'),
+        Some(b'\\') => matches!(rest.get(1), None | Some(b'\n' | b'\r')),
+        Some(_) => false,
+    }
 }
 
 fn trim_start(b: &[u8]) -> &[u8] {
@@ -901,6 +939,107 @@ pub(crate) fn parse_at(hay: &[u8], ks: usize, ke: usize) -> Option<Candidate> {
         sep,
         quote: quote_span.map(|q| hay[q.1 - 1]),
         value: (value_start, value_start + 1),
+    })
+}
+
+/// True for what the patterns' `\s` matches (ASCII: vertical tab included).
+fn is_regex_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+/// How many bytes after `from` (at most `max + 1`) satisfy `f`.
+fn run_len(hay: &[u8], from: usize, max: usize, f: impl Fn(u8) -> bool) -> usize {
+    hay[from.min(hay.len())..]
+        .iter()
+        .take(max + 1)
+        .take_while(|&&b| f(b))
+        .count()
+}
+
+/// Reads the shape of the `password-flag` and `secret-flag` patterns with the
+/// name starting at the keyword occurrence `hay[ks..ke]`: before it `-` or `--`
+/// at the start of the text or after a blank, quote or `(`, or `ENV`/`ARG`, one
+/// to four blanks and up to 40 identifier bytes; after it up to 30 name bytes,
+/// one to four blanks, an optional quote and a value byte.
+pub(crate) fn flag_at(hay: &[u8], ks: usize, ke: usize) -> Option<Candidate> {
+    let opens_flag = |at: usize| {
+        at == 0 || matches!(hay[at - 1], b'\'' | b'"' | b'(') || is_regex_space(hay[at - 1])
+    };
+    let dashed = ks >= 1
+        && hay[ks - 1] == b'-'
+        && (opens_flag(ks - 1) || ks >= 2 && hay[ks - 2] == b'-' && opens_flag(ks - 2));
+    let docker = || {
+        let ident = hay[..ks]
+            .iter()
+            .rev()
+            .take(41)
+            .take_while(|&&b| b.is_ascii_alphanumeric() || b == b'_')
+            .count();
+        let run = ks - ident;
+        let blanks = hay[..run]
+            .iter()
+            .rev()
+            .take(5)
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        ident <= 40 && (1..=4).contains(&blanks) && run - blanks >= 3 && {
+            let word = &hay[run - blanks - 3..run - blanks];
+            word.eq_ignore_ascii_case(b"ENV") || word.eq_ignore_ascii_case(b"ARG")
+        }
+    };
+    if !dashed && !docker() {
+        return None;
+    }
+    let tail = run_len(hay, ke, 30, |b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+    });
+    if tail > 30 {
+        return None;
+    }
+    let name_end = ke + tail;
+    let blanks = run_len(hay, name_end, 4, |b| b == b' ' || b == b'\t');
+    if !(1..=4).contains(&blanks) {
+        return None;
+    }
+    let sep = (name_end, name_end + blanks);
+    let quote = hay.get(sep.1).copied().filter(|&b| b == b'"' || b == b'\'');
+    let value_start = sep.1 + usize::from(quote.is_some());
+    let first = *hay.get(value_start)?;
+    if is_regex_space(first) || matches!(first, b'"' | b'\'' | b'`' | b'&' | b',' | b';') {
+        return None;
+    }
+    Some(Candidate {
+        name: (ks, name_end),
+        sep,
+        quote,
+        value: (value_start, value_start + 1),
+    })
+}
+
+/// Reads the shape of the `password-xml-element` and `secret-xml-element`
+/// patterns with the element name starting at the keyword occurrence
+/// `hay[ks..ke]`: up to 30 more name bytes (`:` included), `>`, and a value byte
+/// that is neither `<` nor blank.
+pub(crate) fn xml_element_at(hay: &[u8], ks: usize, ke: usize) -> Option<Candidate> {
+    let tail = run_len(hay, ke, 30, |b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')
+    });
+    if tail > 30 {
+        return None;
+    }
+    let name_end = ke + tail;
+    if hay.get(name_end) != Some(&b'>') {
+        return None;
+    }
+    let first = *hay.get(name_end + 1)?;
+    if first == b'<' || is_regex_space(first) {
+        return None;
+    }
+    Some(Candidate {
+        name: (ks, name_end),
+        sep: (name_end, name_end + 1),
+        quote: None,
+        value: (name_end + 1, name_end + 2),
     })
 }
 
@@ -1045,19 +1184,15 @@ pub(crate) fn judge(
     if value.is_empty() {
         return None;
     }
-    let before = line_before(hay, ns, 160);
-    let before_trim = trim_start(before);
+    // The line before the name: read only on the paths that need it.
+    let before_trim = || trim_start(line_before(hay, ns, 160));
     let sep = &hay[c.sep.0..c.sep.1];
-    let sep_trim: Vec<u8> = sep
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let after_value = rest_of_line(hay, value_span.1, 160);
+    // The operator: blanks are only on either side of it.
+    let sep_trim = sep.trim_ascii();
 
     // The separator, as the syntax around it allows.
     let name_quoted = c.name.1 < hay.len() && matches!(hay[c.name.1], b'"' | b'\'' | b'`');
-    match sep_trim.as_slice() {
+    match sep_trim {
         b"=" => {
             let prev = hay[c.sep.0.saturating_sub(1)];
             let next = hay.get(c.sep.1).copied().unwrap_or(b' ');
@@ -1087,7 +1222,7 @@ pub(crate) fn judge(
             // Blanks only: a command-line flag (`--password value`), a Dockerfile
             // `ENV NAME value`, or SQL (`PASSWORD 'value'`).
             let flag = hay[ns] == b'-';
-            let docker = before_trim.starts_with(b"ENV ") || before_trim.starts_with(b"ARG ");
+            let docker = before_trim().starts_with(b"ENV ") || before_trim().starts_with(b"ARG ");
             let sql = class == KeyClass::Password && c.quote == Some(b'\'');
             if !(flag || docker || sql) {
                 return None;
@@ -1125,11 +1260,11 @@ pub(crate) fn judge(
         None => {
             // `secret:openai-prod:wk3`, `token:v1:abc`: a colon path (a cache key, a
             // URN), not `name: value`.
-            if sep_trim.as_slice() == b":" && sep.len() == 1 && value.contains(&b':') {
+            if sep_trim == b":" && sep.len() == 1 && value.contains(&b':') {
                 return None;
             }
             let flag = hay[ns] == b'-';
-            if !xml && !flag && !ends_like_config(after_value) {
+            if !xml && !flag && !ends_like_config(hay, value_span.1) {
                 // In code an unquoted value followed by more code is an expression,
                 // unless it could only be a literal secret.
                 if is_code_reference(value) || !machine_made(value) {
@@ -1146,8 +1281,7 @@ pub(crate) fn judge(
     {
         return None;
     }
-    let name_lower: Vec<u8> = name.iter().map(u8::to_ascii_lowercase).collect();
-    if disqualified(value, &name_lower) {
+    if disqualified(value, name) {
         return None;
     }
     // A name used as a lookup key in code: `params["password"]`, `form.get("token")`
@@ -1157,6 +1291,7 @@ pub(crate) fn judge(
         // In config files (`password: hunter2`, `DB_PASSWORD=hunter2`) a bare word
         // is the value itself; in code it is a variable. Config lines start with the
         // name (after indentation, `- `, `export `, `set `, a comment marker).
+        let before_trim = before_trim();
         let config_line = before_trim.is_empty()
             || before_trim == b"-"
             || before_trim == b"- "
@@ -1171,11 +1306,10 @@ pub(crate) fn judge(
                 b"; ",
             ]
             .contains(&before_trim);
-        let value_lower: Vec<u8> = value.iter().map(u8::to_ascii_lowercase).collect();
         if !config_line
             || value.contains(&b'.') && !classes(value).digit
             || classify_name(value).is_some()
-            || value_lower.ends_with(b"password")
+            || ends_with_ignore_case(value, b"password")
                 && (value.contains(&b'_') || classes(value).upper && classes(value).lower)
         {
             return None;
@@ -1261,8 +1395,20 @@ mod tests {
     }
 
     #[test]
+    fn template_marks_are_lower_case() {
+        for m in TEMPLATE_MARKS {
+            assert_eq!(*m, m.to_ascii_lowercase(), "mark {m:?} must be lower case");
+        }
+    }
+
+    #[test]
     fn names_split_into_words() {
-        let words = |name: &[u8]| words(name).iter().map(str::to_string).collect::<Vec<_>>();
+        let words = |name: &[u8]| {
+            words(name)
+                .iter()
+                .map(|w| String::from_utf8(w.to_vec()).unwrap())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(words(b"MYSQL_ROOT_PASSWORD"), ["mysql", "root", "password"]);
         assert_eq!(words(b"pdbAdminPassword"), ["pdb", "admin", "password"]);
         assert_eq!(words(b"APIKey"), ["api", "key"]);

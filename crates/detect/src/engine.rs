@@ -76,7 +76,7 @@ pub struct Detector {
     /// Every keyword, ASCII case folded: a DFA driven by [`Detector::for_each_keyword`].
     prefilter: DFA,
     /// For each prefilter pattern, the rules whose keyword it is.
-    keyword_rules: Vec<Vec<u32>>,
+    keyword_rules: Vec<Vec<KeywordOf>>,
     /// For each prefilter pattern, the longest match of any of its rules (bytes;
     /// `usize::MAX` when a rule is unbounded).
     keyword_reach: Vec<usize>,
@@ -85,6 +85,23 @@ pub struct Detector {
     decode: bool,
     /// For streaming redaction; built on first use.
     prefixes: OnceLock<crate::stream::Prefixes>,
+}
+
+/// A rule a keyword belongs to.
+#[derive(Debug)]
+struct KeywordOf {
+    rule: u32,
+    /// The keyword as the rule wrote it, when only that spelling counts
+    /// ([`RuleSpec::keywords_case_sensitive`]).
+    exact: Option<Box<[u8]>>,
+}
+
+impl KeywordOf {
+    /// Whether the occurrence `found` of the keyword is one the rule searches around.
+    #[inline]
+    fn counts(&self, found: &[u8]) -> bool {
+        self.exact.as_deref().is_none_or(|exact| exact == found)
+    }
 }
 
 /// Why a detector could not be built.
@@ -213,15 +230,22 @@ impl Detector {
 
     fn from_rules(rules: Vec<Rule>, decode: bool) -> Detector {
         let mut keywords: Vec<Vec<u8>> = Vec::new();
-        let mut keyword_rules: Vec<Vec<u32>> = Vec::new();
+        let mut keyword_rules: Vec<Vec<KeywordOf>> = Vec::new();
         for (ri, rule) in rules.iter().enumerate() {
             for kw in &rule.spec.keywords {
+                let of = KeywordOf {
+                    rule: ri as u32,
+                    exact: rule
+                        .spec
+                        .keywords_case_sensitive
+                        .then(|| kw.as_bytes().into()),
+                };
                 let kw = kw.to_ascii_lowercase().into_bytes();
                 match keywords.iter().position(|k| *k == kw) {
-                    Some(p) => keyword_rules[p].push(ri as u32),
+                    Some(p) => keyword_rules[p].push(of),
                     None => {
                         keywords.push(kw);
-                        keyword_rules.push(vec![ri as u32]);
+                        keyword_rules.push(vec![of]);
                     }
                 }
             }
@@ -241,7 +265,7 @@ impl Detector {
             .iter()
             .map(|rs| {
                 rs.iter()
-                    .map(|&r| rules[r as usize].reach().unwrap_or(usize::MAX))
+                    .map(|of| rules[of.rule as usize].reach().unwrap_or(usize::MAX))
                     .max()
                     .unwrap_or(0)
             })
@@ -475,11 +499,14 @@ impl Detector {
         let mut keyword_starts: Vec<usize> = Vec::new();
         self.for_each_keyword(hay, 0, |start, end, keyword| {
             keyword_starts.push(start);
-            for &r in &self.keyword_rules[keyword] {
+            for of in &self.keyword_rules[keyword] {
+                if !of.counts(&hay[start..end]) {
+                    continue;
+                }
                 if hits.is_empty() {
                     hits.resize_with(self.rules.len(), Vec::new);
                 }
-                hits[r as usize].push((start, end));
+                hits[of.rule as usize].push((start, end));
             }
         });
         for (ri, rule_hits) in hits.iter_mut().enumerate().filter(|(_, h)| !h.is_empty()) {
@@ -532,9 +559,13 @@ impl Detector {
                 }
                 continue;
             }
-            if let (Some(crate::rule::Parse::Assignment), Some(check)) =
-                (rule.spec.parse, rule.spec.check)
-            {
+            if let (Some(parse), Some(check)) = (rule.spec.parse, rule.spec.check) {
+                let read_at = match parse {
+                    crate::rule::Parse::Assignment => crate::assign::parse_at,
+                    crate::rule::Parse::Flag => crate::assign::flag_at,
+                    crate::rule::Parse::XmlElement => crate::assign::xml_element_at,
+                    crate::rule::Parse::Url => unreachable!("URL rules are read above"),
+                };
                 let mut resume = 0;
                 let mut runs = crate::assign::ValueRuns::default();
                 for &(ks, ke) in rule_hits.iter() {
@@ -542,7 +573,7 @@ impl Detector {
                         continue;
                     }
                     work.searched += 1;
-                    let Some(c) = crate::assign::parse_at(hay, ks, ke) else {
+                    let Some(c) = read_at(hay, ks, ke) else {
                         continue;
                     };
                     work.matched += c.value.1 - ks;

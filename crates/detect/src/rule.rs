@@ -2,8 +2,8 @@
 //!
 //! A rule file holds `[[rule]]` tables. Each rule names what it finds (`id`, `name`,
 //! `provider`), how to find it cheaply (`keywords`: literal strings, matched ASCII
-//! case-insensitively, at least one of which must occur in any text the rule can
-//! match), how to find it exactly (`pattern`: a regex with ASCII semantics whose
+//! case-insensitively unless `keywords_case_sensitive`, at least one of which must
+//! occur in any text the rule can match), how to find it exactly (`pattern`: a regex with ASCII semantics whose
 //! `secret` group, or first group, or whole match is the secret), and how to tell it from look-alikes
 //! (`checksum`, `min_entropy`, `generic`). Every rule carries `examples` that must be
 //! found and `negative_examples` that must not; a test runs all of them.
@@ -122,6 +122,12 @@ pub enum Parse {
     Assignment,
     /// `scheme://user:password@host`, from the `://`.
     Url,
+    /// `--password value`, `ENV DB_PASSWORD value`: a command-line flag or a
+    /// Dockerfile `ENV`/`ARG` whose name starts with the keyword, then blanks and
+    /// the value.
+    Flag,
+    /// `<password>value`: an XML element whose name starts with the keyword.
+    XmlElement,
 }
 
 /// One rule exactly as written in a rule file.
@@ -137,6 +143,12 @@ pub struct RuleSpec {
     /// Literals (ASCII case-insensitive) of which at least one occurs inside every
     /// match of `pattern` (not merely near it): the engine searches only around them.
     pub keywords: Vec<String>,
+    /// The keywords occur in matches exactly as written (the pattern matches them
+    /// case-sensitively): occurrences in another case are not searched around.
+    /// Rules whose keyword is a prefix of common words in another case (`-u` in
+    /// `-User`, `-us` in `-Us`) are then not searched in text full of those words.
+    #[serde(default)]
+    pub keywords_case_sensitive: bool,
     /// Regex over bytes; the secret is the `secret` group, else group 1, else the match.
     pub pattern: String,
     /// The most bytes any match holds before the first byte of a keyword occurrence
@@ -160,9 +172,11 @@ pub struct RuleSpec {
     /// finding's confidence.
     #[serde(default)]
     pub check: Option<Check>,
-    /// `"assignment"`: candidates are read in code at each keyword occurrence
-    /// (`assign::parse_at`) instead of by running `pattern`, which then describes
-    /// the same shape for streaming redaction and for readers.
+    /// `"assignment"`, `"flag"`, `"xml-element"`, `"url"`: candidates are read in
+    /// code at each keyword occurrence (`assign::parse_at`, `assign::flag_at`,
+    /// `assign::xml_element_at`, `structural::url_at`) instead of by running
+    /// `pattern`, which then describes the same shape for streaming redaction and
+    /// for readers. A test holds each to its pattern.
     #[serde(default)]
     pub parse: Option<Parse>,
     #[serde(default)]
@@ -227,7 +241,32 @@ pub struct Rule {
     /// Longest match in bytes, when the pattern bounds it. Bounded rules search only
     /// a window around each keyword occurrence; unbounded ones search whole inputs.
     pub(crate) max_len: Option<usize>,
+    /// Every match starts with one of a few literals, each longer than any keyword
+    /// (`PuTTY-User-Key-File-2` for the keyword `PuTTY-User-Key-File-`): the
+    /// regex's literal prefilter then skips keyword occurrences that cannot start
+    /// a match, even where they repeat densely.
+    selective_prefix: bool,
 }
+
+/// True when every match of `hir` starts with one of a finite set of literals,
+/// each longer than every keyword and at least [`MIN_SELECTIVE_PREFIX`] bytes: a
+/// search for those literals passes over occurrences of the keywords alone, and
+/// text that repeats a literal densely still costs at most one search restart
+/// per that many bytes.
+fn prefix_outreaches_keywords(hir: &regex_syntax::hir::Hir, keywords: &[String]) -> bool {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let longest_keyword = keywords.iter().map(String::len).max().unwrap_or(0);
+    let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
+    prefixes.literals().is_some_and(|lits| {
+        !lits.is_empty()
+            && lits
+                .iter()
+                .all(|l| l.len() > longest_keyword && l.len() >= MIN_SELECTIVE_PREFIX)
+    })
+}
+
+/// The shortest prefix literal worth a prefilter (see [`prefix_outreaches_keywords`]).
+const MIN_SELECTIVE_PREFIX: usize = 16;
 
 impl Rule {
     /// Compiles a spec, checking that it is usable: a valid pattern, at least one
@@ -264,11 +303,14 @@ impl Rule {
             },
         );
         let max_len = hir.properties().maximum_len();
+        let selective_prefix =
+            max_len.is_some() && prefix_outreaches_keywords(&hir, &spec.keywords);
         Ok(Rule {
             spec,
             regex: std::sync::OnceLock::new(),
             secret_group,
             max_len,
+            selective_prefix,
         })
     }
 
@@ -278,12 +320,11 @@ impl Rule {
         if self.regex.get().is_some() {
             return Ok(());
         }
-        let re = Self::build_regex(&self.spec.pattern, self.max_len.is_none()).map_err(|e| {
-            RuleError {
+        let re =
+            Self::build_regex(&self.spec.pattern, self.prefilters()).map_err(|e| RuleError {
                 rule_id: self.spec.id.clone(),
                 reason: format!("invalid pattern: {e}"),
-            }
-        })?;
+            })?;
         let _ = self.regex.set(re);
         Ok(())
     }
@@ -313,16 +354,23 @@ impl Rule {
     /// The compiled pattern. Rules reach a detector only after their pattern
     /// parsed; built-in ones are all compiled by a test, user ones at build time.
     ///
-    /// Bounded rules search only windows around keyword occurrences, so the
-    /// pattern's own literal prefilter is off for them: in a window it finds the
-    /// keyword the window was made for, and where keywords repeat densely it
-    /// would restart on every one of them (measured: 44 MiB/s with it, 560 MiB/s
-    /// without, on `key key …`). Unbounded rules search whole inputs and keep it.
     pub(crate) fn regex(&self) -> &Regex {
         self.regex.get_or_init(|| {
-            Self::build_regex(&self.spec.pattern, self.max_len.is_none())
+            Self::build_regex(&self.spec.pattern, self.prefilters())
                 .unwrap_or_else(|e| panic!("rule {}: {e}", self.spec.id))
         })
+    }
+
+    /// Whether the pattern's own literal prefilter is on.
+    ///
+    /// Bounded rules search only windows around keyword occurrences, so it is off
+    /// for most of them: in a window it finds the keyword the window was made for,
+    /// and where keywords repeat densely it would restart on every one of them
+    /// (measured: 44 MiB/s with it, 560 MiB/s without, on `key key …`). It stays
+    /// on where it looks for something longer than the keywords (see
+    /// `selective_prefix`). Unbounded rules search whole inputs and keep it.
+    fn prefilters(&self) -> bool {
+        self.max_len.is_none() || self.selective_prefix
     }
 
     /// Longest possible match in bytes, if the pattern bounds it.
@@ -436,5 +484,28 @@ impl<'a> Groups<'a> {
     /// The group called `name`, if the pattern has it and it took part.
     pub fn name(&self, name: &str) -> Option<Group<'a>> {
         self.group(self.caps.get_group_by_name(name))
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::Rule;
+
+    fn selective(id: &str) -> bool {
+        let spec = crate::engine::builtin_specs()
+            .into_iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("no rule {id}"));
+        Rule::compile(spec).unwrap().selective_prefix
+    }
+
+    #[test]
+    fn a_prefilter_is_kept_only_where_its_literals_outreach_the_keywords() {
+        // `PuTTY-User-Key-File-2` / `-3` against the keyword `PuTTY-User-Key-File-`.
+        assert!(selective("private-key-putty"));
+        assert!(selective("private-key-rsa"));
+        // The literal would be the keyword itself, or short.
+        assert!(!selective("secret-xml-element"));
+        assert!(!selective("github-classic-pat"));
+        assert!(!selective("anthropic-api-key"));
     }
 }

@@ -345,3 +345,139 @@ mod url_credentials_read_in_code {
         }
     }
 }
+
+/// The flag and XML-element rules read their candidates in code; they must find
+/// every secret the same rules find through their patterns. They may find more:
+/// a pattern's search resumes after a match its check refused, so the refused
+/// one can hide a later candidate that starts inside it (`ENV passwordENV
+/// password 9Qm…`: the pattern tries `passwordENV` only); code tries every
+/// keyword occurrence.
+mod flags_and_xml_elements_read_in_code {
+    use super::*;
+    use proptest::prelude::*;
+
+    const RULES: &[&str] = &[
+        "password-flag",
+        "secret-flag",
+        "password-xml-element",
+        "secret-xml-element",
+    ];
+
+    fn detector(parse_in_code: bool) -> &'static Detector {
+        static BOTH: std::sync::OnceLock<[Detector; 2]> = std::sync::OnceLock::new();
+        &BOTH.get_or_init(|| [build(false), build(true)])[usize::from(parse_in_code)]
+    }
+
+    fn build(parse_in_code: bool) -> Detector {
+        let specs: Vec<_> = keyward_detect::builtin_specs()
+            .into_iter()
+            .filter(|s| RULES.contains(&s.id.as_str()))
+            .map(|mut s| {
+                assert!(s.parse.is_some(), "{} reads in code", s.id);
+                if !parse_in_code {
+                    s.parse = None;
+                }
+                s
+            })
+            .collect();
+        assert_eq!(specs.len(), RULES.len());
+        DetectorBuilder::default()
+            .without_builtin()
+            .without_decoding()
+            .add_rules(specs)
+            .build()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn in_code_and_pattern_agree(
+            pieces in proptest::collection::vec(
+                prop_oneof![
+                    Just("--"), Just("-"), Just(" "), Just("\t"), Just("    "), Just("ENV "),
+                    Just("arg\t"), Just("XENV  "), Just("DB_"), Just("_"), Just("."), Just(":"),
+                    Just("password"), Just("PWD"), Just("Pass"), Just("secret"), Just("token"),
+                    Just("Key"), Just("auth"), Just("salt"), Just("cred"), Just(">"), Just("<"),
+                    Just("</"), Just("\""), Just("'"), Just("("), Just("="), Just("&"), Just("`"),
+                    Just("\n"), Just("\x0b"), Just("a"), Just("9Qm2Xw7Lz4Vb1Kt8Rp3Nc6Hd0Fy5Gs2Ja"),
+                    Just("hunter2!x"), Just("Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc"), Just("abcdefghijklmnopqrstuvwxyz01234"),
+                ],
+                0..24,
+            ),
+        ) {
+            let text = pieces.concat();
+            let found = |d: &'static Detector| {
+                d.find(text.as_bytes())
+                    .iter()
+                    .map(|f| (d.rule(f).id().to_string(), f.start, f.end))
+                    .collect::<Vec<_>>()
+            };
+            let in_code = found(detector(true));
+            for f in found(detector(false)) {
+                prop_assert!(in_code.contains(&f), "{:?} missed in {:?}", f, text);
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_candidate_does_not_hide_the_next() {
+        let text = "ENV passwordENV password 9Qm2Xw7Lz4Vb1Kt8Rp3Nc6Hd0Fy5Gs2Ja\n";
+        let found = detector(true).find(text.as_bytes());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].secret, b"9Qm2Xw7Lz4Vb1Kt8Rp3Nc6Hd0Fy5Gs2Ja");
+        assert!(detector(false).find(text.as_bytes()).is_empty());
+    }
+}
+
+/// Rules whose keywords count only in their own case find what they found when
+/// every case counted.
+mod case_sensitive_keywords {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn detector(case_sensitive: bool) -> &'static Detector {
+        static BOTH: std::sync::OnceLock<[Detector; 2]> = std::sync::OnceLock::new();
+        &BOTH.get_or_init(|| [build(false), build(true)])[usize::from(case_sensitive)]
+    }
+
+    fn build(case_sensitive: bool) -> Detector {
+        let specs: Vec<_> = keyward_detect::builtin_specs()
+            .into_iter()
+            .filter(|s| s.keywords_case_sensitive)
+            .map(|mut s| {
+                s.keywords_case_sensitive = case_sensitive;
+                s
+            })
+            .collect();
+        assert!(specs.len() >= 4, "curl, mailchimp and the PuTTY rules");
+        DetectorBuilder::default()
+            .without_builtin()
+            .add_rules(specs)
+            .build()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #[test]
+        fn findings_do_not_change(
+            pieces in proptest::collection::vec(
+                prop_oneof![
+                    Just(" -u "), Just(" -U "), Just("--user="), Just("--USER "), Just("ci:"),
+                    Just("Zq8vLm3TxR0wK5pN"), Just("0123456789abcdef0123456789abcdef"),
+                    Just("-us12"), Just("-US12"), Just(" "), Just("\n"),
+                    Just("PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: k\nPublic-Lines: 1\nAAAAC3NzaC1lZDI1NTE5AAAAINTwrkQH8T4ewpRSg/xPCJ+ePDk2KYS45xNgt7A7\nPrivate-Lines: 1\nAAAAIB0D1i5B4h4sN9987WaEMxjfEBexGim/Upg86ivuz/Rn\nPrivate-MAC: 5b2f3d8a0c6e41f7a9d2b8e3c4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d"), // keyward:allow (a PuTTY example key)
+                    Just("putty-user-key-file-3: x"),
+                ],
+                0..12,
+            ),
+        ) {
+            let text = pieces.concat();
+            let found = |d: &'static Detector| {
+                d.find(text.as_bytes()).iter().map(|f| (f.rule, f.start, f.end)).collect::<Vec<_>>()
+            };
+            prop_assert_eq!(found(detector(true)), found(detector(false)), "{:?}", text);
+        }
+    }
+}
