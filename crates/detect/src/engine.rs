@@ -559,12 +559,34 @@ impl Detector {
                 }
                 continue;
             }
+            if rule.spec.parse == Some(crate::rule::Parse::Jwt) {
+                let mut resume = 0;
+                for &(ks, ke) in rule_hits.iter() {
+                    if ks < resume {
+                        continue;
+                    }
+                    work.searched += 1;
+                    if !crate::structural::jwt_starts_at(hay, ks, ke) {
+                        continue;
+                    }
+                    let Some(v) = validate::judge_jwt(hay, ks) else {
+                        continue;
+                    };
+                    let span = v.span.unwrap_or((ks, ke));
+                    work.matched += span.1 - span.0;
+                    out.push(Finding::accepted(ri, hay, span, v));
+                    resume = span.1;
+                }
+                continue;
+            }
             if let (Some(parse), Some(check)) = (rule.spec.parse, rule.spec.check) {
                 let read_at = match parse {
                     crate::rule::Parse::Assignment => crate::assign::parse_at,
                     crate::rule::Parse::Flag => crate::assign::flag_at,
                     crate::rule::Parse::XmlElement => crate::assign::xml_element_at,
-                    crate::rule::Parse::Url => unreachable!("URL rules are read above"),
+                    crate::rule::Parse::Url | crate::rule::Parse::Jwt => {
+                        unreachable!("URL and JWT rules are read above")
+                    }
                 };
                 let mut resume = 0;
                 let mut runs = crate::assign::ValueRuns::default();

@@ -128,6 +128,9 @@ pub enum Parse {
     Flag,
     /// `<password>value`: an XML element whose name starts with the keyword.
     XmlElement,
+    /// A JSON Web Token starting at the keyword (`eyJ`), not glued to a word
+    /// before it; the check measures it.
+    Jwt,
 }
 
 /// One rule exactly as written in a rule file.
@@ -172,9 +175,10 @@ pub struct RuleSpec {
     /// finding's confidence.
     #[serde(default)]
     pub check: Option<Check>,
-    /// `"assignment"`, `"flag"`, `"xml-element"`, `"url"`: candidates are read in
-    /// code at each keyword occurrence (`assign::parse_at`, `assign::flag_at`,
-    /// `assign::xml_element_at`, `structural::url_at`) instead of by running
+    /// `"assignment"`, `"flag"`, `"xml-element"`, `"url"`, `"jwt"`: candidates are
+    /// read in code at each keyword occurrence (`assign::parse_at`,
+    /// `assign::flag_at`, `assign::xml_element_at`, `structural::url_at`,
+    /// `structural::jwt_starts_at`) instead of by running
     /// `pattern`, which then describes the same shape for streaming redaction and
     /// for readers. A test holds each to its pattern.
     #[serde(default)]

@@ -34,6 +34,13 @@ fn is_b64url(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
+/// True when the keyword occurrence `hay[ks..ke]` (`eyJ`) can start a token the
+/// way the `jwt` rule's pattern says: at the start of the text or after a byte
+/// that is not base64url, and followed by a base64url byte.
+pub(crate) fn jwt_starts_at(hay: &[u8], ks: usize, ke: usize) -> bool {
+    (ks == 0 || !is_b64url(hay[ks - 1])) && hay.get(ke).copied().is_some_and(is_b64url)
+}
+
 /// The end of the JWT-shaped run starting at `start` (three base64url parts joined
 /// by dots, each within its bound, the payload starting `eyJ`), or `None`.
 pub(crate) fn jwt_end(hay: &[u8], start: usize) -> Option<usize> {

@@ -244,15 +244,8 @@ fn run_check(
             };
             judge_assignment(check, hay, &candidate, &mut assign::ValueRuns::default())
         }
-        Check::Jwt => {
-            // The pattern finds the start; the token is measured here.
-            let end = structural::jwt_end(hay, start)?;
-            let v = structural::jwt(&hay[start..end], now_unix()).map(from_structure)?;
-            Some(Verdict {
-                span: Some((start, end)),
-                ..v
-            })
-        }
+        // The pattern finds the start; the token is measured here.
+        Check::Jwt => judge_jwt(hay, start),
         Check::BasicAuth => structural::basic_auth(secret).map(from_structure),
         Check::UrlCredentials => {
             let group = |name: &str| caps.name(name).map_or(&b""[..], |m| m.as_bytes());
@@ -275,6 +268,19 @@ fn run_check(
             structural::bearer(secret).map(from_structure)
         }
     }
+}
+
+/// Judges the token starting at `start` (found by the `jwt` pattern or read in
+/// code at its keyword): measured, then decoded and checked.
+pub(crate) fn judge_jwt(hay: &[u8], start: usize) -> Option<Verdict> {
+    let end = structural::jwt_end(hay, start)?;
+    let s = structural::jwt(&hay[start..end], now_unix())?;
+    Some(Verdict {
+        confidence: s.confidence,
+        reason: s.reason,
+        note: s.note,
+        span: Some((start, end)),
+    })
 }
 
 /// Judges a URL read in code at a `://` ([`structural::url_at`]).

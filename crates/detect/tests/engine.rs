@@ -346,7 +346,7 @@ mod url_credentials_read_in_code {
     }
 }
 
-/// The flag and XML-element rules read their candidates in code; they must find
+/// The flag, XML-element and JWT rules read their candidates in code; they must find
 /// every secret the same rules find through their patterns. They may find more:
 /// a pattern's search resumes after a match its check refused, so the refused
 /// one can hide a later candidate that starts inside it (`ENV passwordENV
@@ -361,6 +361,7 @@ mod flags_and_xml_elements_read_in_code {
         "secret-flag",
         "password-xml-element",
         "secret-xml-element",
+        "jwt",
     ];
 
     fn detector(parse_in_code: bool) -> &'static Detector {
@@ -402,6 +403,8 @@ mod flags_and_xml_elements_read_in_code {
                     Just("</"), Just("\""), Just("'"), Just("("), Just("="), Just("&"), Just("`"),
                     Just("\n"), Just("\x0b"), Just("a"), Just("9Qm2Xw7Lz4Vb1Kt8Rp3Nc6Hd0Fy5Gs2Ja"),
                     Just("hunter2!x"), Just("Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc"), Just("abcdefghijklmnopqrstuvwxyz01234"),
+                    Just("eyJhbGciOiJIUzI1NiJ9"), Just("eyJzdWIiOiJ4In0"), Just("eyJ"), Just("EYJ"),
+                    Just("7Qm2Xw9Lz4Vb1Kt8Rp3Nc6Hd0Fy5Gs2Ja"), Just(".eyJzdWIiOiJ4In0."),
                 ],
                 0..24,
             ),
