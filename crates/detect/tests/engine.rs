@@ -484,3 +484,32 @@ mod case_sensitive_keywords {
         }
     }
 }
+
+/// A thread reuses the vectors of its earlier searches: what one search found,
+/// for whichever detector, never leaks into the next.
+#[test]
+fn searches_on_one_thread_share_nothing_but_memory() {
+    let all = Detector::builtin();
+    let one = DetectorBuilder::default()
+        .without_builtin()
+        .add_rules(
+            keyward_detect::builtin_specs()
+                .into_iter()
+                .filter(|s| s.id == "jwt"),
+        )
+        .build()
+        .unwrap();
+    let tok = gh("Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc7Jd0Fa");
+    let dense = format!("{}token = {tok}\n", "key key password = ".repeat(5000));
+    let clean = "key key password = ".repeat(100);
+    for _ in 0..3 {
+        let found = all.find(dense.as_bytes());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].secret, tok.as_bytes());
+        assert!(all.find(clean.as_bytes()).is_empty());
+        assert!(one.find(dense.as_bytes()).is_empty());
+        // Nested: the token inside a JSON string's escapes.
+        let escaped = format!("{{\"a\":\"x\\n{tok}\"}}");
+        assert_eq!(all.find(escaped.as_bytes()).len(), 1);
+    }
+}
