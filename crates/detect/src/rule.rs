@@ -245,11 +245,22 @@ pub struct Rule {
     /// Longest match in bytes, when the pattern bounds it. Bounded rules search only
     /// a window around each keyword occurrence; unbounded ones search whole inputs.
     pub(crate) max_len: Option<usize>,
-    /// Every match starts with one of a few literals, each longer than any keyword
-    /// (`PuTTY-User-Key-File-2` for the keyword `PuTTY-User-Key-File-`): the
-    /// regex's literal prefilter then skips keyword occurrences that cannot start
+    /// Literals one of which starts every match, each longer than any keyword
+    /// (`PuTTY-User-Key-File-2` and `-3` for the keyword `PuTTY-User-Key-File-`):
+    /// a prefilter for exactly these skips keyword occurrences that cannot start
     /// a match, even where they repeat densely.
-    selective_prefix: bool,
+    selective_prefix: Option<Vec<Vec<u8>>>,
+}
+
+/// Which literal prefilter a rule's regex uses.
+#[derive(Clone, Copy)]
+enum Prefiltering<'a> {
+    /// The regex engine's own choice.
+    Auto,
+    None,
+    /// Exactly these literals. The engine's own choice would cut literals that
+    /// share a long prefix down to that prefix, which here is the keyword.
+    Literals(&'a [Vec<u8>]),
 }
 
 /// True when every match of `hir` starts with one of a finite set of literals,
@@ -257,16 +268,19 @@ pub struct Rule {
 /// search for those literals passes over occurrences of the keywords alone, and
 /// text that repeats a literal densely still costs at most one search restart
 /// per that many bytes.
-fn prefix_outreaches_keywords(hir: &regex_syntax::hir::Hir, keywords: &[String]) -> bool {
+fn prefix_outreaches_keywords(
+    hir: &regex_syntax::hir::Hir,
+    keywords: &[String],
+) -> Option<Vec<Vec<u8>>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let longest_keyword = keywords.iter().map(String::len).max().unwrap_or(0);
     let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
-    prefixes.literals().is_some_and(|lits| {
-        !lits.is_empty()
-            && lits
-                .iter()
-                .all(|l| l.len() > longest_keyword && l.len() >= MIN_SELECTIVE_PREFIX)
-    })
+    let lits = prefixes.literals()?;
+    let selective = !lits.is_empty()
+        && lits
+            .iter()
+            .all(|l| l.len() > longest_keyword && l.len() >= MIN_SELECTIVE_PREFIX);
+    selective.then(|| lits.iter().map(|l| l.as_bytes().to_vec()).collect())
 }
 
 /// The shortest prefix literal worth a prefilter (see [`prefix_outreaches_keywords`]).
@@ -307,8 +321,10 @@ impl Rule {
             },
         );
         let max_len = hir.properties().maximum_len();
-        let selective_prefix =
-            max_len.is_some() && prefix_outreaches_keywords(&hir, &spec.keywords);
+        let selective_prefix = max_len
+            .is_some()
+            .then(|| prefix_outreaches_keywords(&hir, &spec.keywords))
+            .flatten();
         Ok(Rule {
             spec,
             regex: std::sync::OnceLock::new(),
@@ -333,7 +349,10 @@ impl Rule {
         Ok(())
     }
 
-    fn build_regex(pattern: &str, prefilter: bool) -> Result<Regex, Box<meta::BuildError>> {
+    fn build_regex(
+        pattern: &str,
+        prefilter: Prefiltering<'_>,
+    ) -> Result<Regex, Box<meta::BuildError>> {
         // ASCII semantics: `\b`, `\w`, `\d`, `\s` and `.` work on bytes. Tokens are
         // ASCII, and Unicode word boundaries push the regex engines off their fast
         // paths on non-ASCII text (a 30x slowdown measured on source trees).
@@ -346,8 +365,17 @@ impl Rule {
             .nfa_size_limit(Some(32 << 20))
             // Private-key rules have bounds in the thousands; each bounded step is
             // a DFA state, and a small cache would thrash on every key block.
-            .hybrid_cache_capacity(16 << 20)
-            .auto_prefilter(prefilter);
+            .hybrid_cache_capacity(16 << 20);
+        let config = match prefilter {
+            Prefiltering::Auto => config.auto_prefilter(true),
+            Prefiltering::None => config.auto_prefilter(false),
+            Prefiltering::Literals(lits) => config.auto_prefilter(false).prefilter(
+                regex_automata::util::prefilter::Prefilter::new(
+                    regex_automata::MatchKind::LeftmostFirst,
+                    lits,
+                ),
+            ),
+        };
         Regex::builder()
             .syntax(syntax)
             .configure(config)
@@ -365,16 +393,21 @@ impl Rule {
         })
     }
 
-    /// Whether the pattern's own literal prefilter is on.
+    /// Which literal prefilter the pattern's search uses.
     ///
-    /// Bounded rules search only windows around keyword occurrences, so it is off
-    /// for most of them: in a window it finds the keyword the window was made for,
+    /// Bounded rules search only windows around keyword occurrences, so there is
+    /// none for most of them: in a window it finds the keyword the window was made for,
     /// and where keywords repeat densely it would restart on every one of them
     /// (measured: 44 MiB/s with it, 560 MiB/s without, on `key key …`). It stays
-    /// on where it looks for something longer than the keywords (see
-    /// `selective_prefix`). Unbounded rules search whole inputs and keep it.
-    fn prefilters(&self) -> bool {
-        self.max_len.is_none() || self.selective_prefix
+    /// for the literals that outreach the keywords (`selective_prefix`), given to
+    /// the engine as they are. Unbounded rules search whole inputs with the
+    /// engine's own choice.
+    fn prefilters(&self) -> Prefiltering<'_> {
+        match (&self.selective_prefix, self.max_len) {
+            (Some(lits), _) => Prefiltering::Literals(lits),
+            (None, None) => Prefiltering::Auto,
+            (None, Some(_)) => Prefiltering::None,
+        }
     }
 
     /// Longest possible match in bytes, if the pattern bounds it.
@@ -499,13 +532,27 @@ mod tests {
             .into_iter()
             .find(|s| s.id == id)
             .unwrap_or_else(|| panic!("no rule {id}"));
-        Rule::compile(spec).unwrap().selective_prefix
+        Rule::compile(spec).unwrap().selective_prefix.is_some()
     }
 
     #[test]
     fn a_prefilter_is_kept_only_where_its_literals_outreach_the_keywords() {
         // `PuTTY-User-Key-File-2` / `-3` against the keyword `PuTTY-User-Key-File-`.
         assert!(selective("private-key-putty"));
+        let spec = crate::engine::builtin_specs()
+            .into_iter()
+            .find(|s| s.id == "private-key-putty")
+            .unwrap();
+        // The version digit is in every literal (the engine's own choice would
+        // cut them down to the keyword, their common prefix).
+        let lits = Rule::compile(spec).unwrap().selective_prefix.unwrap();
+        for version in [&b"PuTTY-User-Key-File-2"[..], b"PuTTY-User-Key-File-3"] {
+            assert!(lits.iter().any(|l| l.starts_with(version)), "{lits:?}");
+        }
+        assert!(lits
+            .iter()
+            .all(|l| l.starts_with(b"PuTTY-User-Key-File-2")
+                || l.starts_with(b"PuTTY-User-Key-File-3")));
         assert!(selective("private-key-rsa"));
         // The literal would be the keyword itself, or short.
         assert!(!selective("secret-xml-element"));
