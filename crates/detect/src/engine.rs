@@ -159,6 +159,68 @@ impl Scratch {
     }
 }
 
+/// How a rule's candidates are read in code at each keyword occurrence, for
+/// rules that say so ([`RuleSpec::parse`]) instead of running their regex.
+enum InCode {
+    Url,
+    Jwt,
+    /// An assignment shape read by the function, judged by the check.
+    Assignment(
+        fn(&[u8], usize, usize) -> Option<crate::assign::Candidate>,
+        crate::rule::Check,
+    ),
+}
+
+impl InCode {
+    /// `None` when the rule runs its regex (assignment shapes need a check).
+    fn of(rule: &Rule) -> Option<InCode> {
+        use crate::rule::Parse;
+        let read: fn(&[u8], usize, usize) -> Option<crate::assign::Candidate> =
+            match rule.spec.parse? {
+                Parse::Url => return Some(InCode::Url),
+                Parse::Jwt => return Some(InCode::Jwt),
+                Parse::Assignment => crate::assign::parse_at,
+                Parse::Flag => crate::assign::flag_at,
+                Parse::XmlElement => crate::assign::xml_element_at,
+            };
+        rule.spec.check.map(|check| InCode::Assignment(read, check))
+    }
+
+    /// The finding's span and verdict for the candidate at the keyword
+    /// occurrence `hay[ks..ke]`, if it is one; adds the bytes read to `matched`.
+    fn read(
+        &self,
+        hay: &[u8],
+        (ks, ke): (usize, usize),
+        runs: &mut crate::assign::ValueRuns,
+        matched: &mut usize,
+    ) -> Option<((usize, usize), validate::Verdict)> {
+        match self {
+            InCode::Url => {
+                let url = crate::structural::url_at(hay, ks)?;
+                *matched += url.host_start - ks;
+                let v = validate::judge_url(hay, &url)?;
+                Some((v.span.unwrap_or(url.password), v))
+            }
+            InCode::Jwt => {
+                if !crate::structural::jwt_starts_at(hay, ks, ke) {
+                    return None;
+                }
+                let v = validate::judge_jwt(hay, ks)?;
+                let span = v.span.unwrap_or((ks, ke));
+                *matched += span.1 - span.0;
+                Some((span, v))
+            }
+            InCode::Assignment(read, check) => {
+                let c = read(hay, ks, ke)?;
+                *matched += c.value.1 - ks;
+                let v = validate::judge_assignment(*check, hay, &c, runs)?;
+                Some((v.span.unwrap_or(c.value), v))
+            }
+        }
+    }
+}
+
 /// Why a detector could not be built.
 #[derive(Debug)]
 pub enum BuildError {
@@ -604,55 +666,7 @@ impl Detector {
                     .map_or(whole.end(), |m| m.end())
                     .max(whole.start() + 1)
             };
-            if rule.spec.parse == Some(crate::rule::Parse::Url) {
-                let mut resume = 0;
-                for &(ks, _) in rule_hits.iter() {
-                    if ks < resume {
-                        continue;
-                    }
-                    work.searched += 1;
-                    let Some(url) = crate::structural::url_at(hay, ks) else {
-                        continue;
-                    };
-                    work.matched += url.host_start - ks;
-                    let Some(v) = validate::judge_url(hay, &url) else {
-                        continue;
-                    };
-                    let span = v.span.unwrap_or(url.password);
-                    out.push(Finding::accepted(ri, hay, span, v));
-                    resume = span.1;
-                }
-                continue;
-            }
-            if rule.spec.parse == Some(crate::rule::Parse::Jwt) {
-                let mut resume = 0;
-                for &(ks, ke) in rule_hits.iter() {
-                    if ks < resume {
-                        continue;
-                    }
-                    work.searched += 1;
-                    if !crate::structural::jwt_starts_at(hay, ks, ke) {
-                        continue;
-                    }
-                    let Some(v) = validate::judge_jwt(hay, ks) else {
-                        continue;
-                    };
-                    let span = v.span.unwrap_or((ks, ke));
-                    work.matched += span.1 - span.0;
-                    out.push(Finding::accepted(ri, hay, span, v));
-                    resume = span.1;
-                }
-                continue;
-            }
-            if let (Some(parse), Some(check)) = (rule.spec.parse, rule.spec.check) {
-                let read_at = match parse {
-                    crate::rule::Parse::Assignment => crate::assign::parse_at,
-                    crate::rule::Parse::Flag => crate::assign::flag_at,
-                    crate::rule::Parse::XmlElement => crate::assign::xml_element_at,
-                    crate::rule::Parse::Url | crate::rule::Parse::Jwt => {
-                        unreachable!("URL and JWT rules are read above")
-                    }
-                };
+            if let Some(reader) = InCode::of(rule) {
                 let mut resume = 0;
                 let mut runs = crate::assign::ValueRuns::default();
                 for &(ks, ke) in rule_hits.iter() {
@@ -660,14 +674,10 @@ impl Detector {
                         continue;
                     }
                     work.searched += 1;
-                    let Some(c) = read_at(hay, ks, ke) else {
+                    let Some((span, v)) = reader.read(hay, (ks, ke), &mut runs, &mut work.matched)
+                    else {
                         continue;
                     };
-                    work.matched += c.value.1 - ks;
-                    let Some(v) = validate::judge_assignment(check, hay, &c, &mut runs) else {
-                        continue;
-                    };
-                    let span = v.span.unwrap_or(c.value);
                     out.push(Finding::accepted(ri, hay, span, v));
                     resume = span.1;
                 }
