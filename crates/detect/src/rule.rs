@@ -3,9 +3,10 @@
 //! A rule file holds `[[rule]]` tables. Each rule names what it finds (`id`, `name`,
 //! `provider`), how to find it cheaply (`keywords`: literal strings, matched ASCII
 //! case-insensitively unless `keywords_case_sensitive`, at least one of which must
-//! occur in any text the rule can match), how to find it exactly (`pattern`: a regex with ASCII semantics whose
-//! `secret` group, or first group, or whole match is the secret), and how to tell it from look-alikes
-//! (`checksum`, `min_entropy`, `generic`). Every rule carries `examples` that must be
+//! occur in any text the rule can match), how to find it exactly (`pattern`: a
+//! regex with ASCII semantics whose `secret` group, or first group, or whole match
+//! is the secret), and how to tell it from look-alikes (`checksum`, `min_entropy`,
+//! `generic`). Every rule carries `examples` that must be
 //! found and `negative_examples` that must not; a test runs all of them.
 
 use regex_automata::meta::{self, Regex};
@@ -395,11 +396,11 @@ impl Rule {
 
     /// Which literal prefilter the pattern's search uses.
     ///
-    /// Bounded rules search only windows around keyword occurrences, so there is
-    /// none for most of them: in a window it finds the keyword the window was made for,
+    /// Bounded rules search only windows around keyword occurrences, so most have
+    /// none: in a window a prefilter finds the keyword the window was made for,
     /// and where keywords repeat densely it would restart on every one of them
-    /// (measured: 44 MiB/s with it, 560 MiB/s without, on `key key …`). It stays
-    /// for the literals that outreach the keywords (`selective_prefix`), given to
+    /// (measured: 44 MiB/s with it, 560 MiB/s without, on `key key …`). There is
+    /// one for the literals that outreach the keywords (`selective_prefix`), given to
     /// the engine as they are. Unbounded rules search whole inputs with the
     /// engine's own choice.
     fn prefilters(&self) -> Prefiltering<'_> {
@@ -527,25 +528,24 @@ impl<'a> Groups<'a> {
 mod tests {
     use super::Rule;
 
-    fn selective(id: &str) -> bool {
+    fn prefix_literals(id: &str) -> Option<Vec<Vec<u8>>> {
         let spec = crate::engine::builtin_specs()
             .into_iter()
             .find(|s| s.id == id)
             .unwrap_or_else(|| panic!("no rule {id}"));
-        Rule::compile(spec).unwrap().selective_prefix.is_some()
+        Rule::compile(spec).unwrap().selective_prefix
+    }
+
+    fn selective(id: &str) -> bool {
+        prefix_literals(id).is_some()
     }
 
     #[test]
     fn a_prefilter_is_kept_only_where_its_literals_outreach_the_keywords() {
         // `PuTTY-User-Key-File-2` / `-3` against the keyword `PuTTY-User-Key-File-`.
-        assert!(selective("private-key-putty"));
-        let spec = crate::engine::builtin_specs()
-            .into_iter()
-            .find(|s| s.id == "private-key-putty")
-            .unwrap();
         // The version digit is in every literal (the engine's own choice would
         // cut them down to the keyword, their common prefix).
-        let lits = Rule::compile(spec).unwrap().selective_prefix.unwrap();
+        let lits = prefix_literals("private-key-putty").expect("a selective prefix");
         for version in [&b"PuTTY-User-Key-File-2"[..], b"PuTTY-User-Key-File-3"] {
             assert!(lits.iter().any(|l| l.starts_with(version)), "{lits:?}");
         }

@@ -224,12 +224,6 @@ fn run_check(
     end: usize,
 ) -> Option<Verdict> {
     let secret = &hay[start..end];
-    let from_structure = |s: crate::structural::Structure| Verdict {
-        confidence: s.confidence,
-        reason: s.reason,
-        note: s.note,
-        span: None,
-    };
     match check {
         Check::PasswordAssignment | Check::SecretAssignment => {
             let span = |name: &str| caps.name(name).map(|m| (m.start(), m.end()));
@@ -274,13 +268,21 @@ fn run_check(
 /// code at its keyword): measured, then decoded and checked.
 pub(crate) fn judge_jwt(hay: &[u8], start: usize) -> Option<Verdict> {
     let end = structural::jwt_end(hay, start)?;
-    let s = structural::jwt(&hay[start..end], now_unix())?;
+    let v = structural::jwt(&hay[start..end], now_unix()).map(from_structure)?;
     Some(Verdict {
+        span: Some((start, end)),
+        ..v
+    })
+}
+
+/// The verdict for what a structural check read (its span is the match's).
+fn from_structure(s: structural::Structure) -> Verdict {
+    Verdict {
         confidence: s.confidence,
         reason: s.reason,
         note: s.note,
-        span: Some((start, end)),
-    })
+        span: None,
+    }
 }
 
 /// Judges a URL read in code at a `://` ([`structural::url_at`]).
