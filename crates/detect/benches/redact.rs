@@ -6,8 +6,9 @@
 //! - `stream/model-output`: 64 KiB of model prose fed to the streaming redactor in
 //!   the 4-to-16-byte pieces a model streams;
 //! - `hostile/*`: 256 KiB of one keyword fragment repeated (`host= `, `azure `,
-//!   `PuTTY-User-Key-File-`, `password = `, …) beside `hostile/prose`: the per-byte
-//!   cost of the worst inputs, to compare with ordinary text.
+//!   `PuTTY-User-Key-File-`, `password = `, `pwd=`, …) beside `hostile/prose`: the
+//!   per-byte cost of the worst inputs, to compare with ordinary text;
+//!   `hostile/found-*` repeat a fragment that is a finding every dozen bytes.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use keyward_detect::{checksum, Detector, StreamRedactor};
@@ -95,6 +96,13 @@ const HOSTILE: &[(&str, &str)] = &[
     ("pem", "-----BEGIN RSA PRIVATE KEY-----\n"),
     ("url-creds", "https://u:p@"),
     ("escape-token", "\\nghp_"),
+    ("pwd", "pwd="),
+    ("api-key", "api_key: "),
+    ("password-flag", "--password "),
+    ("basic", "Authorization: Basic "),
+    // A finding every dozen bytes: the cost of reporting, beside that of looking.
+    ("found-password", "pass=abcd\n"), // keyward:allow (a fixture, not a password)
+    ("found-token", "token='Kq7Zr9Xw2Lm4' "), // keyward:allow (a fixture, not a token)
 ];
 
 fn hostile(c: &mut Criterion) {

@@ -8,8 +8,10 @@
 //! separator, the quoting and the rest of the line, whether it is a finding and how
 //! sure that is. Every step looks at a bounded neighbourhood of the match.
 
+use crate::lexicon::{Lexicon, Marks};
 use crate::rule::Confidence;
 use crate::validate::shannon_entropy;
+use std::sync::LazyLock;
 
 /// What kind of secret a name announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +21,17 @@ pub(crate) enum KeyClass {
     /// secret, token, api key, private key, credential, salt, nonce: values must
     /// look machine-made.
     Secret,
+}
+
+impl KeyClass {
+    /// Whether a value of `len` bytes can be a secret of this class: passwords
+    /// of 4 to 128 bytes, machine-made secrets of 8 to 512.
+    fn length_fits(self, len: usize) -> bool {
+        match self {
+            KeyClass::Password => (4..=128).contains(&len),
+            KeyClass::Secret => (8..=512).contains(&len),
+        }
+    }
 }
 
 /// The parts of an assignment candidate, as byte spans of the haystack.
@@ -81,38 +94,50 @@ impl Words {
 /// Splits an identifier into lower-case words at `_ - . :`, at lower→upper case
 /// changes, and before the last capital of a run of capitals followed by a lower
 /// case letter (`APIKey` → `api`, `key`). Digits stay with the word before them.
-#[inline]
 pub(crate) fn words(name: &[u8]) -> Words {
-    let mut w = Words {
-        lower: smallvec::SmallVec::new(),
-        spans: smallvec::SmallVec::new(),
-    };
-    let mut start = 0;
-    for (i, &b) in name.iter().enumerate() {
-        if !b.is_ascii_alphanumeric() {
-            if w.lower.len() > start {
-                w.spans.push((start as u32, w.lower.len() as u32));
-                start = w.lower.len();
-            }
-            continue;
-        }
-        if b.is_ascii_uppercase() && w.lower.len() > start {
-            let prev = name[i - 1];
-            let next_lower = name.get(i + 1).is_some_and(u8::is_ascii_lowercase);
-            if prev.is_ascii_lowercase()
-                || prev.is_ascii_digit()
-                || (prev.is_ascii_uppercase() && next_lower)
-            {
-                w.spans.push((start as u32, w.lower.len() as u32));
-                start = w.lower.len();
-            }
-        }
-        w.lower.push(b.to_ascii_lowercase());
-    }
-    if w.lower.len() > start {
-        w.spans.push((start as u32, w.lower.len() as u32));
-    }
+    let mut w = Words::new();
+    w.split(name);
     w
+}
+
+impl Words {
+    fn new() -> Words {
+        Words {
+            lower: smallvec::SmallVec::new(),
+            spans: smallvec::SmallVec::new(),
+        }
+    }
+
+    /// [`words`] into `self` (empty), where the caller keeps it: the inline
+    /// buffers are not copied out of a return value.
+    fn split(&mut self, name: &[u8]) {
+        let w = self;
+        let mut start = 0;
+        for (i, &b) in name.iter().enumerate() {
+            if !b.is_ascii_alphanumeric() {
+                if w.lower.len() > start {
+                    w.spans.push((start as u32, w.lower.len() as u32));
+                    start = w.lower.len();
+                }
+                continue;
+            }
+            if b.is_ascii_uppercase() && w.lower.len() > start {
+                let prev = name[i - 1];
+                let next_lower = name.get(i + 1).is_some_and(u8::is_ascii_lowercase);
+                if prev.is_ascii_lowercase()
+                    || prev.is_ascii_digit()
+                    || (prev.is_ascii_uppercase() && next_lower)
+                {
+                    w.spans.push((start as u32, w.lower.len() as u32));
+                    start = w.lower.len();
+                }
+            }
+            w.lower.push(b.to_ascii_lowercase());
+        }
+        if w.lower.len() > start {
+            w.spans.push((start as u32, w.lower.len() as u32));
+        }
+    }
 }
 
 /// Words that, after a digit suffix is removed, announce a password.
@@ -124,7 +149,7 @@ fn is_password_word(w: &[u8]) -> bool {
         || w.ends_with(b"pwd")
         || w.ends_with(b"passwort")
         || w.ends_with(b"passphrase")
-        || is_one_of(w, PASS_COMPOUNDS)
+        || w.ends_with(b"pass") && PASS_COMPOUND_SET.contains(w)
 }
 
 /// `w` without the digits it ends with.
@@ -133,13 +158,13 @@ fn without_digit_suffix(w: &[u8]) -> &[u8] {
     &w[..keep]
 }
 
-/// True when `w` is one of `words`.
-fn is_one_of(w: &[u8], words: &[&str]) -> bool {
-    words.iter().any(|k| k.as_bytes() == w)
-}
+static PASS_COMPOUND_SET: LazyLock<Lexicon> = LazyLock::new(|| Lexicon::of(&[PASS_COMPOUNDS]));
+static KEY_QUALIFIER_SET: LazyLock<Lexicon> = LazyLock::new(|| Lexicon::of(&[KEY_QUALIFIERS]));
+static TRAILING_OK_SET: LazyLock<Lexicon> = LazyLock::new(|| Lexicon::of(&[TRAILING_OK]));
+static LEADING_BAD_SET: LazyLock<Lexicon> = LazyLock::new(|| Lexicon::of(&[LEADING_BAD]));
 
 /// Single words ending in `pass` that mean a password (most words ending in `pass`
-/// do not: bypass, compass, surpass).
+/// do not: bypass, compass, surpass). Only words ending in `pass` are looked up.
 const PASS_COMPOUNDS: &[&str] = &[
     "dbpass",
     "rootpass",
@@ -408,24 +433,29 @@ const LEADING_BAD: &[&str] = &[
 
 /// What a name announces, or `None` when it announces no secret.
 pub(crate) fn classify_name(name: &[u8]) -> Option<KeyClass> {
-    let ws = words(name);
+    let mut ws = Words::new();
+    ws.split(name);
     // The last secret word decides; every word after it must be harmless.
     let (pos, class) = (0..ws.len()).rev().find_map(|i| {
         let w = ws.get(i);
         if is_password_word(w) {
             Some((i, KeyClass::Password))
         } else if is_secret_word(w)
-            || (matches!(w, b"key" | b"keys") && i > 0 && is_one_of(ws.get(i - 1), KEY_QUALIFIERS))
+            || (matches!(w, b"key" | b"keys") && i > 0 && KEY_QUALIFIER_SET.contains(ws.get(i - 1)))
         {
             Some((i, KeyClass::Secret))
         } else {
             None
         }
     })?;
-    if ws.iter().skip(pos + 1).any(|w| !is_one_of(w, TRAILING_OK)) {
+    if ws
+        .iter()
+        .skip(pos + 1)
+        .any(|w| !TRAILING_OK_SET.contains(w))
+    {
         return None;
     }
-    if ws.iter().take(pos).any(|w| is_one_of(w, LEADING_BAD)) {
+    if ws.iter().take(pos).any(|w| LEADING_BAD_SET.contains(w)) {
         return None;
     }
     Some(class)
@@ -520,14 +550,26 @@ const WEAK_DEFAULTS: &[&str] = &[
     "wrong", "user", "username", "demo", "toor",
 ];
 
+/// No entry of [`WEAK_DEFAULTS`] is longer (a test holds it to that).
+const LONGEST_WEAK_DEFAULT: usize = 16;
+
+static WEAK_DEFAULT_SET: LazyLock<Lexicon> = LazyLock::new(|| Lexicon::of(&[WEAK_DEFAULTS]));
+static NON_VALUE_SET: LazyLock<Lexicon> = LazyLock::new(|| Lexicon::of(&[NON_VALUES]));
+/// [`NON_VALUES`] and [`WEAK_DEFAULTS`]: what a value may not be, whatever the name.
+static NOT_SECRET_SET: LazyLock<Lexicon> =
+    LazyLock::new(|| Lexicon::of(&[NON_VALUES, WEAK_DEFAULTS]));
+static TEMPLATE_MARK_SET: LazyLock<Marks> = LazyLock::new(|| Marks::of(TEMPLATE_MARKS));
+static FILE_EXTENSION_SET: LazyLock<Lexicon> = LazyLock::new(|| Lexicon::of(&[FILE_EXTENSIONS]));
+
 /// True for values that stand for a credential rather than being one: a default
 /// or throw-away password (`admin`, `123456`) or a name made of several words one
 /// of which says secret (`db_password`, `MY_GITHUB_TOKEN`, `x-oauth-token`).
 pub(crate) fn is_stand_in(v: &[u8]) -> bool {
-    if WEAK_DEFAULTS
-        .iter()
-        .any(|w| w.as_bytes().eq_ignore_ascii_case(v))
-    {
+    if v.len() <= LONGEST_WEAK_DEFAULT && {
+        let lower: smallvec::SmallVec<[u8; LONGEST_WEAK_DEFAULT]> =
+            v.iter().map(u8::to_ascii_lowercase).collect();
+        WEAK_DEFAULT_SET.contains(&lower)
+    } {
         return true;
     }
     // The byte test first: splitting into words allocates.
@@ -586,7 +628,8 @@ const TEMPLATE_MARKS: &[&str] = &[
     "0123456789a",
 ];
 
-/// File extensions that mark a value as a file name, not a secret.
+/// File extensions that mark a value as a file name, not a secret: a dot and
+/// lower-case letters and digits (the value's last dot is where one starts).
 const FILE_EXTENSIONS: &[&str] = &[
     ".pem",
     ".key",
@@ -703,22 +746,29 @@ fn machine_made(v: &[u8]) -> bool {
 /// `name` is the name the value is assigned to: a value that repeats it is not a
 /// secret either.
 fn disqualified(v: &[u8], name: &[u8]) -> bool {
-    // Values are at most `MAX_VALUE` bytes: lowered on the stack.
-    let lower: smallvec::SmallVec<[u8; MAX_VALUE]> = v.iter().map(u8::to_ascii_lowercase).collect();
-    let lower = lower.as_slice();
-    if NON_VALUES
-        .iter()
-        .chain(WEAK_DEFAULTS)
-        .any(|w| lower == w.as_bytes())
-        || starts_with_ignore_case(lower, name)
-    {
+    // `value_end` measures at most `MAX_VALUE + 1` bytes: values are lowered in
+    // a buffer on the stack, with no copy of it moved around (longer ones, which
+    // only tests pass, on the heap).
+    let mut buffer = [0u8; MAX_VALUE + 1];
+    let mut heap = Vec::new();
+    let lower = match buffer.get_mut(..v.len()) {
+        Some(on_stack) => on_stack,
+        None => {
+            heap.resize(v.len(), 0);
+            &mut heap[..]
+        }
+    };
+    lower.copy_from_slice(v);
+    lower.make_ascii_lowercase();
+    let lower = &*lower;
+    if NOT_SECRET_SET.contains(lower) || starts_with_ignore_case(lower, name) {
         return true;
     }
     let bare = lower
         .strip_suffix(b"!")
         .or_else(|| lower.strip_suffix(b"?"))
         .unwrap_or(lower);
-    if NON_VALUES.iter().any(|w| bare == w.as_bytes()) {
+    if NON_VALUE_SET.contains(bare) {
         return true;
     }
     // Prose and docstrings in other scripts: secrets are ASCII.
@@ -764,10 +814,7 @@ fn disqualified(v: &[u8], name: &[u8]) -> bool {
     {
         return true;
     }
-    if TEMPLATE_MARKS
-        .iter()
-        .any(|m| memchr::memmem::find(lower, m.as_bytes()).is_some())
-    {
+    if TEMPLATE_MARK_SET.any_in(lower) {
         return true;
     }
     // A call, a URL, a path.
@@ -781,9 +828,8 @@ fn disqualified(v: &[u8], name: &[u8]) -> bool {
     if v.len() > 2 && v[1] == b':' && v[2] == b'\\' {
         return true;
     }
-    if FILE_EXTENSIONS
-        .iter()
-        .any(|e| lower.ends_with(e.as_bytes()) && lower.len() > e.len())
+    if memchr::memrchr(b'.', lower)
+        .is_some_and(|dot| dot > 0 && FILE_EXTENSION_SET.contains(&lower[dot..]))
     {
         return true;
     }
@@ -1161,10 +1207,6 @@ pub(crate) fn judge(
         return None; // an identifier too long to be a name
     }
     let name = &hay[ns..c.name.1];
-    let name_class = classify_name(name)?;
-    if name_class != class {
-        return None;
-    }
     let sep_bytes = &hay[c.sep.0..c.sep.1];
     let xml = sep_bytes == b">";
     if xml {
@@ -1181,7 +1223,9 @@ pub(crate) fn judge(
     }
     let value_span = (c.value.0, value_end(hay, c.value.0, c.quote, xml, runs)?);
     let value = &hay[value_span.0..value_span.1];
-    if value.is_empty() {
+    // The class's length bounds before the name's words: text dense with
+    // keywords is mostly names without a value that could be a secret.
+    if !class.length_fits(value.len()) || classify_name(name) != Some(class) {
         return None;
     }
     // The line before the name: read only on the paths that need it.
@@ -1327,9 +1371,6 @@ pub(crate) fn judge(
     let c_ = classes(value);
     match class {
         KeyClass::Password => {
-            if value.len() < 4 || value.len() > 128 {
-                return None;
-            }
             if value.iter().all(u8::is_ascii_digit) && value.len() < 6 {
                 return None;
             }
@@ -1353,7 +1394,7 @@ pub(crate) fn judge(
             })
         }
         KeyClass::Secret => {
-            if value.len() < 8 || value.len() > 512 || !mm {
+            if !mm {
                 return None;
             }
             let confidence = if value.len() >= 16 && shannon_entropy(value) >= 3.5 || is_uuid(value)
@@ -1395,10 +1436,44 @@ mod tests {
     }
 
     #[test]
-    fn template_marks_are_lower_case() {
-        for m in TEMPLATE_MARKS {
-            assert_eq!(*m, m.to_ascii_lowercase(), "mark {m:?} must be lower case");
+    fn word_lists_are_lower_case() {
+        for m in TEMPLATE_MARKS.iter().chain(NON_VALUES).chain(WEAK_DEFAULTS) {
+            assert_eq!(*m, m.to_ascii_lowercase(), "{m:?} must be lower case");
         }
+        for w in WEAK_DEFAULTS {
+            assert!(
+                w.len() <= LONGEST_WEAK_DEFAULT,
+                "{w:?} is longer than LONGEST_WEAK_DEFAULT"
+            );
+        }
+    }
+
+    #[test]
+    fn pass_compounds_end_in_pass() {
+        for w in PASS_COMPOUNDS {
+            assert!(
+                w.ends_with("pass"),
+                "{w:?}: is_password_word looks up only words ending in pass"
+            );
+            assert!(is_password_word(w.as_bytes()), "{w}");
+        }
+    }
+
+    #[test]
+    fn file_extensions_start_at_the_last_dot() {
+        for e in FILE_EXTENSIONS {
+            let rest = e.strip_prefix('.').expect("an extension starts with a dot");
+            assert!(
+                !rest.is_empty()
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+                "{e:?}: a dot, then lower-case letters and digits"
+            );
+        }
+        assert!(disqualified(b"server.pem", b"key"));
+        assert!(disqualified(b"Server.PEM", b"key"));
+        assert!(!disqualified(b".pem", b"key") && !disqualified(b"Kq7.pemx2Zr9", b"key"));
     }
 
     #[test]

@@ -221,6 +221,21 @@ impl InCode {
     }
 }
 
+/// True when the next occurrence of a rule read in code starts where `(ks, ke)`
+/// does and extends it with letters and digits only (`pw` then `pwd`): every
+/// reader extends a name over such bytes, so the longer occurrence yields the
+/// same candidate, or one where the shorter yields none (the name-length limits
+/// count from the keyword's end), and reading both would judge one name twice.
+fn reads_the_same_longer(
+    hay: &[u8],
+    (ks, ke): (usize, usize),
+    next: Option<&(usize, usize)>,
+) -> bool {
+    next.is_some_and(|&(ns, ne)| {
+        ns == ks && ne > ke && hay[ke..ne].iter().all(u8::is_ascii_alphanumeric)
+    })
+}
+
 /// Why a detector could not be built.
 #[derive(Debug)]
 pub enum BuildError {
@@ -669,8 +684,8 @@ impl Detector {
             if let Some(reader) = InCode::of(rule) {
                 let mut resume = 0;
                 let mut runs = crate::assign::ValueRuns::default();
-                for &(ks, ke) in rule_hits.iter() {
-                    if ks < resume {
+                for (i, &(ks, ke)) in rule_hits.iter().enumerate() {
+                    if ks < resume || reads_the_same_longer(hay, (ks, ke), rule_hits.get(i + 1)) {
                         continue;
                     }
                     work.searched += 1;

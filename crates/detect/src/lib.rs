@@ -13,6 +13,7 @@ mod assign;
 pub mod checksum;
 mod decode;
 mod engine;
+mod lexicon;
 pub mod rule;
 mod stream;
 mod structural;

@@ -176,6 +176,16 @@ const HOSTILE_FRAGMENTS: &[&str] = &[
     "sk-",
     "xoxb-",
     "token=",
+    // Keyword every few bytes, and values the judge reads in full.
+    "pwd=",
+    "key=",
+    "--password ",
+    "pass='a' ",
+    "secret=\"a\",",
+    "Authorization: Basic ",
+    // A finding every dozen bytes.
+    "pass=abcd\n",           // keyward:allow (a fixture, not a password)
+    "token='Kq7Zr9Xw2Lm4' ", // keyward:allow (a fixture, not a token)
 ];
 
 #[test]
