@@ -682,13 +682,21 @@ struct Classes {
     symbol: bool,
 }
 
+/// One pass over `v` (the judge asks for the classes of every value it reads).
 fn classes(v: &[u8]) -> Classes {
-    Classes {
-        lower: v.iter().any(u8::is_ascii_lowercase),
-        upper: v.iter().any(u8::is_ascii_uppercase),
-        digit: v.iter().any(u8::is_ascii_digit),
-        symbol: v.iter().any(|b| b.is_ascii_punctuation()),
+    let mut c = Classes {
+        lower: false,
+        upper: false,
+        digit: false,
+        symbol: false,
+    };
+    for b in v {
+        c.lower |= b.is_ascii_lowercase();
+        c.upper |= b.is_ascii_uppercase();
+        c.digit |= b.is_ascii_digit();
+        c.symbol |= b.is_ascii_punctuation();
     }
+    c
 }
 
 impl Classes {
@@ -1354,7 +1362,10 @@ pub(crate) fn judge(
             || value.contains(&b'.') && !classes(value).digit
             || classify_name(value).is_some()
             || ends_with_ignore_case(value, b"password")
-                && (value.contains(&b'_') || classes(value).upper && classes(value).lower)
+                && (value.contains(&b'_') || {
+                    let c = classes(value);
+                    c.upper && c.lower
+                })
         {
             return None;
         }
