@@ -164,6 +164,7 @@ impl Scratch {
 enum InCode {
     Url,
     Jwt,
+    Basic,
     /// An assignment shape read by the function, judged by the check.
     Assignment(
         fn(&[u8], usize, usize) -> Option<crate::assign::Candidate>,
@@ -179,6 +180,7 @@ impl InCode {
             match rule.spec.parse? {
                 Parse::Url => return Some(InCode::Url),
                 Parse::Jwt => return Some(InCode::Jwt),
+                Parse::Basic => return Some(InCode::Basic),
                 Parse::Assignment => crate::assign::parse_at,
                 Parse::Flag => crate::assign::flag_at,
                 Parse::XmlElement => crate::assign::xml_element_at,
@@ -209,6 +211,12 @@ impl InCode {
                 let v = validate::judge_jwt(hay, ks)?;
                 let span = v.span.unwrap_or((ks, ke));
                 *matched += span.1 - span.0;
+                Some((span, v))
+            }
+            InCode::Basic => {
+                let span = crate::structural::basic_at(hay, ke)?;
+                *matched += span.1 - ks;
+                let v = validate::judge_basic(hay, span)?;
                 Some((span, v))
             }
             InCode::Assignment(read, check) => {

@@ -132,6 +132,9 @@ pub enum Parse {
     /// A JSON Web Token starting at the keyword (`eyJ`), not glued to a word
     /// before it; the check measures it.
     Jwt,
+    /// `Basic <base64>`: one to four blanks after the keyword, then 6 to 400
+    /// base64 bytes and up to two `=`, ending the run.
+    Basic,
 }
 
 /// One rule exactly as written in a rule file.
@@ -176,10 +179,10 @@ pub struct RuleSpec {
     /// finding's confidence.
     #[serde(default)]
     pub check: Option<Check>,
-    /// `"assignment"`, `"flag"`, `"xml-element"`, `"url"`, `"jwt"`: candidates are
-    /// read in code at each keyword occurrence (`assign::parse_at`,
+    /// `"assignment"`, `"flag"`, `"xml-element"`, `"url"`, `"jwt"`, `"basic"`:
+    /// candidates are read in code at each keyword occurrence (`assign::parse_at`,
     /// `assign::flag_at`, `assign::xml_element_at`, `structural::url_at`,
-    /// `structural::jwt_starts_at`) instead of by running
+    /// `structural::jwt_starts_at`, `structural::basic_at`) instead of by running
     /// `pattern`, which then describes the same shape for streaming redaction and
     /// for readers. A test holds each to its pattern.
     #[serde(default)]

@@ -41,6 +41,40 @@ pub(crate) fn jwt_starts_at(hay: &[u8], ks: usize, ke: usize) -> bool {
     (ks == 0 || !is_b64url(hay[ks - 1])) && hay.get(ke).copied().is_some_and(is_b64url)
 }
 
+/// The encoded credential after the keyword occurrence ending at `ke` (`Basic`),
+/// read the way the `http-basic-auth` pattern reads it: one to four blanks or
+/// tabs, then 6 to 400 base64 bytes (`A-Z a-z 0-9 + /`) and up to two `=`,
+/// followed by a byte that is none of those or by the end of the text.
+pub(crate) fn basic_at(hay: &[u8], ke: usize) -> Option<(usize, usize)> {
+    const MAX_RUN: usize = 400;
+    let is_b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'+' || b == b'/';
+    let rest = &hay[ke..];
+    let blanks = rest
+        .iter()
+        .take(5)
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    if !(1..=4).contains(&blanks) {
+        return None;
+    }
+    let start = ke + blanks;
+    let run = hay[start..]
+        .iter()
+        .take(MAX_RUN + 1)
+        .take_while(|&&b| is_b64(b))
+        .count();
+    if !(6..=MAX_RUN).contains(&run) {
+        return None;
+    }
+    let pad = hay[start + run..]
+        .iter()
+        .take(3)
+        .take_while(|&&b| b == b'=')
+        .count();
+    let end = start + run + pad;
+    (pad <= 2).then_some((start, end))
+}
+
 /// The end of the JWT-shaped run starting at `start` (three base64url parts joined
 /// by dots, each within its bound, the payload starting `eyJ`), or `None`.
 pub(crate) fn jwt_end(hay: &[u8], start: usize) -> Option<usize> {

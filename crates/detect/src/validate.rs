@@ -275,6 +275,16 @@ pub(crate) fn judge_jwt(hay: &[u8], start: usize) -> Option<Verdict> {
     })
 }
 
+/// Judges the HTTP Basic credential at `span`, read in code after its keyword
+/// ([`structural::basic_at`]).
+pub(crate) fn judge_basic(hay: &[u8], span: (usize, usize)) -> Option<Verdict> {
+    let v = structural::basic_auth(&hay[span.0..span.1]).map(from_structure)?;
+    Some(Verdict {
+        span: Some(span),
+        ..v
+    })
+}
+
 /// The verdict for what a structural check read (its span is the match's).
 fn from_structure(s: structural::Structure) -> Verdict {
     Verdict {

@@ -356,7 +356,7 @@ mod url_credentials_read_in_code {
     }
 }
 
-/// The flag, XML-element and JWT rules read their candidates in code; they must find
+/// The flag, XML-element, JWT and Basic rules read their candidates in code; they must find
 /// every secret the same rules find through their patterns. They may find more:
 /// a pattern's search resumes after a match its check refused, so the refused
 /// one can hide a later candidate that starts inside it (`ENV passwordENV
@@ -372,6 +372,7 @@ mod flags_and_xml_elements_read_in_code {
         "password-xml-element",
         "secret-xml-element",
         "jwt",
+        "http-basic-auth",
     ];
 
     fn detector(parse_in_code: bool) -> &'static Detector {
@@ -415,6 +416,8 @@ mod flags_and_xml_elements_read_in_code {
                     Just("hunter2!x"), Just("Zr4vT9qLm2Xw8Kp1Ns6Yb3Hc"), Just("abcdefghijklmnopqrstuvwxyz01234"),
                     Just("eyJhbGciOiJIUzI1NiJ9"), Just("eyJzdWIiOiJ4In0"), Just("eyJ"), Just("EYJ"),
                     Just("7Qm2Xw9Lz4Vb1Kt8Rp3Nc6Hd0Fy5Gs2Ja"), Just(".eyJzdWIiOiJ4In0."),
+                    Just("Basic"), Just("bAsIc"), Just("YWRtaW46czNjcjN0LXBhc3M"), Just("ZGVw"),
+                    Just("="), Just("+"), Just("/"), Just("bG9naW46cGFzc3dvcmQ"), Just("     "),
                 ],
                 0..24,
             ),
