@@ -183,6 +183,7 @@ const HOSTILE_FRAGMENTS: &[&str] = &[
     "pass='a' ",
     "secret=\"a\",",
     "Authorization: Basic ",
+    "--user ",
     // A finding every dozen bytes.
     "pass=abcd\n",           // keyward:allow (a fixture, not a password)
     "token='Kq7Zr9Xw2Lm4' ", // keyward:allow (a fixture, not a token)

@@ -40,6 +40,7 @@ pub const HOSTILE: &[(&str, &str)] = &[
     ("password-flag", "--password "),
     ("basic", "Authorization: Basic "),
     ("key-eq", "key="),
+    ("curl-user", "--user "),
     ("short-quoted", "pass='a' "),
     ("short-pair", "secret=\"a\","),
     // A finding every dozen bytes: the cost of reporting, beside that of looking.
