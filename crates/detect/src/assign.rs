@@ -94,22 +94,28 @@ impl Words {
 /// Splits an identifier into lower-case words at `_ - . :`, at lower→upper case
 /// changes, and before the last capital of a run of capitals followed by a lower
 /// case letter (`APIKey` → `api`, `key`). Digits stay with the word before them.
+#[cfg(test)]
 pub(crate) fn words(name: &[u8]) -> Words {
-    let mut w = Words::new();
-    w.split(name);
-    w
+    Words::of(name, |w| Words {
+        lower: w.lower.clone(),
+        spans: w.spans.clone(),
+    })
 }
 
 impl Words {
-    fn new() -> Words {
-        Words {
+    /// Calls `f` with `name` split into words (see [`words`]). The words live
+    /// in the caller's frame: returning them would copy their inline buffers
+    /// (about 200 bytes) on every keyword hit.
+    #[inline]
+    pub(crate) fn of<R>(name: &[u8], f: impl FnOnce(&Words) -> R) -> R {
+        let mut w = Words {
             lower: smallvec::SmallVec::new(),
             spans: smallvec::SmallVec::new(),
-        }
+        };
+        w.split(name);
+        f(&w)
     }
 
-    /// [`words`] into `self` (empty), where the caller keeps it: the inline
-    /// buffers are not copied out of a return value.
     fn split(&mut self, name: &[u8]) {
         let w = self;
         let mut start = 0;
@@ -433,8 +439,11 @@ const LEADING_BAD: &[&str] = &[
 
 /// What a name announces, or `None` when it announces no secret.
 pub(crate) fn classify_name(name: &[u8]) -> Option<KeyClass> {
-    let mut ws = Words::new();
-    ws.split(name);
+    Words::of(name, classify_words)
+}
+
+/// [`classify_name`] for a name already split.
+fn classify_words(ws: &Words) -> Option<KeyClass> {
     // The last secret word decides; every word after it must be harmless.
     let (pos, class) = (0..ws.len()).rev().find_map(|i| {
         let w = ws.get(i);
@@ -572,16 +581,21 @@ pub(crate) fn is_stand_in(v: &[u8]) -> bool {
     } {
         return true;
     }
-    // The byte test first: splitting into words allocates.
+    is_secret_compound(v)
+}
+
+/// True for an identifier of several words one of which says secret
+/// (`db_password`, `refresh_token`, `gitLabDevClientSecret`): a name, not a value.
+fn is_secret_compound(v: &[u8]) -> bool {
+    // The byte test first: it is cheaper than splitting into words.
     v.iter()
         .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && {
-            let vw = words(v);
-            vw.len() >= 2
-                && vw
+        && Words::of(v, |ws| {
+            ws.len() >= 2
+                && ws
                     .iter()
                     .any(|w| is_password_word(w) || is_secret_word(w) || w == b"key")
-        }
+        })
 }
 
 /// Substrings that mark a template, format string, placeholder or masked value,
@@ -802,14 +816,7 @@ fn disqualified(v: &[u8], name: &[u8]) -> bool {
     }
     // A name made of several words one of which says secret is another name
     // (`refresh_token`, `GCM_TRACE_SECRETS`, `gitLabDevClientSecret`).
-    let vw = words(v);
-    if vw.len() >= 2
-        && v.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && vw
-            .iter()
-            .any(|w| is_password_word(w) || is_secret_word(w) || w == b"key")
-    {
+    if is_secret_compound(v) {
         return true;
     }
     // Dotted identifiers: `keyword.operator.binary`, `mysite.forms.SetPasswordForm`.
