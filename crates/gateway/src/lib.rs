@@ -44,6 +44,7 @@ pub mod time;
 pub mod tls;
 pub mod token_exchange;
 pub mod usage;
+pub mod usage_view;
 pub mod usage_writer;
 pub mod watch;
 pub mod webhook;

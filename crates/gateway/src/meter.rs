@@ -170,9 +170,7 @@ pub fn usage_of(family: Family, v: &Value) -> Option<Usage> {
 
 /// The usage a whole JSON body reports; `None` when it reports none or is not JSON.
 pub fn usage_of_body(family: Family, body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| usage_of(family, &v))
+    crate::usage_view::UsageView::of(body).and_then(|v| usage_of(family, &v.0))
 }
 
 /// For an OpenAI chat completion that streams without usage, the body with
@@ -328,6 +326,40 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BODIES: &[&str] = &[
+        r#"{"id":"c1","choices":[{"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":12,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":2}}}"#,
+        r#"{"object":"response","response":{"output":[{"content":"x"}],"usage":{"input_tokens":30,"output_tokens":7,"input_tokens_details":{"cached_tokens":10}}}}"#,
+        r#"{"type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":9,"output_tokens":3,"cache_read_input_tokens":2,"cache_creation_input_tokens":1}}"#,
+        r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":21,"output_tokens":1}}}"#,
+        r#"{"candidates":[{"content":{"parts":[{"text":"hi"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":4,"cachedContentTokenCount":3,"thoughtsTokenCount":2}}"#,
+        r#"[{"candidates":[],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":1}},{"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":6}}]"#,
+        r#"{"data":[{"embedding":[0.1,0.2]}],"usage":{"prompt_tokens":5,"total_tokens":5}}"#,
+        r#"{"choices":[],"usage":null}"#,
+        r#"{"usage":"none","response":[1,2],"message":"text"}"#,
+        r#"{"nothing":{"usage":{"prompt_tokens":99}}}"#,
+        r#"{"message":{"message":{"usage":{"input_tokens":99}}}}"#,
+        r#"[[{"usage":{"prompt_tokens":99}}],{"response":[{"usage":{"prompt_tokens":7}}]}]"#,
+        r#"{"a":"\u00e9\n","usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+        r#"42"#,
+    ];
+
+    #[test]
+    fn every_family_reads_a_view_as_it_reads_the_whole_body() {
+        for body in BODIES {
+            let whole: Value = serde_json::from_str(body).unwrap();
+            let view =
+                crate::usage_view::UsageView::of(body.as_bytes()).expect("a JSON body has a view");
+            for family in [Family::OpenAi, Family::Anthropic, Family::Gemini] {
+                assert_eq!(
+                    usage_of(family, &view.0),
+                    usage_of(family, &whole),
+                    "{family:?} on {body}"
+                );
+            }
+        }
+    }
+
     use std::sync::Mutex;
 
     #[derive(Default)]
