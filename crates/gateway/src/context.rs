@@ -17,7 +17,8 @@ pub struct Gateway {
     pub alerts: crate::alerts::Alerter,
     pub hash_key: HashKey,
     pub providers: Vec<Provider>,
-    pub client: reqwest::Client,
+    /// Provider calls.
+    pub client: crate::upstream_client::UpstreamClient,
     pub max_body: usize,
     pub detector: &'static Detector,
     /// Permits for screening large bodies on the blocking pool (one per core).

@@ -43,6 +43,7 @@ pub mod tasks;
 pub mod time;
 pub mod tls;
 pub mod token_exchange;
+pub mod upstream_client;
 pub mod usage;
 pub mod usage_view;
 pub mod usage_writer;
@@ -344,7 +345,7 @@ pub async fn serve(
             .cloned()
             .map(provider::Provider::new)
             .collect(),
-        client: upstream_client()?,
+        client: upstream_client::UpstreamClient::new().map_err(ServeError::Client)?,
         max_body: config.server.max_body_bytes,
         detector: keyward_detect::Detector::builtin(),
         screening: Arc::new(tokio::sync::Semaphore::new(

@@ -205,7 +205,7 @@ pub fn ask_for_stream_usage(body: Bytes) -> (Bytes, bool) {
     }
 }
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type ByteStream = Pin<Box<dyn Stream<Item = crate::upstream_client::Chunk> + Send>>;
 
 /// The JSON of an event's `data:` lines, when it may carry usage or end the
 /// stream.
@@ -236,7 +236,7 @@ fn event_json(event: &[u8]) -> Option<Value> {
 /// the usage-only chat chunk the gateway asked for is left out.
 pub fn sse<S>(upstream: S, meter: Meter, strip_usage_chunk: bool) -> ByteStream
 where
-    S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    S: Stream<Item = crate::upstream_client::Chunk> + Send + 'static,
 {
     let state = (Box::pin(upstream), meter, Vec::<u8>::new(), false);
     Box::pin(futures_util::stream::unfold(
@@ -291,7 +291,7 @@ where
 /// copy of up to [`MAX_COPY`] bytes is read at the end.
 pub fn whole<S>(upstream: S, meter: Meter) -> ByteStream
 where
-    S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    S: Stream<Item = crate::upstream_client::Chunk> + Send + 'static,
 {
     let state = (Box::pin(upstream), meter, Vec::<u8>::new(), false);
     Box::pin(futures_util::stream::unfold(

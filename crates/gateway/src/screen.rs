@@ -81,7 +81,7 @@ impl Screen {
     pub async fn outbound_whole(
         &self,
         action: Action,
-        stream: impl Stream<Item = reqwest::Result<Bytes>> + Send + Unpin,
+        stream: impl Stream<Item = crate::upstream_client::Chunk> + Send + Unpin,
     ) -> Result<Bytes, Response> {
         let mut stream = stream;
         let mut buf = bytes::BytesMut::new();
@@ -123,7 +123,7 @@ impl Screen {
     pub fn outbound_stream(
         self,
         action: Action,
-        upstream: impl Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
+        upstream: impl Stream<Item = crate::upstream_client::Chunk> + Send + Unpin + 'static,
     ) -> Body {
         struct St<S> {
             screen: Screen,
@@ -182,7 +182,10 @@ impl Screen {
                     out = st.screen.error_event(&st.hits);
                 }
             }
-            Some((Ok::<_, reqwest::Error>(Bytes::from(out)), st))
+            Some((
+                Ok::<_, crate::upstream_client::BodyError>(Bytes::from(out)),
+                st,
+            ))
         });
         Body::from_stream(stream.filter(|r| {
             let keep = !matches!(r, Ok(b) if b.is_empty());

@@ -4,9 +4,11 @@
 
 use crate::api::{self, Endpoint, ErrorKind};
 use crate::provider::Provider;
+use crate::upstream_client::{CallError, Chunk};
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use keyward_detect::Detector;
 use std::time::Duration;
 
@@ -133,23 +135,16 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
     );
     let timeout = Duration::from_secs(provider.config.timeout_secs.unwrap_or(600));
     let sent = std::time::Instant::now();
-    let upstream = gw
-        .client
-        .post(url)
-        .headers(headers)
-        .body(body)
-        .timeout(timeout)
-        .send()
-        .await;
+    let upstream = gw.client.post(&url, headers, body, timeout).await;
     let upstream = match upstream {
         Ok(r) => r,
         Err(e) => {
-            let kind = if e.is_timeout() {
+            let kind = if e == CallError::Timeout {
                 ErrorKind::Timeout
             } else {
                 ErrorKind::Upstream
             };
-            tracing::warn!(request_id = %rid, provider = provider.config.name.as_str(), "upstream call failed: {}", describe(&e));
+            tracing::warn!(request_id = %rid, provider = provider.config.name.as_str(), "upstream call failed: {}", describe(e, &url));
             let error = if kind == ErrorKind::Timeout {
                 "timeout"
             } else {
@@ -163,8 +158,7 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
         }
     };
     let upstream_time = UpstreamTime(sent.elapsed());
-    let status =
-        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let status = upstream.status();
     meter.set_status(status.as_u16());
     gw.metrics
         .upstream_answered(&provider.config.name, !status.is_server_error());
@@ -209,7 +203,7 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
-        let stream = without_echoes(upstream.bytes_stream(), echo.stream());
+        let stream = without_echoes(upstream.into_body(), echo.stream());
         let body = if is_sse {
             let stream = crate::meter::sse(stream, meter, strip_usage_chunk);
             if outbound == Action::Off {
@@ -245,8 +239,7 @@ pub async fn call(c: UpstreamCall<'_>) -> Response {
     }
     // Provider errors are read whole and scrubbed: some echo the key they received.
     let mut buf = Vec::new();
-    let mut stream = upstream.bytes_stream();
-    use futures_util::StreamExt;
+    let mut stream = upstream.into_body();
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(c) if buf.len() + c.len() <= MAX_ERROR_BODY => buf.extend_from_slice(&c),
@@ -275,11 +268,10 @@ pub struct UpstreamTime(pub Duration);
 fn without_echoes<S>(
     upstream: S,
     echo: crate::echo::EchoStream,
-) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>
+) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = Chunk> + Send>>
 where
-    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + Unpin + 'static,
+    S: futures_util::Stream<Item = Chunk> + Send + Unpin + 'static,
 {
-    use futures_util::StreamExt;
     Box::pin(futures_util::stream::unfold(
         (upstream, echo, false),
         |(mut upstream, mut echo, done)| async move {
@@ -320,24 +312,17 @@ pub fn scrub(detector: &Detector, text: &str, secrets: &[&str]) -> String {
     detector.redact(&t).into_owned()
 }
 
-/// A transport error without the URL's query or anything the provider sent.
-fn describe(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "bad response body"
-    } else {
-        "request failed"
-    };
-    match e.url() {
-        Some(u) => format!(
+/// A failed call, with the URL's scheme, host and path but not its query (a
+/// Gemini key can travel there) or anything the provider sent.
+fn describe(e: CallError, url: &str) -> String {
+    let what = e.what();
+    match url.parse::<axum::http::Uri>() {
+        Ok(u) => format!(
             "{what} ({}://{}{})",
-            u.scheme(),
-            u.host_str().unwrap_or("?"),
+            u.scheme_str().unwrap_or("?"),
+            u.host().unwrap_or("?"),
             u.path()
         ),
-        None => what.to_string(),
+        Err(_) => what.to_string(),
     }
 }
