@@ -100,7 +100,11 @@ impl KeywordOf {
     /// Whether the occurrence `found` of the keyword is one the rule searches around.
     #[inline]
     fn counts(&self, found: &[u8]) -> bool {
-        self.exact.as_deref().is_none_or(|exact| exact == found)
+        // Keywords are a few bytes long: a loop inline, not a call to `memcmp`
+        // for every occurrence (a tenth of a search of `--user ` repeated).
+        self.exact.as_deref().is_none_or(|exact| {
+            exact.len() == found.len() && exact.iter().zip(found).all(|(a, b)| a == b)
+        })
     }
 }
 
