@@ -11,7 +11,8 @@ use std::io::{self, Write};
 const BATCH: usize = 64 << 10;
 
 /// Wraps a writer; complete lines are redacted and passed on. Used behind the
-/// non-blocking appender, so the search runs on the log thread, not on requests.
+/// batched log writer ([`crate::log_writer`]), so the search runs on its thread,
+/// not on requests.
 pub struct RedactingWriter<W: Write> {
     inner: W,
     detector: &'static Detector,
@@ -35,8 +36,8 @@ impl<W: Write> RedactingWriter<W> {
 }
 
 impl<W: Write> Write for RedactingWriter<W> {
-    /// Holds `buf` until [`flush`](Write::flush) (the appender flushes whenever its
-    /// queue is empty) or until [`BATCH`] bytes wait: lines are redacted and
+    /// Holds `buf` until [`flush`](Write::flush) (the log writer flushes after each
+    /// batch it writes) or until [`BATCH`] bytes wait: lines are redacted and
     /// written a batch at a time, one search and one write for many lines.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.partial.extend_from_slice(buf);

@@ -5,6 +5,7 @@ mod commands;
 mod home;
 mod hook;
 mod log_redact;
+mod log_writer;
 mod scan_cmd;
 
 use commands::{admin, alerts, audit, config, keys, serve, token, usage, vault};

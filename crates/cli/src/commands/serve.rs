@@ -17,14 +17,13 @@ pub struct ServeArgs {
 pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
         .unwrap_or_else(|_| "info".into());
-    // Log lines are written by a background thread, never on the request path.
-    // Lines beyond its buffer are dropped (and counted by the appender) rather than
-    // slowing requests. Every line is redacted on that thread.
-    let (writer, _log_guard) =
-        tracing_appender::non_blocking(crate::log_redact::RedactingWriter::new(
-            std::io::stderr(),
-            keyward_detect::Detector::builtin(),
-        ));
+    // Log lines are written by a background thread a batch at a time, never on
+    // the request path (see `log_writer`); lines beyond its bound are dropped and
+    // counted rather than slowing requests. Every line is redacted on that thread.
+    let (writer, _log_guard) = crate::log_writer::batched(crate::log_redact::RedactingWriter::new(
+        std::io::stderr(),
+        keyward_detect::Detector::builtin(),
+    ));
     // KEYWARD_LOG_FORMAT=json: one JSON object a line (for log shippers).
     let json = match std::env::var("KEYWARD_LOG_FORMAT").as_deref() {
         Ok("json") => true,
