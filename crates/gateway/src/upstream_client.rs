@@ -23,9 +23,38 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::rustls;
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How long a connection attempt may take.
+/// The HTTPS connector with a bound on the whole set-up of a connection: a
+/// provider that accepts TCP but stalls its TLS handshake fails the call as a
+/// connection failure, not only at the call's (much later) deadline.
+#[derive(Clone)]
+struct Bounded {
+    inner: Https,
+    timeout: Duration,
+}
+
+impl tower::Service<Uri> for Bounded {
+    type Response = <Https as tower::Service<Uri>>::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (connecting, timeout) = (self.inner.call(uri), self.timeout);
+        Box::pin(async move {
+            tokio::time::timeout(timeout, connecting)
+                .await
+                .map_err(|_| BoxError::from("setting up the connection timed out"))?
+        })
+    }
+}
+
+/// How long setting up a connection (TCP and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -35,7 +64,7 @@ const POOL_MAX_IDLE_PER_HOST: usize = 256;
 /// A pooled client for provider calls; cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct UpstreamClient {
-    inner: Client<Connector, Full<Bytes>>,
+    inner: Client<Bounded, Full<Bytes>>,
 }
 
 /// Why a call failed before its answer's headers arrived.
@@ -84,10 +113,15 @@ pub type Chunk = Result<Bytes, BodyError>;
 impl UpstreamClient {
     /// A client trusting the system's root certificates.
     pub fn new() -> Result<UpstreamClient, String> {
+        UpstreamClient::with_connect_timeout(CONNECT_TIMEOUT)
+    }
+
+    /// [`UpstreamClient::new`] with another bound on setting up a connection
+    /// (TCP and TLS together).
+    fn with_connect_timeout(connect_timeout: Duration) -> Result<UpstreamClient, String> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -106,7 +140,10 @@ impl UpstreamClient {
             .timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .build(connector);
+            .build(Bounded {
+                inner: connector,
+                timeout: connect_timeout,
+            });
         Ok(UpstreamClient { inner })
     }
 
@@ -305,6 +342,24 @@ mod tests {
             )
             .await;
         assert_eq!(refused.err(), Some(CallError::Connect));
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_that_stalls_fails_to_connect_at_the_connect_bound() {
+        // Accepts TCP and never answers the TLS client hello.
+        let url = server("", true).await.replace("http://", "https://");
+        let client = UpstreamClient::with_connect_timeout(Duration::from_millis(300)).unwrap();
+        let started = Instant::now();
+        let stalled = client
+            .post(
+                &url,
+                HeaderMap::new(),
+                Bytes::new(),
+                Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(stalled.err(), Some(CallError::Connect));
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test]

@@ -312,8 +312,8 @@ pub fn scrub(detector: &Detector, text: &str, secrets: &[&str]) -> String {
     detector.redact(&t).into_owned()
 }
 
-/// A failed call, with the URL's scheme, host and path but not its query (a
-/// Gemini key can travel there) or anything the provider sent.
+/// A failed call, with the URL's scheme, host and path but not its query or
+/// anything the provider sent.
 fn describe(e: CallError, url: &str) -> String {
     let what = e.what();
     match url.parse::<axum::http::Uri>() {
