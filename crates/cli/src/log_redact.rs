@@ -7,12 +7,10 @@
 use keyward_detect::Detector;
 use std::io::{self, Write};
 
-/// Lines waiting beyond this many bytes are written without waiting for a flush.
-const BATCH: usize = 64 << 10;
-
-/// Wraps a writer; complete lines are redacted and passed on. Used behind the
-/// batched log writer ([`crate::log_writer`]), so the search runs on its thread,
-/// not on requests.
+/// Wraps a writer; complete lines are redacted and passed on, one search per
+/// write. Used behind the batched log writer ([`crate::log_writer`]), which hands
+/// it a whole batch of lines per write, so the search runs on that thread, once
+/// per batch, not on requests.
 pub struct RedactingWriter<W: Write> {
     inner: W,
     detector: &'static Detector,
@@ -36,17 +34,11 @@ impl<W: Write> RedactingWriter<W> {
 }
 
 impl<W: Write> Write for RedactingWriter<W> {
-    /// Holds `buf` until [`flush`](Write::flush) (the log writer flushes after each
-    /// batch it writes) or until [`BATCH`] bytes wait: lines are redacted and
-    /// written a batch at a time, one search and one write for many lines.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.partial.extend_from_slice(buf);
-        if self.partial.len() >= BATCH {
-            if let Some(last_nl) = memchr::memrchr(b'\n', &self.partial) {
-                let rest = self.partial.split_off(last_nl + 1);
-                let lines = std::mem::replace(&mut self.partial, rest);
-                self.emit(&lines)?;
-            }
+        if let Some(last_nl) = memchr::memrchr(b'\n', &self.partial) {
+            let lines: Vec<u8> = self.partial.drain(..=last_nl).collect();
+            self.emit(&lines)?;
         }
         Ok(buf.len())
     }
@@ -105,32 +97,6 @@ mod tests {
             out,
             "WARN provider said: bad key [REDACTED:github-classic-pat] (request id: r1)\nnext\nunterminated"
         );
-    }
-
-    #[test]
-    fn lines_wait_for_a_flush_or_a_full_batch_and_are_redacted_either_way() {
-        let sink = Sink::default();
-        let t = token();
-        let mut w = RedactingWriter::new(sink.clone(), Detector::builtin());
-        w.write_all(format!("first {t}\n").as_bytes()).unwrap();
-        assert!(sink.0.lock().unwrap().is_empty(), "written before a flush");
-        w.flush().unwrap();
-        let flushed = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(flushed, "first [REDACTED:github-classic-pat]\n");
-        sink.0.lock().unwrap().clear();
-        let line = format!("INFO request ok key {t} ms=1\n");
-        let lines = BATCH / line.len() + 1;
-        for _ in 0..lines {
-            w.write_all(line.as_bytes()).unwrap();
-        }
-        w.write_all(b"half a li").unwrap();
-        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(
-            out,
-            "INFO request ok key [REDACTED:github-classic-pat] ms=1\n".repeat(lines),
-            "a full batch is written without a flush, up to its last whole line"
-        );
-        assert_eq!(w.partial, b"half a li");
     }
 
     #[test]
